@@ -1,0 +1,113 @@
+//! Engine.IO configuration with documented defaults.
+
+use std::time::Duration;
+
+/// Which origins may make cross-origin requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// Any origin (`Access-Control-Allow-Origin: *`, or the request's origin when credentials are on).
+    Any,
+    /// Only these exact origins (e.g. `https://dash.example.com`).
+    List(Vec<String>),
+}
+
+/// CORS policy. No CORS headers at all are sent unless one is configured, as the reference does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    /// Allowed origins.
+    pub origins: AllowedOrigins,
+    /// Whether to send `Access-Control-Allow-Credentials: true`.
+    pub credentials: bool,
+}
+
+impl Cors {
+    /// Any origin, no credentials.
+    pub fn any() -> Self {
+        Self {
+            origins: AllowedOrigins::Any,
+            credentials: false,
+        }
+    }
+}
+
+/// Engine.IO server options.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EngineConfig {
+    /// The path the endpoint answers on, with leading and trailing slash. Default `/socket.io/`
+    /// (Socket.IO's mount point; a bare Engine.IO endpoint conventionally uses `/engine.io/`).
+    pub path: String,
+    /// How often the server sends a ping. Default 25 s (the reference default).
+    pub ping_interval: Duration,
+    /// How long the server waits for the pong before closing the session. Default 60 s (the reference
+    /// uses 20 s; we are more patient with mobile clients on bad networks).
+    pub ping_timeout: Duration,
+    /// The largest message or polling request body accepted, in bytes, advertised in the handshake.
+    /// Default 1 000 000 (the reference's `maxHttpBufferSize`). Over it: HTTP 413 / WebSocket close 1009.
+    pub max_payload: usize,
+    /// How long a client may take between opening the WebSocket of an upgrade and sending `5`.
+    /// Default 10 s (the reference default).
+    pub upgrade_timeout: Duration,
+    /// Whether the polling transport is offered. Default true.
+    pub allow_polling: bool,
+    /// Whether the WebSocket transport is offered. Default true.
+    pub allow_websocket: bool,
+    /// The most packets a client may put in one polling request body. Default 1 024.
+    pub max_packets_per_payload: usize,
+    /// The most packets one polling GET response carries. Default 16: python-engineio's client refuses
+    /// a payload of more than 16 packets, and the JavaScript client simply polls again for the rest.
+    pub max_packets_per_poll: usize,
+    /// The most frames buffered for one session before it counts as a slow consumer and is closed.
+    /// Default 8 192.
+    pub max_buffered_frames: usize,
+    /// tungstenite's read buffer per WebSocket connection. It dominates idle memory: default 1 KiB
+    /// (4 KiB costs about 3 KiB more RSS per idle client; large messages still work, in more reads).
+    pub ws_read_buffer_size: usize,
+    /// How many bytes tungstenite buffers before writing to the socket. Default 0 (write through);
+    /// frames are fed in batches and flushed once per batch anyway.
+    pub ws_write_buffer_size: usize,
+    /// CORS policy; `None` (the default) sends no CORS headers.
+    pub cors: Option<Cors>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            path: "/socket.io/".to_owned(),
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(60),
+            max_payload: 1_000_000,
+            upgrade_timeout: Duration::from_secs(10),
+            allow_polling: true,
+            allow_websocket: true,
+            max_packets_per_payload: 1024,
+            max_packets_per_poll: 16,
+            max_buffered_frames: 8192,
+            ws_read_buffer_size: 1024,
+            ws_write_buffer_size: 0,
+            cors: None,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks the values once at start-up.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.path.starts_with('/') || !self.path.ends_with('/') {
+            return Err(format!("path must start and end with '/': {:?}", self.path));
+        }
+        if self.ping_interval.is_zero() || self.ping_timeout.is_zero() {
+            return Err("ping interval and timeout must be positive".into());
+        }
+        if self.max_payload == 0 {
+            return Err("max payload must be positive".into());
+        }
+        if self.max_packets_per_poll == 0 || self.max_packets_per_payload == 0 {
+            return Err("packet limits must be positive".into());
+        }
+        if !self.allow_polling && !self.allow_websocket {
+            return Err("at least one transport must be allowed".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,295 @@
+//! The Engine.IO endpoint: request routing, the handshake, and CORS.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use tokio::time::Instant;
+
+use super::config::{AllowedOrigins, Cors, EngineConfig};
+use super::error::{Body, HttpError};
+use super::heartbeat::Heartbeat;
+use super::query::{MAX_QUERY_LEN, parse_engine_query};
+use super::registry::SessionMap;
+use super::session::{RequestInfo, Session, TransportKind};
+use super::{CloseReason, Handler, polling, sid, websocket};
+
+/// An Engine.IO server: cheap to clone, shared by every connection.
+pub struct EngineIo<H> {
+    inner: Arc<Inner<H>>,
+}
+
+pub(crate) struct Inner<H> {
+    pub(crate) config: EngineConfig,
+    pub(crate) handler: H,
+    pub(crate) sessions: Arc<SessionMap>,
+}
+
+impl<H> Clone for EngineIo<H> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<H> std::fmt::Debug for EngineIo<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineIo")
+            .field("path", &self.inner.config.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Handler> EngineIo<H> {
+    /// An endpoint with `config`, handing sessions to `handler`.
+    pub fn new(config: EngineConfig, handler: H) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                handler,
+                sessions: Arc::new(SessionMap::new()),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The application handler.
+    pub fn handler(&self) -> &H {
+        &self.inner.handler
+    }
+
+    /// How many sessions are open.
+    pub fn session_count(&self) -> usize {
+        self.inner.sessions.len()
+    }
+
+    /// The open session with id `sid`.
+    pub fn session(&self, sid: &str) -> Option<Arc<Session>> {
+        self.inner.sessions.get(sid)
+    }
+
+    /// Whether `path` is this endpoint's path (with or without the trailing slash).
+    pub fn matches(&self, path: &str) -> bool {
+        let own = &self.inner.config.path;
+        path == own || path == own.trim_end_matches('/')
+    }
+
+    /// Closes every session with a close packet (server shutdown).
+    pub fn close_all(&self, reason: CloseReason) {
+        for session in self.inner.sessions.all() {
+            session.close(reason, true);
+        }
+    }
+
+    /// Answers one HTTP request addressed to this endpoint.
+    pub async fn handle<B>(
+        &self,
+        req: Request<B>,
+        remote_addr: Option<SocketAddr>,
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let cors = self.inner.config.cors.as_ref();
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        if req.method() == Method::OPTIONS {
+            if let Some(cors) = cors {
+                return preflight(cors, origin.as_ref(), req.headers());
+            }
+        }
+        let mut res = match self.route(req, remote_addr).await {
+            Ok(res) => res,
+            Err((err, upgrade)) => {
+                tracing::debug!(error = ?err, "engine.io request refused");
+                if upgrade {
+                    err.into_upgrade_response()
+                } else {
+                    err.into_response()
+                }
+            }
+        };
+        if let Some(cors) = cors {
+            apply_cors(cors, origin.as_ref(), res.headers_mut());
+        }
+        res
+    }
+
+    async fn route<B>(
+        &self,
+        mut req: Request<B>,
+        remote_addr: Option<SocketAddr>,
+    ) -> Result<Response<Body>, (HttpError, bool)>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let config = &self.inner.config;
+        let upgrade = websocket::is_upgrade_request(&req);
+        let fail = |e| (e, upgrade);
+        let raw_query = req.uri().query().unwrap_or("");
+        if raw_query.len() > MAX_QUERY_LEN {
+            return Err(fail(HttpError::BadRequest));
+        }
+        let query = parse_engine_query(raw_query);
+        let transport = match query.transport.as_deref() {
+            Some("polling") if config.allow_polling => TransportKind::Polling,
+            Some("websocket") if config.allow_websocket => TransportKind::WebSocket,
+            _ => return Err(fail(HttpError::TransportUnknown)),
+        };
+
+        if let Some(sid) = query.sid.as_deref() {
+            let session = self
+                .inner
+                .sessions
+                .get(sid)
+                .ok_or(fail(HttpError::SessionIdUnknown))?;
+            return match transport {
+                TransportKind::WebSocket if upgrade => {
+                    websocket::upgrade_session(&self.inner, session, &mut req).map_err(fail)
+                }
+                TransportKind::WebSocket => Err(fail(HttpError::BadRequest)),
+                TransportKind::Polling => {
+                    if session.transport() != TransportKind::Polling {
+                        return Err(fail(HttpError::BadRequest));
+                    }
+                    match *req.method() {
+                        Method::GET => polling::get(&self.inner, session).await.map_err(fail),
+                        Method::POST => {
+                            polling::post(&self.inner, session, req).await.map_err(fail)
+                        }
+                        _ => Err(fail(HttpError::BadRequest)),
+                    }
+                }
+            };
+        }
+
+        // A handshake.
+        if req.method() != Method::GET {
+            return Err(fail(HttpError::BadHandshakeMethod));
+        }
+        if query.eio.as_deref() != Some("4") {
+            return Err(fail(HttpError::UnsupportedProtocolVersion));
+        }
+        if transport == TransportKind::WebSocket && !upgrade {
+            return Err(fail(HttpError::BadRequest));
+        }
+        let info = Arc::new(RequestInfo {
+            headers: req.headers().clone(),
+            uri: req.uri().clone(),
+            remote_addr,
+            secure: req.uri().scheme() == Some(&http::uri::Scheme::HTTPS),
+            issued: SystemTime::now(),
+        });
+        if let Err(message) = self.inner.handler.allow_request(&info) {
+            return Err(fail(HttpError::Forbidden(message)));
+        }
+        match transport {
+            TransportKind::Polling => {
+                let (session, open) = self.open_session(info, TransportKind::Polling);
+                polling::spawn_driver(&self.inner, session);
+                Ok(polling::text_response(Bytes::from(open)))
+            }
+            TransportKind::WebSocket => {
+                websocket::open_session(self.clone(), info, &mut req).map_err(fail)
+            }
+        }
+    }
+
+    /// Creates and registers a session, gives it its handler, and returns it with its open packet.
+    pub(crate) fn open_session(
+        &self,
+        info: Arc<RequestInfo>,
+        transport: TransportKind,
+    ) -> (Arc<Session>, String) {
+        let config = &self.inner.config;
+        let id = sid::generate();
+        let heartbeat = Heartbeat::new(Instant::now(), config.ping_interval, config.ping_timeout);
+        let session = Arc::new(Session::new(
+            id,
+            info,
+            transport,
+            heartbeat,
+            self.inner.sessions.clone(),
+            config.max_buffered_frames,
+        ));
+        let upgrades = match transport {
+            TransportKind::Polling if config.allow_websocket => r#"["websocket"]"#,
+            _ => "[]",
+        };
+        let open = format!(
+            r#"0{{"sid":"{}","upgrades":{},"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
+            session.id(),
+            upgrades,
+            config.ping_interval.as_millis(),
+            config.ping_timeout.as_millis(),
+            config.max_payload,
+        );
+        self.inner.sessions.insert(session.clone());
+        let handler = self.inner.handler.on_open(&session);
+        session.set_handler(handler);
+        tracing::debug!(
+            sid = session.id(),
+            transport = transport.name(),
+            "engine session opened"
+        );
+        (session, open)
+    }
+}
+
+fn allowed_origin(cors: &Cors, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
+    match (&cors.origins, origin) {
+        (AllowedOrigins::Any, Some(o)) if cors.credentials => Some(o.clone()),
+        (AllowedOrigins::Any, _) => Some(HeaderValue::from_static("*")),
+        (AllowedOrigins::List(list), Some(o)) => list
+            .iter()
+            .any(|allowed| allowed.as_bytes() == o.as_bytes())
+            .then(|| o.clone()),
+        (AllowedOrigins::List(_), None) => None,
+    }
+}
+
+fn apply_cors(cors: &Cors, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
+    let Some(allowed) = allowed_origin(cors, origin) else {
+        return;
+    };
+    let reflected = allowed != "*";
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+    if reflected {
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    if cors.credentials {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
+}
+
+fn preflight(cors: &Cors, origin: Option<&HeaderValue>, req: &HeaderMap) -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = StatusCode::NO_CONTENT;
+    let headers = res.headers_mut();
+    apply_cors(cors, origin, headers);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET,HEAD,PUT,PATCH,POST,DELETE"),
+    );
+    if let Some(requested) = req.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+        headers.append(
+            header::VARY,
+            HeaderValue::from_static("Access-Control-Request-Headers"),
+        );
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    res
+}

@@ -1,0 +1,156 @@
+//! Request-level errors and their wire responses, mapped in one place.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+/// The body type of every response the Engine.IO layer produces.
+pub type Body = Full<Bytes>;
+
+/// Why a request to the Engine.IO endpoint was refused.
+///
+/// The numbered kinds are the reference server's error codes; [`HttpError::into_response`] is the only
+/// place that turns them into bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpError {
+    /// Code 0: `transport` missing, unknown or disabled.
+    TransportUnknown,
+    /// Code 1: `sid` unknown, expired or closed.
+    SessionIdUnknown,
+    /// Code 2: a request without `sid` that is not a GET.
+    BadHandshakeMethod,
+    /// Code 3: anything else malformed (transport mismatch, websocket GET without upgrade, ...).
+    BadRequest,
+    /// Code 4: refused by the `allow_request` hook (HTTP 403), with its message.
+    Forbidden(String),
+    /// Code 5: `EIO` missing or not 4.
+    UnsupportedProtocolVersion,
+    /// A second GET or POST while one is pending: a bare 400 (the session is closed too).
+    Overlap,
+    /// A POST body over `max_payload`: a bare 413.
+    PayloadTooLarge,
+    /// A POST body the codec refused: a bare 400 (the session is closed too).
+    InvalidPayload,
+}
+
+impl HttpError {
+    /// The reference error code, for the kinds that have one.
+    pub fn code(&self) -> Option<u8> {
+        Some(match self {
+            Self::TransportUnknown => 0,
+            Self::SessionIdUnknown => 1,
+            Self::BadHandshakeMethod => 2,
+            Self::BadRequest => 3,
+            Self::Forbidden(_) => 4,
+            Self::UnsupportedProtocolVersion => 5,
+            Self::Overlap | Self::PayloadTooLarge | Self::InvalidPayload => return None,
+        })
+    }
+
+    /// The reference error message.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::TransportUnknown => "Transport unknown",
+            Self::SessionIdUnknown => "Session ID unknown",
+            Self::BadHandshakeMethod => "Bad handshake method",
+            Self::BadRequest | Self::Overlap | Self::InvalidPayload => "Bad request",
+            Self::Forbidden(msg) => msg,
+            Self::UnsupportedProtocolVersion => "Unsupported protocol version",
+            Self::PayloadTooLarge => "Payload too large",
+        }
+    }
+
+    /// The HTTP response for a polling (or otherwise non-upgrade) request.
+    pub fn into_response(self) -> Response<Body> {
+        let status = match self {
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let Some(code) = self.code() else {
+            return bare(status);
+        };
+        let body = serde_json::json!({ "code": code, "message": self.message() }).to_string();
+        let mut res = Response::new(Full::new(Bytes::from(body)));
+        *res.status_mut() = status;
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        res
+    }
+
+    /// The response for a refused WebSocket upgrade: plain text, and the connection is not reused.
+    pub fn into_upgrade_response(self) -> Response<Body> {
+        let status = match self {
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let mut res = Response::new(Full::new(Bytes::from(self.message().to_owned())));
+        *res.status_mut() = status;
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        res
+    }
+}
+
+fn bare(status: StatusCode) -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = status;
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+
+    async fn body(res: Response<Body>) -> String {
+        let b = res.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn maps_codes_to_reference_bodies() {
+        let cases = [
+            (
+                HttpError::TransportUnknown,
+                400,
+                r#"{"code":0,"message":"Transport unknown"}"#,
+            ),
+            (
+                HttpError::SessionIdUnknown,
+                400,
+                r#"{"code":1,"message":"Session ID unknown"}"#,
+            ),
+            (
+                HttpError::BadHandshakeMethod,
+                400,
+                r#"{"code":2,"message":"Bad handshake method"}"#,
+            ),
+            (
+                HttpError::BadRequest,
+                400,
+                r#"{"code":3,"message":"Bad request"}"#,
+            ),
+            (
+                HttpError::Forbidden("Forbidden".into()),
+                403,
+                r#"{"code":4,"message":"Forbidden"}"#,
+            ),
+            (
+                HttpError::UnsupportedProtocolVersion,
+                400,
+                r#"{"code":5,"message":"Unsupported protocol version"}"#,
+            ),
+            (HttpError::Overlap, 400, ""),
+            (HttpError::PayloadTooLarge, 413, ""),
+        ];
+        for (err, status, expected) in cases {
+            let res = err.into_response();
+            assert_eq!(res.status().as_u16(), status);
+            assert_eq!(body(res).await, expected);
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Engine.IO v4, server side: the transport layer Socket.IO rides on.
+//!
+//! - [`codec`] is sans-IO: bytes in, packets or a typed error out.
+//! - [`EngineIo`] answers HTTP requests on the configured path: the handshake, long-polling GETs and
+//!   POSTs, and WebSocket upgrades (through hyper's upgrade on the same connection).
+//! - Sessions hand whole messages to a [`SessionHandler`] that the application's [`Handler`] returns
+//!   when a session opens. The Engine.IO layer knows nothing of Socket.IO, so a bare Engine.IO endpoint
+//!   is just another `Handler` (see `examples/conformance.rs`).
+//!
+//! Ordering: messages of one session reach its `SessionHandler` in the order the client sent them, one
+//! at a time (one reader per WebSocket; at most one POST in flight per polling session).
+
+pub mod codec;
+mod config;
+mod engine;
+pub mod error;
+pub mod heartbeat;
+mod polling;
+pub mod query;
+mod registry;
+mod session;
+pub mod sid;
+mod websocket;
+
+pub use codec::{Frame, Packet, PacketType, Payload};
+pub use config::{AllowedOrigins, Cors, EngineConfig};
+pub use engine::EngineIo;
+pub use error::HttpError;
+pub use session::{RequestInfo, SendError, Session, TransportKind};
+
+use std::sync::Arc;
+
+/// Why a session ended, in the reference's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The client closed the transport (or sent a close packet).
+    TransportClose,
+    /// The transport failed (I/O error, overlapping request, slow consumer, oversized message).
+    TransportError,
+    /// The client did not answer a ping in time.
+    PingTimeout,
+    /// The client sent something that could not be parsed.
+    ParseError,
+    /// The server closed the session.
+    ForcedClose,
+    /// The server is shutting down.
+    ServerShutdown,
+}
+
+impl CloseReason {
+    /// The reason as the reference names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TransportClose => "transport close",
+            Self::TransportError => "transport error",
+            Self::PingTimeout => "ping timeout",
+            Self::ParseError => "parse error",
+            Self::ForcedClose => "forced close",
+            Self::ServerShutdown => "server shutting down",
+        }
+    }
+}
+
+/// The application side of an Engine.IO server.
+pub trait Handler: Send + Sync + 'static {
+    /// Decides whether a handshake may proceed; `Err(message)` refuses it with HTTP 403, code 4.
+    fn allow_request(&self, _request: &RequestInfo) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// A session opened; returns the receiver of its messages. Called before the open packet can
+    /// reach the client, so no message is ever delivered to a session without a handler.
+    fn on_open(&self, session: &Arc<Session>) -> Arc<dyn SessionHandler>;
+}
+
+/// Receives the messages of one session.
+pub trait SessionHandler: Send + Sync + 'static {
+    /// A message arrived. Called in order, one at a time per session; must not block for long.
+    fn on_message(&self, payload: Payload);
+
+    /// The session closed. Called once.
+    fn on_close(&self, reason: CloseReason);
+}

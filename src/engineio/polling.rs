@@ -1,0 +1,219 @@
+//! HTTP long-polling: GET drains the session's queue (waiting until there is something), POST feeds
+//! the client's packets in. At most one of each is pending per session; an overlap closes the session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::{BodyExt as _, Full, Limited};
+use tokio::time::Instant;
+
+use super::codec::{self, Frame};
+use super::engine::Inner;
+use super::error::{Body, HttpError};
+use super::session::{Session, Transport};
+use super::{CloseReason, Handler};
+
+/// A 200 response carrying a polling payload (or the handshake).
+pub(crate) fn text_response(body: Bytes) -> Response<Body> {
+    let mut res = Response::new(Full::new(body));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
+    res
+}
+
+/// Clears the session's pending-request flag when the request ends, however it ends. A GET dropped
+/// before it answered (the client went away) closes the session, as the reference does.
+struct Pending {
+    session: Arc<Session>,
+    get: bool,
+    answered: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        {
+            let mut state = self.session.lock();
+            if self.get {
+                state.polling_get = false;
+            } else {
+                state.polling_post = false;
+            }
+        }
+        if self.get && !self.answered {
+            self.session.close(CloseReason::TransportClose, false);
+        }
+    }
+}
+
+/// Marks a GET or POST pending, refusing an overlapping one (which closes the session).
+fn begin(session: &Arc<Session>, get: bool) -> Result<Pending, HttpError> {
+    // A session whose pong is overdue is dead now, even if its timer has not fired yet.
+    if session.drive_heartbeat(Instant::now()).is_none() {
+        return Err(HttpError::SessionIdUnknown);
+    }
+    let mut state = session.lock();
+    if state.closed.is_some() {
+        return Err(HttpError::SessionIdUnknown);
+    }
+    let flag = if get {
+        &mut state.polling_get
+    } else {
+        &mut state.polling_post
+    };
+    if *flag {
+        drop(state);
+        tracing::debug!(sid = session.id(), get, "overlapping polling request");
+        session.close(CloseReason::TransportError, true);
+        return Err(HttpError::Overlap);
+    }
+    *flag = true;
+    Ok(Pending {
+        session: session.clone(),
+        get,
+        answered: false,
+    })
+}
+
+/// A long-polling GET: answers with every buffered frame at once, or waits until there is one.
+pub(crate) async fn get<H: Handler>(
+    inner: &Inner<H>,
+    session: Arc<Session>,
+) -> Result<Response<Body>, HttpError> {
+    let mut pending = begin(&session, true)?;
+    let max = inner.config.max_packets_per_poll;
+    loop {
+        let notified = session.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let mut state = session.lock();
+            let closed = state.closed.is_some();
+            let body = if !state.outbox.is_empty() {
+                let n = state.outbox.len().min(max);
+                let mut out = Vec::with_capacity(
+                    state
+                        .outbox
+                        .iter()
+                        .take(n)
+                        .map(Frame::polling_len)
+                        .sum::<usize>()
+                        + n,
+                );
+                codec::encode_payload(state.outbox.iter().take(n), &mut out);
+                state.outbox.drain(..n);
+                Some(Bytes::from(out))
+            } else if closed || state.transport == Transport::Upgrading {
+                // Released by a close or an upgrade with nothing to say: noop.
+                Some(Bytes::from_static(b"6"))
+            } else {
+                None
+            };
+            if let Some(body) = body {
+                let drained = state.outbox.is_empty();
+                drop(state);
+                if closed && drained {
+                    session.forget();
+                }
+                pending.answered = true;
+                return Ok(text_response(body));
+            }
+        }
+        notified.await;
+    }
+}
+
+/// A polling POST: decodes the payload and feeds each packet to the session in order.
+pub(crate) async fn post<H: Handler, B>(
+    inner: &Inner<H>,
+    session: Arc<Session>,
+    req: Request<B>,
+) -> Result<Response<Body>, HttpError>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let _pending = begin(&session, false)?;
+    let config = &inner.config;
+    // v4 polling is text only.
+    if req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/octet-stream"))
+    {
+        session.close(CloseReason::TransportError, true);
+        return Err(HttpError::BadRequest);
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > config.max_payload as u64) {
+        session.close(CloseReason::TransportError, true);
+        return Err(HttpError::PayloadTooLarge);
+    }
+    let body = match Limited::new(req.into_body(), config.max_payload)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => {
+            let too_large = err.is::<http_body_util::LengthLimitError>();
+            session.close(CloseReason::TransportError, true);
+            return Err(if too_large {
+                HttpError::PayloadTooLarge
+            } else {
+                HttpError::BadRequest
+            });
+        }
+    };
+    let packets = match codec::decode_payload(body, config.max_packets_per_payload) {
+        Ok(packets) => packets,
+        Err(err) => {
+            tracing::debug!(sid = session.id(), %err, "invalid polling payload");
+            session.close(CloseReason::ParseError, true);
+            return Err(HttpError::InvalidPayload);
+        }
+    };
+    let now = Instant::now();
+    for packet in packets {
+        if let Err(reason) = session.handle_packet(packet.kind, packet.data, now) {
+            session.close(reason, reason != CloseReason::TransportClose);
+            break;
+        }
+    }
+    let mut res = Response::new(Full::new(Bytes::from_static(b"ok")));
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    Ok(res)
+}
+
+/// Runs the heartbeat of a polling session until it closes or upgrades (the WebSocket loop takes the
+/// heartbeat over then). A closed session still waiting for a GET to collect its close packet is
+/// forgotten after a grace period.
+pub(crate) fn spawn_driver<H: Handler>(inner: &Inner<H>, session: Arc<Session>) {
+    let grace = inner.config.ping_timeout.min(Duration::from_secs(30));
+    tokio::spawn(async move {
+        loop {
+            let deadline = {
+                let state = session.lock();
+                if state.closed.is_some() {
+                    break;
+                }
+                if state.transport == Transport::WebSocket {
+                    return;
+                }
+                state.heartbeat.poll_timeout()
+            };
+            tokio::time::sleep_until(deadline).await;
+            if session.drive_heartbeat(Instant::now()).is_none() {
+                break;
+            }
+        }
+        tokio::time::sleep(grace).await;
+        session.forget();
+    });
+}

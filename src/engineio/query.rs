@@ -1,0 +1,108 @@
+//! Parsing of the handshake query string, sans-IO.
+
+/// The Engine.IO parameters of a request's query string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineQuery {
+    /// `EIO`: the protocol version the client speaks.
+    pub eio: Option<String>,
+    /// `transport`: `polling` or `websocket`.
+    pub transport: Option<String>,
+    /// `sid`: the session, once it exists.
+    pub sid: Option<String>,
+}
+
+/// The longest query string we look at; anything longer is refused as a bad request.
+pub const MAX_QUERY_LEN: usize = 8 * 1024;
+
+/// Splits a raw query string into decoded `(key, value)` pairs (`+` is a space, `%XX` is a byte;
+/// invalid escapes are kept as they are, invalid UTF-8 is replaced).
+pub fn parse_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode_component(k), decode_component(v))
+        })
+        .collect()
+}
+
+/// Extracts the Engine.IO parameters. The first occurrence of a key wins.
+pub fn parse_engine_query(query: &str) -> EngineQuery {
+    let mut q = EngineQuery::default();
+    for (k, v) in parse_pairs(query) {
+        let slot = match k.as_str() {
+            "EIO" => &mut q.eio,
+            "transport" => &mut q.transport,
+            "sid" => &mut q.sid,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(v);
+        }
+    }
+    q
+}
+
+fn decode_component(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_engine_parameters() {
+        let q = parse_engine_query("EIO=4&transport=polling&t=N8hyd6w&sid=ab%2Dc");
+        assert_eq!(q.eio.as_deref(), Some("4"));
+        assert_eq!(q.transport.as_deref(), Some("polling"));
+        assert_eq!(q.sid.as_deref(), Some("ab-c"));
+        assert_eq!(parse_engine_query(""), EngineQuery::default());
+        let q = parse_engine_query("EIO=4&EIO=3&transport");
+        assert_eq!(q.eio.as_deref(), Some("4"));
+        assert_eq!(q.transport.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn decodes_components_leniently() {
+        let pairs = parse_pairs("a=%E2%82%AC&b=x+y&c=%zz&d=%4&e=%ff&&=v");
+        assert_eq!(
+            pairs,
+            [
+                ("a".into(), "€".into()),
+                ("b".into(), "x y".into()),
+                ("c".into(), "%zz".into()),
+                ("d".into(), "%4".into()),
+                ("e".into(), "\u{fffd}".into()),
+                ("".into(), "v".into()),
+            ]
+        );
+    }
+}

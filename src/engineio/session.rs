@@ -1,0 +1,301 @@
+//! One Engine.IO session: its transport state, outbound queue, heartbeat and lifecycle.
+//!
+//! The outbound queue belongs to the session, not to a transport: polling GETs drain it, and after an
+//! upgrade the WebSocket loop drains the same queue, so nothing is lost or reordered by the switch.
+//! Whoever drains it waits on [`Session::notify`]; whoever fills it notifies after unlocking.
+//!
+//! Invariants:
+//! - the state lock is never held across an `.await`, nor while calling the handler;
+//! - [`Session::close`] runs its side effects (removal, handler `on_close`) exactly once.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use http::{HeaderMap, Uri};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::codec::{Frame, PacketType, Payload};
+use super::heartbeat::{Action, Heartbeat};
+use super::registry::SessionMap;
+use super::{CloseReason, SessionHandler};
+
+/// The transport a session currently uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// HTTP long-polling.
+    Polling,
+    /// WebSocket.
+    WebSocket,
+}
+
+impl TransportKind {
+    /// The name used in the `transport` query parameter.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Polling => "polling",
+            Self::WebSocket => "websocket",
+        }
+    }
+}
+
+/// The transport state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// Polling, no upgrade in progress.
+    Polling,
+    /// A WebSocket is attached and has not yet probed.
+    ProbePending,
+    /// The WebSocket answered the probe: polling GETs are released with `6`, until `5` arrives.
+    Upgrading,
+    /// WebSocket (from the start, or after the upgrade completed).
+    WebSocket,
+}
+
+/// The HTTP request that opened a session, as the handshake exposes it.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// The request headers.
+    pub headers: HeaderMap,
+    /// The request URI (path and query).
+    pub uri: Uri,
+    /// The peer's address, when known.
+    pub remote_addr: Option<SocketAddr>,
+    /// Whether the connection was made over TLS (as far as this server can tell).
+    pub secure: bool,
+    /// When the session was opened.
+    pub issued: SystemTime,
+}
+
+/// Why a frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The session is closed.
+    Closed,
+    /// The queue is full: the client is not reading fast enough. The session has been closed.
+    Full,
+}
+
+pub(crate) struct State {
+    pub(crate) transport: Transport,
+    pub(crate) closed: Option<CloseReason>,
+    pub(crate) outbox: VecDeque<Frame>,
+    pub(crate) polling_get: bool,
+    pub(crate) polling_post: bool,
+    pub(crate) heartbeat: Heartbeat,
+    handler: Option<Arc<dyn SessionHandler>>,
+}
+
+/// A live Engine.IO session. Shared as `Arc<Session>`.
+pub struct Session {
+    id: Box<str>,
+    request: Arc<RequestInfo>,
+    state: Mutex<State>,
+    /// Wakes whoever drains the outbox (a pending GET, or the WebSocket loop).
+    pub(crate) notify: Notify,
+    map: Arc<SessionMap>,
+    max_buffered: usize,
+    started_on: TransportKind,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("id", &self.id).finish()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(
+        id: String,
+        request: Arc<RequestInfo>,
+        transport: TransportKind,
+        heartbeat: Heartbeat,
+        map: Arc<SessionMap>,
+        max_buffered: usize,
+    ) -> Self {
+        Self {
+            id: id.into_boxed_str(),
+            request,
+            state: Mutex::new(State {
+                transport: match transport {
+                    TransportKind::Polling => Transport::Polling,
+                    TransportKind::WebSocket => Transport::WebSocket,
+                },
+                closed: None,
+                outbox: VecDeque::new(),
+                polling_get: false,
+                polling_post: false,
+                heartbeat,
+                handler: None,
+            }),
+            notify: Notify::new(),
+            map,
+            max_buffered,
+            started_on: transport,
+        }
+    }
+
+    /// The session id (`sid`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The request that opened the session.
+    pub fn request(&self) -> &Arc<RequestInfo> {
+        &self.request
+    }
+
+    /// The transport the session uses now (polling until an upgrade completes).
+    pub fn transport(&self) -> TransportKind {
+        match self.lock().transport {
+            Transport::WebSocket => TransportKind::WebSocket,
+            _ => TransportKind::Polling,
+        }
+    }
+
+    /// The transport the session was opened with.
+    pub fn initial_transport(&self) -> TransportKind {
+        self.started_on
+    }
+
+    /// Whether the session has been closed.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves plain data behind; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_handler(&self, handler: Arc<dyn SessionHandler>) {
+        self.lock().handler = Some(handler);
+    }
+
+    pub(crate) fn handler(&self) -> Option<Arc<dyn SessionHandler>> {
+        self.lock().handler.clone()
+    }
+
+    /// Queues a frame for the client. Frames are delivered in the order they were queued.
+    pub fn send(&self, frame: Frame) -> Result<(), SendError> {
+        self.send_all(std::iter::once(frame))
+    }
+
+    /// Queues several frames at once, contiguously (e.g. a packet and its binary attachments).
+    pub fn send_all(&self, frames: impl IntoIterator<Item = Frame>) -> Result<(), SendError> {
+        let mut state = self.lock();
+        if state.closed.is_some() {
+            return Err(SendError::Closed);
+        }
+        state.outbox.extend(frames);
+        if state.outbox.len() > self.max_buffered {
+            drop(state);
+            tracing::debug!(sid = %self.id, "outbound queue full; closing slow consumer");
+            self.close(CloseReason::TransportError, false);
+            return Err(SendError::Full);
+        }
+        drop(state);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// How many frames wait to be written.
+    pub fn buffered(&self) -> usize {
+        self.lock().outbox.len()
+    }
+
+    /// Closes the session with `reason`. With `send_close_packet` the client is told with a `1`
+    /// packet (server-initiated close); otherwise the transport is just released.
+    ///
+    /// Runs its effects once: the session leaves the registry, waiters wake, the handler hears
+    /// `on_close`. Returns false if it was already closed.
+    pub fn close(&self, reason: CloseReason, send_close_packet: bool) -> bool {
+        let handler = {
+            let mut state = self.lock();
+            if state.closed.is_some() {
+                return false;
+            }
+            state.closed = Some(reason);
+            // A server-initiated close over polling with no GET waiting keeps the session in the
+            // registry until the next GET collects the close packet (or its grace period ends).
+            let keep_for_get = send_close_packet
+                && matches!(
+                    state.transport,
+                    Transport::Polling | Transport::ProbePending
+                )
+                && !state.polling_get;
+            if send_close_packet {
+                state.outbox.push_back(Frame::bare(PacketType::Close));
+            }
+            if !keep_for_get {
+                self.map.remove(&self.id);
+            }
+            state.handler.take()
+        };
+        self.notify.notify_one();
+        tracing::debug!(sid = %self.id, reason = reason.as_str(), "engine session closed");
+        if let Some(handler) = handler {
+            handler.on_close(reason);
+        }
+        true
+    }
+
+    /// Drops the session from the registry (after a closed polling session's grace period).
+    pub(crate) fn forget(&self) {
+        self.map.remove(&self.id);
+    }
+
+    /// Feeds one packet received from the client (on either transport) into the session.
+    /// Returns an error reason if the packet must close the session.
+    pub(crate) fn handle_packet(
+        &self,
+        kind: PacketType,
+        data: Payload,
+        now: Instant,
+    ) -> Result<(), CloseReason> {
+        match kind {
+            PacketType::Message => {
+                if let Some(handler) = self.handler() {
+                    handler.on_message(data);
+                }
+                Ok(())
+            }
+            PacketType::Pong => {
+                self.lock().heartbeat.handle_pong(now);
+                Ok(())
+            }
+            PacketType::Close => Err(CloseReason::TransportClose),
+            PacketType::Noop => Ok(()),
+            // A v4 client never pings (except `2probe` during an upgrade, handled by the upgrade),
+            // never opens and never upgrades outside an upgrade.
+            PacketType::Ping | PacketType::Open | PacketType::Upgrade => {
+                Err(CloseReason::ParseError)
+            }
+        }
+    }
+
+    /// Runs the heartbeat at `now`; returns the next deadline, or `None` when the session closed.
+    pub(crate) fn drive_heartbeat(&self, now: Instant) -> Option<Instant> {
+        let mut state = self.lock();
+        if state.closed.is_some() {
+            return None;
+        }
+        match state.heartbeat.handle_timeout(now) {
+            Action::SendPing => {
+                state.outbox.push_back(Frame::bare(PacketType::Ping));
+                let next = state.heartbeat.poll_timeout();
+                drop(state);
+                self.notify.notify_one();
+                Some(next)
+            }
+            Action::TimedOut => {
+                drop(state);
+                self.close(CloseReason::PingTimeout, false);
+                None
+            }
+            Action::Wait => Some(state.heartbeat.poll_timeout()),
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The WebSocket transport: hyper's upgrade on the same port, then tokio-tungstenite with an explicit
+//! small buffer configuration.
+//!
+//! One task per WebSocket session runs [`run_session`]: it reads frames, drains the session's outbound
+//! queue (fed, then flushed once per batch) and drives the heartbeat, all from one `select!` loop.
+//! A polling session that upgrades first goes through [`probe`] (`2probe` → `3probe`, then `5`), bounded
+//! by the upgrade timeout; if that fails the session simply stays on polling.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Message, Utf8Bytes};
+
+use super::codec::{self, Frame, PacketType, Payload};
+use super::engine::{EngineIo, Inner};
+use super::error::{Body, HttpError};
+use super::session::{RequestInfo, Session, Transport, TransportKind};
+use super::{CloseReason, Handler};
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Whether the request asks for a WebSocket upgrade.
+pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+fn ws_config(config: &super::EngineConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(config.ws_read_buffer_size)
+        .write_buffer_size(config.ws_write_buffer_size)
+        .max_message_size(Some(config.max_payload))
+        .max_frame_size(Some(config.max_payload))
+}
+
+/// Checks the upgrade headers and builds the `101 Switching Protocols` answer.
+fn switching_protocols<B>(req: &Request<B>) -> Result<Response<Body>, HttpError> {
+    let key = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or(HttpError::BadRequest)?;
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
+        return Err(HttpError::BadRequest);
+    }
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).map_err(|_| HttpError::BadRequest)?,
+    );
+    Ok(res)
+}
+
+/// A WebSocket-only handshake: the session is created once the connection is upgraded, and its open
+/// packet is the first frame.
+pub(crate) fn open_session<H: Handler, B: Send + 'static>(
+    engine: EngineIo<H>,
+    info: Arc<RequestInfo>,
+    req: &mut Request<B>,
+) -> Result<Response<Body>, HttpError> {
+    let res = switching_protocols(req)?;
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(err) => {
+                tracing::debug!(%err, "websocket upgrade failed");
+                return;
+            }
+        };
+        let config = engine.config();
+        let mut ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(ws_config(config)),
+        )
+        .await;
+        let (session, open) = engine.open_session(info, TransportKind::WebSocket);
+        if ws.send(Message::text(open)).await.is_err() {
+            session.close(CloseReason::TransportClose, false);
+            return;
+        }
+        run_session(&session, &mut ws).await;
+    });
+    Ok(res)
+}
+
+/// An upgrade of a polling session: claim the session for this WebSocket, answer 101, then probe.
+pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
+    inner: &Inner<H>,
+    session: Arc<Session>,
+    req: &mut Request<B>,
+) -> Result<Response<Body>, HttpError> {
+    let res = switching_protocols(req)?;
+    {
+        let mut state = session.lock();
+        if state.transport != Transport::Polling || state.closed.is_some() {
+            // Already upgraded or upgrading: a second WebSocket is accepted and closed at once, as
+            // the reference does, leaving the session untouched.
+            drop(state);
+            let on_upgrade = hyper::upgrade::on(req);
+            let ws_config = ws_config(&inner.config);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = on_upgrade.await {
+                    let mut ws = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(ws_config),
+                    )
+                    .await;
+                    let _ = ws.close(None).await;
+                }
+            });
+            return Ok(res);
+        }
+        state.transport = Transport::ProbePending;
+    }
+    let on_upgrade = hyper::upgrade::on(req);
+    let ws_config = ws_config(&inner.config);
+    let upgrade_timeout = inner.config.upgrade_timeout;
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(err) => {
+                tracing::debug!(%err, "websocket upgrade failed");
+                abort_upgrade(&session);
+                return;
+            }
+        };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
+                .await;
+        match tokio::time::timeout(upgrade_timeout, probe(&session, &mut ws)).await {
+            Ok(true) => run_session(&session, &mut ws).await,
+            Ok(false) | Err(_) => {
+                tracing::debug!(sid = session.id(), "upgrade abandoned");
+                abort_upgrade(&session);
+                let _ = ws.close(None).await;
+            }
+        }
+    });
+    Ok(res)
+}
+
+/// The session goes back to plain polling after a failed upgrade.
+fn abort_upgrade(session: &Session) {
+    let mut state = session.lock();
+    if matches!(
+        state.transport,
+        Transport::ProbePending | Transport::Upgrading
+    ) {
+        state.transport = Transport::Polling;
+    }
+}
+
+/// The upgrade handshake on the new WebSocket. Returns true once `5` arrived.
+async fn probe(session: &Session, ws: &mut Ws) -> bool {
+    while let Some(Ok(msg)) = ws.next().await {
+        let Message::Text(text) = msg else {
+            if msg.is_ping() || msg.is_pong() {
+                continue;
+            }
+            return false;
+        };
+        match text.as_str() {
+            "2probe" => {
+                if ws.send(Message::text("3probe")).await.is_err() {
+                    return false;
+                }
+                let mut state = session.lock();
+                if state.closed.is_some() || state.transport != Transport::ProbePending {
+                    return false;
+                }
+                state.transport = Transport::Upgrading;
+                drop(state);
+                // Release a pending GET with a noop.
+                session.notify.notify_one();
+            }
+            "5" => {
+                let mut state = session.lock();
+                if state.closed.is_some() || state.transport != Transport::Upgrading {
+                    return false;
+                }
+                state.transport = Transport::WebSocket;
+                drop(state);
+                session.notify.notify_one();
+                return true;
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Serves a session over its WebSocket until either side closes it.
+async fn run_session(session: &Session, ws: &mut Ws) {
+    let reason = loop {
+        let notified = session.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        let (frames, closed, deadline) = {
+            let mut state = session.lock();
+            let frames = std::mem::take(&mut state.outbox);
+            (frames, state.closed, state.heartbeat.poll_timeout())
+        };
+        if !frames.is_empty() && write_all(ws, frames).await.is_err() {
+            break CloseReason::TransportClose;
+        }
+        if closed.is_some() {
+            let _ = ws.close(None).await;
+            return;
+        }
+
+        tokio::select! {
+            incoming = ws.next() => {
+                if let Err(reason) = handle_incoming(session, ws, incoming).await {
+                    break reason;
+                }
+            }
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(deadline) => {
+                session.drive_heartbeat(Instant::now());
+            }
+        }
+    };
+    session.close(reason, false);
+}
+
+async fn write_all(
+    ws: &mut Ws,
+    frames: std::collections::VecDeque<Frame>,
+) -> Result<(), tungstenite::Error> {
+    for frame in frames {
+        let msg = match frame {
+            Frame::Text(bytes) => match Utf8Bytes::try_from(bytes) {
+                Ok(text) => Message::Text(text),
+                Err(_) => continue,
+            },
+            Frame::Binary(bytes) => Message::Binary(bytes),
+        };
+        ws.feed(msg).await?;
+    }
+    ws.flush().await
+}
+
+/// Handles one read from the WebSocket; an error is the reason to close the session.
+async fn handle_incoming(
+    session: &Session,
+    ws: &mut Ws,
+    incoming: Option<Result<Message, tungstenite::Error>>,
+) -> Result<(), CloseReason> {
+    let packet = match incoming {
+        Some(Ok(Message::Text(text))) => codec::decode_text(Bytes::from(text)).map_err(|err| {
+            tracing::debug!(sid = session.id(), %err, "invalid websocket packet");
+            CloseReason::ParseError
+        })?,
+        Some(Ok(Message::Binary(bytes))) => codec::decode_binary(bytes),
+        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return Ok(()),
+        Some(Ok(Message::Close(_))) | None => return Err(CloseReason::TransportClose),
+        Some(Err(err)) => {
+            let code = match &err {
+                tungstenite::Error::Capacity(_) => Some(CloseCode::Size),
+                tungstenite::Error::Utf8(_) => Some(CloseCode::Invalid),
+                tungstenite::Error::Protocol(_) => Some(CloseCode::Protocol),
+                _ => None,
+            };
+            tracing::debug!(sid = session.id(), %err, "websocket read error");
+            if let Some(code) = code {
+                let frame = CloseFrame {
+                    code,
+                    reason: Utf8Bytes::default(),
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+                return Err(CloseReason::TransportError);
+            }
+            return Err(CloseReason::TransportClose);
+        }
+    };
+    if packet.kind == PacketType::Ping && packet.data == Payload::Text(Bytes::from_static(b"probe"))
+    {
+        // A stray probe on an established WebSocket: answer it, harmlessly.
+        return ws
+            .send(Message::text("3probe"))
+            .await
+            .map_err(|_| CloseReason::TransportClose);
+    }
+    session.handle_packet(packet.kind, packet.data, Instant::now())
+}

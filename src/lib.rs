@@ -1,0 +1,18 @@
+//! Tidings: a Socket.IO server with the Engine.IO v4 and Socket.IO v5 protocols written by hand.
+//!
+//! Data flows down on receive and up on send:
+//!
+//! ```text
+//!  TCP accept (server: connection cap, TCP_NODELAY, graceful shutdown)
+//!    └─ hyper http1 connection with upgrades
+//!         └─ engineio/  sessions keyed by sid; polling and WebSocket transports; upgrade; heartbeat
+//!         └─ socketio/  packet codec, namespaces, sockets, acks, broadcast operators
+//!         └─ rooms/     sharded registry: room → members, member → rooms
+//! ```
+//!
+//! The Engine.IO layer knows nothing of Socket.IO: it hands whole messages to a small handler trait
+//! ([`engineio::Handler`]), so a bare Engine.IO endpoint can exist on its own.
+
+pub mod engineio;
+pub mod rooms;
+pub mod server;

@@ -1,0 +1,5 @@
+//! The `tidings` binary.
+
+fn main() {
+    println!("tidings");
+}
