@@ -16,3 +16,4 @@
 pub mod engineio;
 pub mod rooms;
 pub mod server;
+pub mod socketio;

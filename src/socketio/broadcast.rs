@@ -1,0 +1,145 @@
+//! Broadcast operators: `to`/`in`, `except`, `local`, `volatile`, `timeout`, as the reference.
+//!
+//! A broadcast is encoded once; every recipient's queue gets a cheap clone of the same bytes, and a
+//! socket in several target rooms gets it once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::adapter::BroadcastOptions;
+use super::args::Args;
+use super::namespace::Namespace;
+use super::packet::Packet;
+use super::socket::{AckError, IntoRooms, SocketRef, encode_frames};
+
+/// Selects recipients and emits to them. Build with [`Namespace::to`], [`super::Socket::to`], ...
+#[derive(Debug, Clone)]
+#[must_use = "a broadcast operator does nothing until emit (or another action) is called"]
+pub struct BroadcastOperator {
+    ns: Arc<Namespace>,
+    opts: BroadcastOptions,
+    timeout: Option<Duration>,
+}
+
+impl BroadcastOperator {
+    pub(crate) fn new(ns: Arc<Namespace>) -> Self {
+        Self {
+            ns,
+            opts: BroadcastOptions::default(),
+            timeout: None,
+        }
+    }
+
+    /// Adds target rooms.
+    pub fn to(mut self, rooms: impl IntoRooms) -> Self {
+        for room in rooms.into_rooms() {
+            if !self.opts.rooms.contains(&room) {
+                self.opts.rooms.push(room);
+            }
+        }
+        self
+    }
+
+    /// Same as [`BroadcastOperator::to`].
+    pub fn within(self, rooms: impl IntoRooms) -> Self {
+        self.to(rooms)
+    }
+
+    /// Leaves out the sockets in these rooms.
+    pub fn except(mut self, rooms: impl IntoRooms) -> Self {
+        self.opts.except.extend(rooms.into_rooms());
+        self
+    }
+
+    /// This node only (matters with a cluster adapter).
+    pub fn local(mut self) -> Self {
+        self.opts.local = true;
+        self
+    }
+
+    /// The packet may be dropped for sockets that are not ready for it.
+    pub fn volatile(mut self) -> Self {
+        self.opts.volatile = true;
+        self
+    }
+
+    /// Waits up to `timeout` for every recipient's ack (used with [`BroadcastOperator::emit_with_ack`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The options selecting the recipients.
+    pub fn options(&self) -> &BroadcastOptions {
+        &self.opts
+    }
+
+    /// Emits `event` with one argument; returns how many sockets it was queued for.
+    pub fn emit<T: Serialize>(self, event: &str, data: T) -> usize {
+        self.emit_args(event, Args::one(data))
+    }
+
+    /// Emits `event` with any arguments; returns how many sockets it was queued for.
+    pub fn emit_args(self, event: &str, args: Args) -> usize {
+        let packet = Packet::event(self.ns.name(), args.to_event_data(event), None)
+            .with_attachments(args.binary);
+        let frames = encode_frames(&packet);
+        self.ns.adapter().broadcast(&frames, &self.opts)
+    }
+
+    /// Emits `event` asking every recipient for an ack, and gathers the answers that come within the
+    /// timeout (default 5 s). Returns the answers received and whether every recipient answered.
+    pub async fn emit_with_ack(self, event: &str, args: Args) -> (Vec<Args>, Result<(), AckError>) {
+        let timeout = self.timeout.unwrap_or(Duration::from_secs(5));
+        let id = self.ns.next_ack_id();
+        let packet = Packet::event(self.ns.name(), args.to_event_data(event), Some(id))
+            .with_attachments(args.binary);
+        let frames = encode_frames(&packet);
+        let mut waits = Vec::new();
+        for socket in self.ns.adapter().sockets(&self.opts) {
+            let rx = socket.register_ack(id);
+            if socket.send_frames(&frames, self.opts.volatile) {
+                waits.push(async move { socket.wait_ack(id, rx, timeout).await });
+            }
+        }
+        let results = futures_util::future::join_all(waits).await;
+        let mut answers = Vec::with_capacity(results.len());
+        let mut outcome = Ok(());
+        for result in results {
+            match result {
+                Ok(args) => answers.push(args),
+                Err(err) => outcome = Err(err),
+            }
+        }
+        (answers, outcome)
+    }
+
+    /// The sockets this operator selects.
+    pub fn sockets(&self) -> Vec<SocketRef> {
+        self.ns.adapter().sockets(&self.opts)
+    }
+
+    /// Makes the selected sockets join rooms.
+    pub fn join(&self, rooms: impl IntoRooms) {
+        let rooms = rooms.into_rooms();
+        for socket in self.sockets() {
+            self.ns.adapter().add_all(&socket, &rooms);
+        }
+    }
+
+    /// Makes the selected sockets leave a room.
+    pub fn leave(&self, room: &str) {
+        for socket in self.sockets() {
+            self.ns.adapter().del(socket.id(), room);
+        }
+    }
+
+    /// Disconnects the selected sockets (with `close`, their whole connections).
+    pub fn disconnect(&self, close: bool) {
+        for socket in self.sockets() {
+            socket.disconnect(close);
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! A client: one Engine.IO session, carrying sockets on one or more namespaces.
+//!
+//! The client decodes Socket.IO packets from the session's messages and routes them: CONNECT creates
+//! a socket, everything else goes to the socket of the packet's namespace. Order is kept: the Engine.IO
+//! layer hands messages one at a time, and while a CONNECT waits on async middlewares, later packets
+//! wait in a backlog and are handled after it, in order.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use serde_json::json;
+
+use crate::engineio::{CloseReason, Payload, Session, SessionHandler};
+
+use super::io::IoInner;
+use super::namespace::Namespace;
+use super::packet::{Decoder, Limits, Packet, PacketType};
+use super::socket::{DisconnectReason, Socket, SocketRef, encode_frames};
+
+struct State {
+    decoder: Decoder,
+    /// Connected sockets by namespace. Few per client, so a small vector beats a map.
+    sockets: Vec<SocketRef>,
+    /// Set while a CONNECT runs its async middlewares; later packets queue behind it.
+    connecting: bool,
+    backlog: VecDeque<Packet>,
+}
+
+/// The Socket.IO side of one Engine.IO session.
+pub(crate) struct Client {
+    me: Weak<Self>,
+    session: Arc<Session>,
+    io: Arc<IoInner>,
+    state: Mutex<State>,
+}
+
+impl Client {
+    pub(crate) fn new(session: Arc<Session>, io: Arc<IoInner>) -> Arc<Self> {
+        let limits = Limits {
+            max_attachments: io.config.max_attachments,
+        };
+        let client = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            session,
+            io,
+            state: Mutex::new(State {
+                decoder: Decoder::new(limits),
+                sockets: Vec::new(),
+                connecting: false,
+                backlog: VecDeque::new(),
+            }),
+        });
+        client.spawn_connect_timeout();
+        client
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn arc(&self) -> Arc<Self> {
+        // `self` is always reached through the Arc the session holds.
+        self.me.upgrade().expect("client used after drop")
+    }
+
+    pub(crate) fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    pub(crate) fn volatile_queue_limit(&self) -> usize {
+        self.io.config.volatile_queue_limit
+    }
+
+    /// Closes the connection if it joins no namespace within the connect timeout.
+    fn spawn_connect_timeout(&self) {
+        let me = self.me.clone();
+        let timeout = self.io.config.connect_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let Some(client) = me.upgrade() else { return };
+            let idle = client.lock().sockets.is_empty();
+            if idle && !client.session.is_closed() {
+                tracing::debug!(sid = client.session.id(), "no namespace joined in time");
+                client.session.close(CloseReason::ForcedClose, true);
+            }
+        });
+    }
+
+    fn socket_of(&self, nsp: &str) -> Option<SocketRef> {
+        self.lock()
+            .sockets
+            .iter()
+            .find(|s| s.ns().name() == nsp)
+            .cloned()
+    }
+
+    fn send(&self, packet: &Packet) {
+        let _ = self.session.send_all(encode_frames(packet));
+    }
+
+    // ===== inbound =====
+
+    /// Routes one decoded packet, or queues it behind a CONNECT in progress.
+    fn handle_packet(&self, packet: Packet) {
+        let mut state = self.lock();
+        if state.connecting {
+            state.backlog.push_back(packet);
+            return;
+        }
+        if packet.kind == PacketType::Connect {
+            if let Some(ns) = self.io.namespace_for(&packet.nsp) {
+                if ns.has_middlewares()
+                    && !state.sockets.iter().any(|s| s.ns().name() == packet.nsp)
+                {
+                    state.connecting = true;
+                    drop(state);
+                    let client = self.arc();
+                    tokio::spawn(async move { client.run_async(packet, ns).await });
+                    return;
+                }
+            }
+        }
+        drop(state);
+        self.dispatch(packet);
+    }
+
+    /// Runs a CONNECT through its middlewares, then the packets that queued behind it.
+    async fn run_async(self: Arc<Self>, first: Packet, ns: Arc<Namespace>) {
+        self.connect_with_middlewares(first, ns).await;
+        loop {
+            let next = {
+                let mut state = self.lock();
+                match state.backlog.pop_front() {
+                    Some(p) => p,
+                    None => {
+                        state.connecting = false;
+                        return;
+                    }
+                }
+            };
+            let ns = (next.kind == PacketType::Connect)
+                .then(|| self.io.namespace_for(&next.nsp))
+                .flatten()
+                .filter(|ns| ns.has_middlewares());
+            match ns {
+                Some(ns) if self.socket_of(&next.nsp).is_none() => {
+                    self.connect_with_middlewares(next, ns).await;
+                }
+                _ => self.dispatch(next),
+            }
+        }
+    }
+
+    /// Routes a packet as the reference client does: CONNECT for a namespace not joined yet, anything
+    /// else to a joined namespace's socket; every other combination closes the connection.
+    fn dispatch(&self, packet: Packet) {
+        let socket = self.socket_of(&packet.nsp);
+        match (socket, packet.kind) {
+            (None, PacketType::Connect) => self.connect(packet),
+            (Some(socket), kind)
+                if kind != PacketType::Connect && kind != PacketType::ConnectError =>
+            {
+                socket.handle_packet(packet);
+            }
+            (_, kind) => {
+                tracing::debug!(sid = self.session.id(), nsp = %packet.nsp, ?kind, "packet in invalid state");
+                self.session.close(CloseReason::ForcedClose, true);
+            }
+        }
+    }
+
+    fn new_socket(&self, packet: &mut Packet) -> Option<SocketRef> {
+        let Some(ns) = self.io.namespace_for(&packet.nsp) else {
+            self.send(&Packet::connect_error(
+                packet.nsp.clone(),
+                "Invalid namespace",
+                None,
+            ));
+            return None;
+        };
+        let auth = packet.data.take().unwrap_or_else(|| json!({}));
+        Some(Arc::new(Socket::new(ns, self.arc(), auth)))
+    }
+
+    fn connect(&self, mut packet: Packet) {
+        if let Some(socket) = self.new_socket(&mut packet) {
+            self.finish_connect(socket);
+        }
+    }
+
+    async fn connect_with_middlewares(&self, mut packet: Packet, ns: Arc<Namespace>) {
+        let Some(socket) = self.new_socket(&mut packet) else {
+            return;
+        };
+        for middleware in ns.middlewares() {
+            if let Err(err) = middleware(socket.clone()).await {
+                self.send(&Packet::connect_error(
+                    ns.name().to_owned(),
+                    &err.message,
+                    err.data,
+                ));
+                return;
+            }
+        }
+        if self.session.is_closed() {
+            return;
+        }
+        self.finish_connect(socket);
+    }
+
+    /// Registers the socket, replies CONNECT, then runs the connection handler: handlers are in place
+    /// before the next packet of this client is read.
+    fn finish_connect(&self, socket: SocketRef) {
+        self.lock().sockets.push(socket.clone());
+        let ns = socket.ns().clone();
+        ns.adapter().add_all(&socket, &[socket.id().into()]);
+        socket.set_connected();
+        self.send(&Packet::connect(
+            ns.name().to_owned(),
+            Some(json!({ "sid": socket.id() })),
+        ));
+        tracing::debug!(
+            sid = self.session.id(),
+            socket = socket.id(),
+            nsp = ns.name(),
+            "socket connected"
+        );
+        ns.run_connection_handler(socket);
+    }
+
+    // ===== removal =====
+
+    /// Removes one socket (its namespace disconnected) and runs its disconnect side effects.
+    pub(crate) fn remove_socket(&self, socket: &SocketRef, reason: DisconnectReason) {
+        self.lock().sockets.retain(|s| !Arc::ptr_eq(s, socket));
+        socket.handle_disconnect(reason);
+    }
+
+    /// Disconnects every socket of this client from the server side, then closes the connection.
+    pub(crate) fn disconnect_all(&self) {
+        let sockets = std::mem::take(&mut self.lock().sockets);
+        for socket in &sockets {
+            self.send(&Packet::disconnect(socket.ns().name().to_owned()));
+            socket.handle_disconnect(DisconnectReason::ServerNamespaceDisconnect);
+        }
+        self.session.close(CloseReason::ForcedClose, true);
+    }
+}
+
+impl SessionHandler for Client {
+    fn on_message(&self, payload: Payload) {
+        let decoded = {
+            let mut state = self.lock();
+            match payload {
+                Payload::Text(text) => state.decoder.decode_text(&text),
+                Payload::Binary(bytes) => state.decoder.decode_binary(bytes),
+            }
+        };
+        match decoded {
+            Ok(Some(packet)) => self.handle_packet(packet),
+            Ok(None) => {}
+            Err(err) => {
+                tracing::debug!(sid = self.session.id(), %err, "invalid socket.io packet");
+                self.session.close(CloseReason::ParseError, true);
+            }
+        }
+    }
+
+    fn on_close(&self, reason: CloseReason) {
+        let sockets = {
+            let mut state = self.lock();
+            state.backlog.clear();
+            std::mem::take(&mut state.sockets)
+        };
+        for socket in sockets {
+            socket.handle_disconnect(reason.into());
+        }
+    }
+}

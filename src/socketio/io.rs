@@ -1,0 +1,246 @@
+//! The Socket.IO server handle: namespaces, the Engine.IO endpoint beneath, and server-wide emits.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use http::{Request, Response};
+
+use crate::engineio::error::Body;
+use crate::engineio::{EngineIo, Handler, RequestInfo, Session, SessionHandler};
+
+use super::broadcast::BroadcastOperator;
+use super::client::Client;
+use super::config::Config;
+use super::namespace::{ConnectionHandler, Namespace};
+use super::socket::{IntoRooms, SocketRef};
+
+type AllowRequest = Arc<dyn Fn(&RequestInfo) -> Result<(), String> + Send + Sync>;
+type NamespaceMatcher = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+struct DynamicNamespace {
+    matches: NamespaceMatcher,
+    on_connection: ConnectionHandler,
+}
+
+pub(crate) struct IoInner {
+    pub(crate) config: Config,
+    namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
+    dynamic: RwLock<Vec<DynamicNamespace>>,
+    allow_request: RwLock<Option<AllowRequest>>,
+}
+
+impl IoInner {
+    /// The namespace named `name`: a static one, or one created now by a matching dynamic pattern.
+    pub(crate) fn namespace_for(&self, name: &str) -> Option<Arc<Namespace>> {
+        if let Some(ns) = read(&self.namespaces).get(name) {
+            return Some(ns.clone());
+        }
+        let on_connection = read(&self.dynamic)
+            .iter()
+            .find(|d| (d.matches)(name))
+            .map(|d| d.on_connection.clone())?;
+        let mut namespaces = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
+        Some(
+            namespaces
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(Namespace::new(name.to_owned(), on_connection)))
+                .clone(),
+        )
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The Engine.IO handler that gives every session a Socket.IO [`Client`].
+pub struct SocketIoHandler {
+    io: Arc<IoInner>,
+}
+
+impl std::fmt::Debug for SocketIoHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketIoHandler").finish_non_exhaustive()
+    }
+}
+
+impl Handler for SocketIoHandler {
+    fn allow_request(&self, request: &RequestInfo) -> Result<(), String> {
+        match read(&self.io.allow_request).as_ref() {
+            Some(hook) => hook(request),
+            None => Ok(()),
+        }
+    }
+
+    fn on_open(&self, session: &Arc<Session>) -> Arc<dyn SessionHandler> {
+        Client::new(session.clone(), self.io.clone())
+    }
+}
+
+/// A Socket.IO server. Cheap to clone; every clone is the same server.
+///
+/// ```no_run
+/// use tidings::socketio::{Args, Config, SocketIo};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let io = SocketIo::new(Config::default());
+/// io.ns("/", |socket| {
+///     socket.on("chat", |socket, args: Args, _ack| {
+///         // Everyone in the sender's rooms but the sender.
+///         socket.broadcast().emit_args("chat", args);
+///     });
+///     socket.on("join", |socket, args: Args, ack| {
+///         if let Ok(room) = args.get::<String>(0) {
+///             socket.join(room);
+///         }
+///         if let Some(ack) = ack {
+///             ack.send_one(true);
+///         }
+///     });
+/// });
+/// io.serve("127.0.0.1:3000".parse().unwrap()).await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SocketIo {
+    inner: Arc<IoInner>,
+    engine: EngineIo<SocketIoHandler>,
+}
+
+impl std::fmt::Debug for SocketIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketIo")
+            .field("path", &self.inner.config.engine.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SocketIo {
+    /// A server with `config`. Add namespaces with [`SocketIo::ns`].
+    pub fn new(config: Config) -> Self {
+        let inner = Arc::new(IoInner {
+            config: config.clone(),
+            namespaces: RwLock::new(HashMap::new()),
+            dynamic: RwLock::new(Vec::new()),
+            allow_request: RwLock::new(None),
+        });
+        let engine = EngineIo::new(config.engine, SocketIoHandler { io: inner.clone() });
+        Self { inner, engine }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The Engine.IO endpoint beneath.
+    pub fn engine(&self) -> &EngineIo<SocketIoHandler> {
+        &self.engine
+    }
+
+    /// Declares namespace `name` (e.g. `/`, `/admin`) with its connection handler, replacing an
+    /// earlier declaration. The handler runs for each connecting socket before the client can send
+    /// anything else, so handlers registered in it never miss an event.
+    pub fn ns<F>(&self, name: &str, on_connection: F) -> Arc<Namespace>
+    where
+        F: Fn(SocketRef) + Send + Sync + 'static,
+    {
+        let ns = Arc::new(Namespace::new(name.to_owned(), Arc::new(on_connection)));
+        self.inner
+            .namespaces
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), ns.clone());
+        ns
+    }
+
+    /// Declares dynamic namespaces: any name `matches` accepts is created on first connect, with
+    /// `on_connection` as its handler.
+    pub fn dynamic_ns<M, F>(&self, matches: M, on_connection: F)
+    where
+        M: Fn(&str) -> bool + Send + Sync + 'static,
+        F: Fn(SocketRef) + Send + Sync + 'static,
+    {
+        self.inner
+            .dynamic
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(DynamicNamespace {
+                matches: Arc::new(matches),
+                on_connection: Arc::new(on_connection),
+            });
+    }
+
+    /// Installs a hook that can refuse a connection before its handshake (HTTP 403, code 4).
+    pub fn allow_request<F>(&self, hook: F)
+    where
+        F: Fn(&RequestInfo) -> Result<(), String> + Send + Sync + 'static,
+    {
+        *self
+            .inner
+            .allow_request
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+    }
+
+    /// The namespace `name`, if declared (or created dynamically).
+    pub fn of(&self, name: &str) -> Option<Arc<Namespace>> {
+        read(&self.inner.namespaces).get(name).cloned()
+    }
+
+    fn root(&self) -> Arc<Namespace> {
+        self.of("/").unwrap_or_else(|| self.ns("/", |_| {}))
+    }
+
+    /// A broadcast to `rooms` of the main namespace.
+    pub fn to(&self, rooms: impl IntoRooms) -> BroadcastOperator {
+        self.root().to(rooms)
+    }
+
+    /// Emits to every socket of the main namespace.
+    pub fn emit<T: serde::Serialize>(&self, event: &str, data: T) -> usize {
+        self.root().emit(event, data)
+    }
+
+    /// Answers one HTTP request for the Socket.IO endpoint (mount this in an existing hyper/axum
+    /// application for requests whose path is the configured path).
+    pub async fn handle<B>(&self, req: Request<B>, remote: Option<SocketAddr>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.engine.handle(req, remote).await
+    }
+
+    /// Serves this server alone on `addr` until SIGINT/SIGTERM.
+    pub async fn serve(&self, addr: SocketAddr) -> std::io::Result<()> {
+        let listener = crate::server::bind(addr)?;
+        crate::server::serve(
+            listener,
+            self.clone(),
+            crate::server::ServeOptions::default(),
+            crate::server::shutdown_signal(),
+        )
+        .await
+    }
+}
+
+impl crate::server::Service for SocketIo {
+    async fn call(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Body> {
+        if self.engine.matches(req.uri().path()) {
+            self.handle(req, Some(remote)).await
+        } else {
+            crate::server::not_found()
+        }
+    }
+
+    fn shutdown(&self) {
+        crate::server::Service::shutdown(&self.engine);
+    }
+}

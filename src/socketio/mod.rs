@@ -1,0 +1,27 @@
+//! Socket.IO v5 on top of Engine.IO v4.
+//!
+//! - [`packet`] is the sans-IO codec (text part + binary attachments).
+//! - A client (one Engine.IO session) carries [`Socket`]s, one per [`Namespace`] it connected to.
+//! - Rooms live in the namespace's [`Adapter`]; broadcasts go through it ([`BroadcastOperator`]).
+//!
+//! Ordering guarantees: a socket's inbound packets are handled in arrival order, one at a time; a
+//! socket's connection handler runs before the next packet of its client is read, so an event sent
+//! right after the CONNECT reply always finds its handler.
+
+mod adapter;
+mod args;
+mod broadcast;
+mod client;
+mod config;
+mod io;
+mod namespace;
+pub mod packet;
+mod socket;
+
+pub use adapter::{Adapter, BroadcastOptions, LocalAdapter};
+pub use args::Args;
+pub use broadcast::BroadcastOperator;
+pub use config::Config;
+pub use io::{SocketIo, SocketIoHandler};
+pub use namespace::{BoxFuture, ConnectError, Namespace};
+pub use socket::{AckError, AckSender, DisconnectReason, Handshake, IntoRooms, Socket, SocketRef};

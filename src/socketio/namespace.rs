@@ -1,0 +1,148 @@
+//! Namespaces: a connection handler, connect middlewares and an adapter holding the rooms.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+
+use super::adapter::{Adapter, LocalAdapter};
+use super::broadcast::BroadcastOperator;
+use super::socket::{IntoRooms, SocketRef};
+
+/// Why a connect middleware refused a socket: sent to the client as CONNECT_ERROR
+/// `{"message": ..., "data": ...}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectError {
+    /// The message the client's `connect_error` event gets.
+    pub message: String,
+    /// Optional details (`err.data` on the client).
+    pub data: Option<Value>,
+}
+
+impl ConnectError {
+    /// A refusal with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    /// Adds details.
+    #[must_use]
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+}
+
+/// A boxed future, as middlewares return.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// The connection handler of a namespace.
+pub(crate) type ConnectionHandler = Arc<dyn Fn(SocketRef) + Send + Sync>;
+/// A connect middleware: may refuse the socket before it connects.
+pub(crate) type Middleware =
+    Arc<dyn Fn(SocketRef) -> BoxFuture<Result<(), ConnectError>> + Send + Sync>;
+
+/// A Socket.IO namespace.
+pub struct Namespace {
+    name: String,
+    on_connection: ConnectionHandler,
+    middlewares: RwLock<Vec<Middleware>>,
+    adapter: Box<dyn Adapter>,
+    ack_ids: AtomicU64,
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Namespace {
+    pub(crate) fn new(name: String, on_connection: ConnectionHandler) -> Self {
+        Self {
+            name,
+            on_connection,
+            middlewares: RwLock::new(Vec::new()),
+            adapter: Box::new(LocalAdapter::new()),
+            ack_ids: AtomicU64::new(0),
+        }
+    }
+
+    /// The namespace name (`/`, `/admin`, ...).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The adapter holding this namespace's rooms.
+    pub fn adapter(&self) -> &dyn Adapter {
+        &*self.adapter
+    }
+
+    /// Adds a connect middleware; they run in the order added, before the connection handler.
+    pub fn use_middleware<F, Fut>(&self, middleware: F)
+    where
+        F: Fn(SocketRef) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
+    {
+        self.middlewares
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(move |s| Box::pin(middleware(s))));
+    }
+
+    pub(crate) fn middlewares(&self) -> Vec<Middleware> {
+        self.middlewares
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn has_middlewares(&self) -> bool {
+        !self
+            .middlewares
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
+    pub(crate) fn run_connection_handler(&self, socket: SocketRef) {
+        (self.on_connection)(socket);
+    }
+
+    pub(crate) fn next_ack_id(&self) -> u64 {
+        self.ack_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    // ===== broadcasting =====
+
+    /// A broadcast to every socket of the namespace.
+    pub fn broadcast(self: &Arc<Self>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone())
+    }
+
+    /// A broadcast to `rooms`.
+    pub fn to(self: &Arc<Self>, rooms: impl IntoRooms) -> BroadcastOperator {
+        self.broadcast().to(rooms)
+    }
+
+    /// Emits to every socket of the namespace.
+    pub fn emit<T: serde::Serialize>(self: &Arc<Self>, event: &str, data: T) -> usize {
+        self.broadcast().emit(event, data)
+    }
+
+    /// Every connected socket of this namespace (on this node).
+    pub fn sockets(self: &Arc<Self>) -> Vec<SocketRef> {
+        self.broadcast().sockets()
+    }
+
+    /// The socket with this id, if connected here.
+    pub fn socket(self: &Arc<Self>, id: &str) -> Option<SocketRef> {
+        self.to(id).sockets().into_iter().next()
+    }
+}

@@ -1,0 +1,551 @@
+//! A socket: one client connected to one namespace.
+//!
+//! Handlers are registered with [`Socket::on`] (usually in the namespace's connection handler, which
+//! runs before any later packet of the client is read, so no event is missed). Inbound packets of a
+//! socket are handled in order, one at a time, on the connection's reader.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::engineio::{CloseReason, Frame, RequestInfo, Session};
+use crate::rooms::Room;
+
+use super::args::Args;
+use super::broadcast::BroadcastOperator;
+use super::client::Client;
+use super::namespace::Namespace;
+use super::packet::{self, Packet, PacketType};
+
+/// A socket handle, cheap to clone.
+pub type SocketRef = Arc<Socket>;
+
+/// Why a socket disconnected, in the reference's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DisconnectReason {
+    /// The server disconnected the socket (`socket.disconnect()`).
+    ServerNamespaceDisconnect,
+    /// The client disconnected the socket (`socket.disconnect()` on the client).
+    ClientNamespaceDisconnect,
+    /// The connection was closed (the client went away).
+    TransportClose,
+    /// The connection failed.
+    TransportError,
+    /// The client stopped answering pings.
+    PingTimeout,
+    /// The client sent a packet that could not be parsed.
+    ParseError,
+    /// The server closed the whole connection.
+    ForcedClose,
+    /// The server is shutting down.
+    ServerShuttingDown,
+}
+
+impl DisconnectReason {
+    /// The reason as the reference names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ServerNamespaceDisconnect => "server namespace disconnect",
+            Self::ClientNamespaceDisconnect => "client namespace disconnect",
+            Self::TransportClose => "transport close",
+            Self::TransportError => "transport error",
+            Self::PingTimeout => "ping timeout",
+            Self::ParseError => "parse error",
+            Self::ForcedClose => "forced close",
+            Self::ServerShuttingDown => "server shutting down",
+        }
+    }
+}
+
+impl From<CloseReason> for DisconnectReason {
+    fn from(reason: CloseReason) -> Self {
+        match reason {
+            CloseReason::TransportClose => Self::TransportClose,
+            CloseReason::TransportError => Self::TransportError,
+            CloseReason::PingTimeout => Self::PingTimeout,
+            CloseReason::ParseError => Self::ParseError,
+            CloseReason::ForcedClose => Self::ForcedClose,
+            CloseReason::ServerShutdown => Self::ServerShuttingDown,
+        }
+    }
+}
+
+/// Why an emit with an ack got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckError {
+    /// No answer within the timeout.
+    Timeout,
+    /// The socket disconnected before answering.
+    Disconnected,
+    /// The packet could not be queued (the socket was gone already).
+    NotSent,
+}
+
+impl std::fmt::Display for AckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Timeout => "operation has timed out",
+            Self::Disconnected => "socket has been disconnected",
+            Self::NotSent => "packet could not be sent",
+        })
+    }
+}
+
+impl std::error::Error for AckError {}
+
+/// The handshake details of a socket, as the reference exposes them.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    request: Arc<RequestInfo>,
+    auth: Value,
+}
+
+impl Handshake {
+    /// The request headers of the connection.
+    pub fn headers(&self) -> &http::HeaderMap {
+        &self.request.headers
+    }
+
+    /// The query parameters of the connection's first request, decoded.
+    pub fn query(&self) -> Vec<(String, String)> {
+        crate::engineio::query::parse_pairs(self.request.uri.query().unwrap_or(""))
+    }
+
+    /// One query parameter.
+    pub fn query_param(&self, key: &str) -> Option<String> {
+        self.query()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// The auth payload the client sent with CONNECT (`{}` when none).
+    pub fn auth(&self) -> &Value {
+        &self.auth
+    }
+
+    /// The remote address.
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.request.remote_addr
+    }
+
+    /// The request URL (path and query).
+    pub fn url(&self) -> String {
+        self.request.uri.to_string()
+    }
+
+    /// Whether the connection is over TLS.
+    pub fn secure(&self) -> bool {
+        self.request.secure
+    }
+
+    /// Whether the request came from another origin (an `Origin` header was sent).
+    pub fn xdomain(&self) -> bool {
+        self.request.headers.contains_key(http::header::ORIGIN)
+    }
+
+    /// When the connection was made, in milliseconds since the Unix epoch.
+    pub fn issued(&self) -> u64 {
+        self.request
+            .issued
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// When the connection was made.
+    pub fn time(&self) -> SystemTime {
+        self.request.issued
+    }
+}
+
+/// An event handler: the socket, the arguments, and an ack sender when the client asked for one.
+pub(crate) type EventHandler = Arc<dyn Fn(&SocketRef, Args, Option<AckSender>) + Send + Sync>;
+/// A catch-all handler: also given the event name.
+pub(crate) type AnyHandler = Arc<dyn Fn(&SocketRef, &str, Args, Option<AckSender>) + Send + Sync>;
+/// A disconnect handler.
+pub(crate) type DisconnectHandler = Arc<dyn Fn(&SocketRef, DisconnectReason) + Send + Sync>;
+
+#[derive(Default)]
+struct Handlers {
+    events: HashMap<String, EventHandler>,
+    any: Option<AnyHandler>,
+    disconnect: Vec<DisconnectHandler>,
+}
+
+/// A socket: one client connected to one namespace.
+pub struct Socket {
+    id: Room,
+    ns: Arc<Namespace>,
+    client: Arc<Client>,
+    handshake: Handshake,
+    handlers: RwLock<Handlers>,
+    /// Acks the server waits for, by id. Allocated on first use.
+    acks: Mutex<Option<HashMap<u64, oneshot::Sender<Args>>>>,
+    connected: AtomicBool,
+    data: Mutex<Value>,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .field("nsp", &self.ns.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Socket {
+    pub(crate) fn new(ns: Arc<Namespace>, client: Arc<Client>, auth: Value) -> Self {
+        let request = client.session().request().clone();
+        Self {
+            id: crate::engineio::sid::generate().into(),
+            ns,
+            client,
+            handshake: Handshake { request, auth },
+            handlers: RwLock::new(Handlers::default()),
+            acks: Mutex::new(None),
+            connected: AtomicBool::new(false),
+            data: Mutex::new(Value::Null),
+        }
+    }
+
+    // ===== identity =====
+
+    /// The socket id (per namespace, not the Engine.IO session id).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The namespace.
+    pub fn ns(&self) -> &Arc<Namespace> {
+        &self.ns
+    }
+
+    /// The handshake details.
+    pub fn handshake(&self) -> &Handshake {
+        &self.handshake
+    }
+
+    /// The underlying Engine.IO session.
+    pub fn session(&self) -> &Arc<Session> {
+        self.client.session()
+    }
+
+    /// Whether the socket is connected.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Application data attached to the socket (`socket.data` in the reference).
+    pub fn data(&self) -> Value {
+        self.data.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the socket's application data.
+    pub fn set_data(&self, value: Value) {
+        *self.data.lock().unwrap_or_else(|e| e.into_inner()) = value;
+    }
+
+    // ===== handlers =====
+
+    /// Registers the handler of `event` (replacing an earlier one).
+    pub fn on<F>(&self, event: impl Into<String>, handler: F)
+    where
+        F: Fn(&SocketRef, Args, Option<AckSender>) + Send + Sync + 'static,
+    {
+        self.write_handlers()
+            .events
+            .insert(event.into(), Arc::new(handler));
+    }
+
+    /// Registers a handler for events that have no handler of their own.
+    pub fn on_any<F>(&self, handler: F)
+    where
+        F: Fn(&SocketRef, &str, Args, Option<AckSender>) + Send + Sync + 'static,
+    {
+        self.write_handlers().any = Some(Arc::new(handler));
+    }
+
+    /// Registers a disconnect handler.
+    pub fn on_disconnect<F>(&self, handler: F)
+    where
+        F: Fn(&SocketRef, DisconnectReason) + Send + Sync + 'static,
+    {
+        self.write_handlers().disconnect.push(Arc::new(handler));
+    }
+
+    fn write_handlers(&self) -> std::sync::RwLockWriteGuard<'_, Handlers> {
+        self.handlers.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // ===== emitting =====
+
+    /// Emits `event` with one argument.
+    pub fn emit<T: Serialize>(&self, event: &str, data: T) -> bool {
+        self.emit_args(event, Args::one(data))
+    }
+
+    /// Emits `event` with any number of arguments (binary included). Returns whether it was queued.
+    pub fn emit_args(&self, event: &str, args: Args) -> bool {
+        let packet = Packet::event(self.ns.name(), args.to_event_data(event), None)
+            .with_attachments(args.binary);
+        self.send_packet(&packet)
+    }
+
+    /// Emits `event` and waits for the client's ack, up to `timeout`.
+    pub async fn emit_with_ack(
+        self: &Arc<Self>,
+        event: &str,
+        args: Args,
+        timeout: Duration,
+    ) -> Result<Args, AckError> {
+        let id = self.ns.next_ack_id();
+        let rx = self.register_ack(id);
+        let packet = Packet::event(self.ns.name(), args.to_event_data(event), Some(id))
+            .with_attachments(args.binary);
+        if !self.send_packet(&packet) {
+            self.forget_ack(id);
+            return Err(AckError::NotSent);
+        }
+        self.wait_ack(id, rx, timeout).await
+    }
+
+    pub(crate) fn register_ack(&self, id: u64) -> oneshot::Receiver<Args> {
+        let (tx, rx) = oneshot::channel();
+        self.acks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(HashMap::new)
+            .insert(id, tx);
+        rx
+    }
+
+    fn forget_ack(&self, id: u64) {
+        if let Some(map) = self.acks.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            map.remove(&id);
+        }
+    }
+
+    pub(crate) async fn wait_ack(
+        &self,
+        id: u64,
+        rx: oneshot::Receiver<Args>,
+        timeout: Duration,
+    ) -> Result<Args, AckError> {
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(args)) => Ok(args),
+            Ok(Err(_)) => Err(AckError::Disconnected),
+            Err(_) => {
+                self.forget_ack(id);
+                Err(AckError::Timeout)
+            }
+        }
+    }
+
+    /// Encodes and queues one packet for this socket.
+    pub(crate) fn send_packet(&self, packet: &Packet) -> bool {
+        self.send_frames(&encode_frames(packet), false)
+    }
+
+    /// Queues pre-encoded frames (a broadcast's shared bytes). Volatile frames are dropped when the
+    /// socket's queue is already backed up.
+    pub(crate) fn send_frames(&self, frames: &[Frame], volatile: bool) -> bool {
+        let session = self.client.session();
+        if volatile && session.buffered() >= self.client.volatile_queue_limit() {
+            return false;
+        }
+        session.send_all(frames.iter().cloned()).is_ok()
+    }
+
+    // ===== rooms and broadcasting =====
+
+    /// Joins rooms.
+    pub fn join(self: &Arc<Self>, rooms: impl IntoRooms) {
+        self.ns.adapter().add_all(self, &rooms.into_rooms());
+    }
+
+    /// Leaves a room.
+    pub fn leave(&self, room: &str) {
+        self.ns.adapter().del(&self.id, room);
+    }
+
+    /// The rooms the socket is in (its own id included).
+    pub fn rooms(&self) -> Vec<Room> {
+        self.ns.adapter().socket_rooms(&self.id)
+    }
+
+    /// A broadcast to `rooms`, leaving this socket out (the reference's `socket.to(room)`).
+    pub fn to(&self, rooms: impl IntoRooms) -> BroadcastOperator {
+        self.broadcast().to(rooms)
+    }
+
+    /// A broadcast to every other socket of the namespace.
+    pub fn broadcast(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.ns.clone()).except(self.id.clone())
+    }
+
+    // ===== disconnecting =====
+
+    /// Disconnects the socket from its namespace; with `close` the whole connection is closed.
+    pub fn disconnect(self: &Arc<Self>, close: bool) {
+        if close {
+            self.client.disconnect_all();
+            return;
+        }
+        if self.connected() {
+            self.send_packet(&Packet::disconnect(self.ns.name()));
+        }
+        self.client
+            .remove_socket(self, DisconnectReason::ServerNamespaceDisconnect);
+    }
+
+    // ===== inbound (called by the client, in order) =====
+
+    pub(crate) fn set_connected(&self) {
+        self.connected.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn handle_packet(self: &Arc<Self>, packet: Packet) {
+        match packet.kind {
+            PacketType::Event | PacketType::BinaryEvent => self.handle_event(packet),
+            PacketType::Ack | PacketType::BinaryAck => self.handle_ack(packet),
+            PacketType::Disconnect => self
+                .client
+                .remove_socket(self, DisconnectReason::ClientNamespaceDisconnect),
+            PacketType::Connect | PacketType::ConnectError => {}
+        }
+    }
+
+    fn handle_event(self: &Arc<Self>, packet: Packet) {
+        let Some(Value::Array(mut values)) = packet.data else {
+            return;
+        };
+        if values.is_empty() {
+            return;
+        }
+        let name = match values.remove(0) {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        let args = Args::from_wire(values, packet.attachments);
+        let ack = packet.id.map(|id| AckSender {
+            socket: self.clone(),
+            id,
+        });
+        let (handler, any) = {
+            let handlers = self.handlers.read().unwrap_or_else(|e| e.into_inner());
+            (handlers.events.get(&name).cloned(), handlers.any.clone())
+        };
+        match (handler, any) {
+            (Some(handler), _) => handler(self, args, ack),
+            (None, Some(any)) => any(self, &name, args, ack),
+            (None, None) => tracing::trace!(socket = %self.id, event = %name, "no handler"),
+        }
+    }
+
+    fn handle_ack(&self, packet: Packet) {
+        let Some(id) = packet.id else { return };
+        let waiter = self
+            .acks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .and_then(|m| m.remove(&id));
+        if let Some(tx) = waiter {
+            let values = match packet.data {
+                Some(Value::Array(values)) => values,
+                _ => Vec::new(),
+            };
+            let _ = tx.send(Args::from_wire(values, packet.attachments));
+        }
+    }
+
+    /// Runs the disconnect side effects once: leaves every room, fails pending acks, runs handlers.
+    pub(crate) fn handle_disconnect(self: &Arc<Self>, reason: DisconnectReason) {
+        if !self.connected.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        // Dropping the senders fails every pending ack with `Disconnected`.
+        drop(self.acks.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let handlers = std::mem::take(&mut self.write_handlers().disconnect);
+        for handler in &handlers {
+            handler(self, reason);
+        }
+        self.ns.adapter().del_all(&self.id);
+        *self.write_handlers() = Handlers::default();
+        tracing::debug!(socket = %self.id, nsp = self.ns.name(), reason = reason.as_str(), "socket disconnected");
+    }
+}
+
+/// Answers a client's ack request. Dropping it without sending sends nothing.
+#[derive(Debug)]
+pub struct AckSender {
+    socket: SocketRef,
+    id: u64,
+}
+
+impl AckSender {
+    /// Sends the ack with these arguments.
+    pub fn send(self, args: Args) -> bool {
+        let packet = Packet::ack(self.socket.ns.name(), Value::Array(args.values), self.id)
+            .with_attachments(args.binary);
+        self.socket.send_packet(&packet)
+    }
+
+    /// Sends the ack with one argument.
+    pub fn send_one<T: Serialize>(self, value: T) -> bool {
+        self.send(Args::one(value))
+    }
+}
+
+/// Things that name one or several rooms.
+pub trait IntoRooms {
+    /// The room names.
+    fn into_rooms(self) -> Vec<Room>;
+}
+
+impl IntoRooms for &str {
+    fn into_rooms(self) -> Vec<Room> {
+        vec![Room::from(self)]
+    }
+}
+
+impl IntoRooms for String {
+    fn into_rooms(self) -> Vec<Room> {
+        vec![Room::from(self)]
+    }
+}
+
+impl IntoRooms for Room {
+    fn into_rooms(self) -> Vec<Room> {
+        vec![self]
+    }
+}
+
+impl<T: IntoRooms> IntoRooms for Vec<T> {
+    fn into_rooms(self) -> Vec<Room> {
+        self.into_iter().flat_map(IntoRooms::into_rooms).collect()
+    }
+}
+
+impl<const N: usize> IntoRooms for [&str; N] {
+    fn into_rooms(self) -> Vec<Room> {
+        self.iter().map(|r| Room::from(*r)).collect()
+    }
+}
+
+/// Encodes a packet into its Engine.IO frames: the text part, then each attachment.
+pub(crate) fn encode_frames(packet: &Packet) -> Vec<Frame> {
+    let mut buf: BytesMut = Frame::message_buffer(64);
+    packet::encode(packet, &mut buf);
+    let mut frames = Vec::with_capacity(1 + packet.attachments.len());
+    frames.push(Frame::Text(buf.freeze()));
+    frames.extend(packet.attachments.iter().cloned().map(Frame::Binary));
+    frames
+}
