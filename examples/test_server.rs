@@ -1,0 +1,285 @@
+//! The server the conformance tests in `protocol-tests/` drive with real clients.
+//!
+//! Listens on 127.0.0.1 at `PORT` (0 = a free port) and prints `listening on 127.0.0.1:<port>`.
+//! Timings can be shortened for tests with `PING_INTERVAL_MS`, `PING_TIMEOUT_MS` and
+//! `CONNECT_TIMEOUT_MS`.
+//!
+//! Namespaces and events:
+//! - `/`: emits `welcome` `{id}` on connect; see the handlers below for each test event.
+//! - `/admin`: a middleware requires `auth.token == "secret"`, otherwise CONNECT_ERROR
+//!   `{"message":"unauthorized","data":{"reason":"bad token"}}`.
+//! - dynamic namespaces matching `/dyn-*`: emit `hello` `{nsp}` on connect.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tidings::socketio::{Args, Config, ConnectError, SocketIo, SocketRef};
+
+fn env_ms(name: &str) -> Option<Duration> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+}
+
+#[derive(Deserialize)]
+struct RoomEmit {
+    room: String,
+    #[serde(default)]
+    except: Option<String>,
+    event: String,
+    data: Value,
+}
+
+#[derive(Deserialize)]
+struct MultiEmit {
+    rooms: Vec<String>,
+    event: String,
+    data: Value,
+}
+
+#[derive(Deserialize)]
+struct AckRequest {
+    event: String,
+    data: Value,
+    timeout_ms: u64,
+    #[serde(default)]
+    room: Option<String>,
+}
+
+/// Reasons of every socket that disconnected, in order, for tests to read back.
+type ReasonLog = Arc<Mutex<Vec<Value>>>;
+
+fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog) {
+    socket.emit("welcome", json!({ "id": socket.id() }));
+
+    socket.on("echo", |socket, args: Args, _| {
+        socket.emit_args("echo", args);
+    });
+    socket.on("echo-ack", |_, args: Args, ack| {
+        if let Some(ack) = ack {
+            ack.send(args);
+        }
+    });
+    socket.on("add", |_, args: Args, ack| {
+        let sum = args.parse::<(i64, i64)>().map(|(a, b)| a + b);
+        if let Some(ack) = ack {
+            match sum {
+                Ok(sum) => ack.send_one(sum),
+                Err(err) => ack.send_one(json!({ "error": err.to_string() })),
+            };
+        }
+    });
+    socket.on("join", |socket, args: Args, ack| {
+        let rooms: Vec<String> = match args.get::<Value>(0) {
+            Ok(Value::Array(_)) => args.get(0).unwrap_or_default(),
+            Ok(Value::String(room)) => vec![room],
+            _ => Vec::new(),
+        };
+        socket.join(rooms);
+        if let Some(ack) = ack {
+            ack.send_one(true);
+        }
+    });
+    socket.on("leave", |socket, args: Args, ack| {
+        if let Ok(room) = args.get::<String>(0) {
+            socket.leave(&room);
+        }
+        if let Some(ack) = ack {
+            ack.send_one(true);
+        }
+    });
+    socket.on("rooms", |socket, _, ack| {
+        let mut rooms: Vec<String> = socket.rooms().iter().map(|r| r.to_string()).collect();
+        rooms.sort();
+        if let Some(ack) = ack {
+            ack.send_one(rooms);
+        }
+    });
+    let io2 = io.clone();
+    socket.on("to-room", move |socket, args: Args, ack| {
+        let Ok(req) = args.get::<RoomEmit>(0) else {
+            return;
+        };
+        // From the server (reaches the sender too, if it is in the room) unless `except` is given.
+        let mut op = io2.to(req.room.as_str());
+        if let Some(except) = req.except {
+            op = op.except(except.as_str());
+        }
+        let n = op.emit(&req.event, req.data);
+        let _ = socket;
+        if let Some(ack) = ack {
+            ack.send_one(n);
+        }
+    });
+    socket.on("socket-to-room", |socket, args: Args, ack| {
+        let Ok(req) = args.get::<RoomEmit>(0) else {
+            return;
+        };
+        let n = socket.to(req.room.as_str()).emit(&req.event, req.data);
+        if let Some(ack) = ack {
+            ack.send_one(n);
+        }
+    });
+    let io2 = io.clone();
+    socket.on("multi-room", move |_, args: Args, ack| {
+        let Ok(req) = args.get::<MultiEmit>(0) else {
+            return;
+        };
+        let n = io2.to(req.rooms).emit(&req.event, req.data);
+        if let Some(ack) = ack {
+            ack.send_one(n);
+        }
+    });
+    socket.on("broadcast", |socket, args: Args, ack| {
+        let n = socket.broadcast().emit_args("broadcast", args);
+        if let Some(ack) = ack {
+            ack.send_one(n);
+        }
+    });
+    socket.on("volatile", |socket, args: Args, _| {
+        socket
+            .ns()
+            .broadcast()
+            .volatile()
+            .emit_args("volatile", args);
+    });
+    // The server asks this socket for an ack and reports what came back.
+    socket.on("server-ack", |socket, args: Args, ack| {
+        let Ok(req) = args.get::<AckRequest>(0) else {
+            return;
+        };
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            let result = socket
+                .emit_with_ack(
+                    &req.event,
+                    Args::one(req.data),
+                    Duration::from_millis(req.timeout_ms),
+                )
+                .await;
+            let report = match result {
+                Ok(answer) => json!({ "ok": true, "answer": answer.values }),
+                Err(err) => json!({ "ok": false, "error": err.to_string() }),
+            };
+            if let Some(ack) = ack {
+                ack.send_one(report);
+            }
+        });
+    });
+    let io2 = io.clone();
+    socket.on("broadcast-with-ack", move |_, args: Args, ack| {
+        let Ok(req) = args.get::<AckRequest>(0) else {
+            return;
+        };
+        let op = io2
+            .to(req.room.unwrap_or_default().as_str())
+            .timeout(Duration::from_millis(req.timeout_ms));
+        tokio::spawn(async move {
+            let (answers, outcome) = op.emit_with_ack(&req.event, Args::one(req.data)).await;
+            let mut answers: Vec<Value> = answers.into_iter().flat_map(|a| a.values).collect();
+            answers.sort_by_key(|v| v.to_string());
+            if let Some(ack) = ack {
+                ack.send_one(json!({ "complete": outcome.is_ok(), "answers": answers }));
+            }
+        });
+    });
+    socket.on("handshake", |socket, _, ack| {
+        let h = socket.handshake();
+        let headers: serde_json::Map<String, Value> = h
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
+            .collect();
+        let query: serde_json::Map<String, Value> =
+            h.query().into_iter().map(|(k, v)| (k, json!(v))).collect();
+        if let Some(ack) = ack {
+            ack.send_one(json!({
+                "auth": h.auth(),
+                "headers": headers,
+                "query": query,
+                "address": h.address().map(|a| a.ip().to_string()),
+                "issued": h.issued(),
+                "url": h.url(),
+                "secure": h.secure(),
+                "xdomain": h.xdomain(),
+            }));
+        }
+    });
+    socket.on("disconnect-me", |socket, _, _| socket.disconnect(false));
+    socket.on("close-me", |socket, _, _| socket.disconnect(true));
+    let log = reasons.clone();
+    socket.on("disconnect-reasons", move |_, _, ack| {
+        let list = log.lock().unwrap().clone();
+        if let Some(ack) = ack {
+            ack.send_one(list);
+        }
+    });
+    let log = reasons.clone();
+    socket.on_disconnect(move |socket, reason| {
+        log.lock()
+            .unwrap()
+            .push(json!({ "id": socket.id(), "reason": reason.as_str() }));
+    });
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
+    let mut config = Config::default();
+    if let Some(d) = env_ms("PING_INTERVAL_MS") {
+        config.engine.ping_interval = d;
+    }
+    if let Some(d) = env_ms("PING_TIMEOUT_MS") {
+        config.engine.ping_timeout = d;
+    }
+    if let Some(d) = env_ms("CONNECT_TIMEOUT_MS") {
+        config.connect_timeout = d;
+    }
+    let io = SocketIo::new(config);
+    let reasons: ReasonLog = Arc::default();
+
+    let io2 = io.clone();
+    io.ns("/", move |socket| {
+        register_root_handlers(&io2, &socket, &reasons)
+    });
+
+    let admin = io.ns("/admin", |socket| {
+        socket.emit("admin-welcome", json!({ "id": socket.id() }));
+        socket.on("echo", |socket, args: Args, _| {
+            socket.emit_args("echo", args);
+        });
+    });
+    admin.use_middleware(|socket: SocketRef| async move {
+        if socket.handshake().auth().get("token") == Some(&json!("secret")) {
+            Ok(())
+        } else {
+            Err(ConnectError::new("unauthorized").with_data(json!({ "reason": "bad token" })))
+        }
+    });
+
+    io.dynamic_ns(
+        |name| name.starts_with("/dyn-"),
+        |socket| {
+            socket.emit("hello", json!({ "nsp": socket.ns().name() }));
+        },
+    );
+
+    let listener = tidings::server::bind(([127, 0, 0, 1], port).into())?;
+    println!("listening on {}", listener.local_addr()?);
+    tidings::server::serve(
+        listener,
+        io,
+        tidings::server::ServeOptions::default(),
+        tidings::server::shutdown_signal(),
+    )
+    .await
+}
