@@ -1,5 +1,185 @@
-//! The `tidings` binary.
+//! The `tidings` binary: the real-time analytics service with embedded defaults.
+//!
+//! Every setting is a flag and a `TIDINGS_*` environment variable; the effective values are printed at
+//! start-up (secrets masked).
 
-fn main() {
-    println!("tidings");
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use tidings::analytics::{Analytics, AnalyticsConfig};
+use tidings::engineio::{AllowedOrigins, Cors};
+use tidings::socketio::{Config, SocketIo};
+
+/// A Socket.IO server for live multi-tenant analytics dashboards.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "TIDINGS_HOST", default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port to listen on (also read from `PORT` when `TIDINGS_PORT` is unset).
+    #[arg(long, env = "TIDINGS_PORT")]
+    port: Option<u16>,
+    /// The Socket.IO path.
+    #[arg(long, env = "TIDINGS_PATH", default_value = "/socket.io/")]
+    path: String,
+    /// Allowed CORS origins: `*` or a comma-separated list. Unset: no CORS headers.
+    #[arg(long, env = "TIDINGS_CORS_ORIGINS")]
+    cors_origins: Option<String>,
+    /// HS256 secret that dashboard tokens are signed with. Unset: development mode (any org).
+    #[arg(long, env = "TIDINGS_AUTH_SECRET", hide_env_values = true)]
+    auth_secret: Option<String>,
+    /// Bearer key for the HTTP API. Unset: the API is open (development mode).
+    #[arg(long, env = "TIDINGS_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Server ping interval in milliseconds.
+    #[arg(long, env = "TIDINGS_PING_INTERVAL_MS", default_value_t = 25_000)]
+    ping_interval_ms: u64,
+    /// How long to wait for a pong, in milliseconds.
+    #[arg(long, env = "TIDINGS_PING_TIMEOUT_MS", default_value_t = 60_000)]
+    ping_timeout_ms: u64,
+    /// Largest accepted message or polling body, in bytes.
+    #[arg(long, env = "TIDINGS_MAX_PAYLOAD", default_value_t = 1_000_000)]
+    max_payload: usize,
+    /// Updates kept per organisation for `request:history`.
+    #[arg(long, env = "TIDINGS_HISTORY_SIZE", default_value_t = 1000)]
+    history_size: usize,
+    /// How long updates stay in the history, in seconds.
+    #[arg(long, env = "TIDINGS_HISTORY_AGE_SECS", default_value_t = 3600)]
+    history_age_secs: u64,
+    /// Generate demo traffic for org `demo` (default: on in development mode).
+    #[arg(long, env = "TIDINGS_DEMO")]
+    demo: Option<bool>,
+    /// Allow development mode (no auth secret) on a non-loopback address.
+    #[arg(long, env = "TIDINGS_INSECURE")]
+    insecure: bool,
+    /// Log format.
+    #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Directory holding the socket.io-client browser bundle.
+    #[arg(long, env = "TIDINGS_CLIENT_DIR")]
+    client_dir: Option<PathBuf>,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tidings: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let port = cli
+        .port
+        .or_else(|| std::env::var("PORT").ok()?.parse().ok())
+        .unwrap_or(3000);
+    let development = cli.auth_secret.is_none();
+    if development && !cli.host.is_loopback() && !cli.insecure {
+        return Err(format!(
+            "refusing to listen on {} without TIDINGS_AUTH_SECRET (development mode lets anyone \
+             see every organisation); set a secret, or pass --insecure",
+            cli.host
+        ));
+    }
+
+    let mut config = Config::default();
+    config.engine.path = cli.path.clone();
+    config.engine.ping_interval = Duration::from_millis(cli.ping_interval_ms);
+    config.engine.ping_timeout = Duration::from_millis(cli.ping_timeout_ms);
+    config.engine.max_payload = cli.max_payload;
+    config.engine.cors = cli.cors_origins.as_deref().map(|origins| {
+        if origins.trim() == "*" {
+            Cors::any()
+        } else {
+            Cors {
+                origins: AllowedOrigins::List(
+                    origins.split(',').map(|o| o.trim().to_owned()).collect(),
+                ),
+                credentials: true,
+            }
+        }
+    });
+    config.engine.validate()?;
+
+    let mut analytics_config = AnalyticsConfig::default();
+    analytics_config.auth_secret = cli.auth_secret.clone();
+    analytics_config.api_key = cli.api_key.clone();
+    analytics_config.history_len = cli.history_size;
+    analytics_config.history_age = Duration::from_secs(cli.history_age_secs);
+    if let Some(dir) = cli.client_dir.clone() {
+        analytics_config.client_dir = dir;
+    }
+
+    let demo = cli.demo.unwrap_or(development);
+    let addr = SocketAddr::new(cli.host, port);
+    let mask = |s: &Option<String>| if s.is_some() { "(set)" } else { "(unset)" };
+    tracing::info!(
+        %addr,
+        path = %config.engine.path,
+        ping_interval_ms = cli.ping_interval_ms,
+        ping_timeout_ms = cli.ping_timeout_ms,
+        max_payload = cli.max_payload,
+        cors = ?cli.cors_origins,
+        auth_secret = mask(&cli.auth_secret),
+        api_key = mask(&cli.api_key),
+        history_size = cli.history_size,
+        history_age_secs = cli.history_age_secs,
+        demo,
+        "effective configuration"
+    );
+    if development {
+        tracing::warn!(
+            "DEVELOPMENT MODE: no TIDINGS_AUTH_SECRET, so any client may join any organisation"
+        );
+    }
+    if cli.api_key.is_none() {
+        tracing::warn!("no TIDINGS_API_KEY: the event API accepts unauthenticated requests");
+    }
+
+    let io = SocketIo::new(config);
+    let analytics = Analytics::new(io, analytics_config);
+    if demo {
+        analytics.spawn_demo_traffic(Duration::from_millis(500));
+    }
+    let listener =
+        tidings::server::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on {local}");
+    tracing::info!("dashboard at http://{local}/");
+    tidings::server::serve(
+        listener,
+        analytics,
+        tidings::server::ServeOptions::default(),
+        tidings::server::shutdown_signal(),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use crate::engineio::Frame;
 use crate::rooms::{Room, Rooms};
 
-use super::socket::Socket;
+use super::packet::Packet;
+use super::socket::{Socket, encode_frames};
 
 /// Who a broadcast goes to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,15 +37,18 @@ pub trait Adapter: Send + Sync + 'static {
     fn rooms(&self) -> Vec<Room>;
     /// The sockets a broadcast with `opts` would reach (each once).
     fn sockets(&self, opts: &BroadcastOptions) -> Vec<Arc<Socket>>;
-    /// Delivers pre-encoded frames to every socket `opts` selects; returns how many got them.
-    fn broadcast(&self, frames: &[Frame], opts: &BroadcastOptions) -> usize {
-        let mut delivered = 0;
-        for socket in self.sockets(opts) {
-            if socket.send_frames(frames, opts.volatile) {
-                delivered += 1;
-            }
+    /// Delivers `packet` to every socket `opts` selects; returns how many got it. The packet is
+    /// encoded once, and only if some socket is selected.
+    fn broadcast(&self, packet: &Packet, opts: &BroadcastOptions) -> usize {
+        let sockets = self.sockets(opts);
+        if sockets.is_empty() {
+            return 0;
         }
-        delivered
+        let frames = encode_frames(packet);
+        sockets
+            .iter()
+            .filter(|socket| socket.send_frames(&frames, opts.volatile))
+            .count()
     }
 }
 

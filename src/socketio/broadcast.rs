@@ -85,8 +85,7 @@ impl BroadcastOperator {
     pub fn emit_args(self, event: &str, args: Args) -> usize {
         let packet = Packet::event(self.ns.name(), args.to_event_data(event), None)
             .with_attachments(args.binary);
-        let frames = encode_frames(&packet);
-        self.ns.adapter().broadcast(&frames, &self.opts)
+        self.ns.adapter().broadcast(&packet, &self.opts)
     }
 
     /// Emits `event` asking every recipient for an ack, and gathers the answers that come within the

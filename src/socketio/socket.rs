@@ -189,7 +189,10 @@ pub struct Socket {
     acks: Mutex<Option<HashMap<u64, oneshot::Sender<Args>>>>,
     connected: AtomicBool,
     data: Mutex<Value>,
+    extensions: Mutex<Option<Extensions>>,
 }
+
+type Extensions = HashMap<std::any::TypeId, Box<dyn std::any::Any + Send + Sync>>;
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -212,6 +215,7 @@ impl Socket {
             acks: Mutex::new(None),
             connected: AtomicBool::new(false),
             data: Mutex::new(Value::Null),
+            extensions: Mutex::new(None),
         }
     }
 
@@ -250,6 +254,29 @@ impl Socket {
     /// Replaces the socket's application data.
     pub fn set_data(&self, value: Value) {
         *self.data.lock().unwrap_or_else(|e| e.into_inner()) = value;
+    }
+
+    /// Stores a typed value on the socket (one per type), replacing an earlier one.
+    pub fn insert_extension<T: Send + Sync + 'static>(&self, value: T) {
+        self.extensions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(HashMap::new)
+            .insert(std::any::TypeId::of::<T>(), Box::new(value));
+    }
+
+    /// Runs `f` on the stored value of type `T`, if any. The value is locked while `f` runs: keep
+    /// `f` short and do not call back into this socket's extensions from it.
+    pub fn with_extension<T: Send + Sync + 'static, R>(
+        &self,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> Option<R> {
+        let mut guard = self.extensions.lock().unwrap_or_else(|e| e.into_inner());
+        let value = guard
+            .as_mut()?
+            .get_mut(&std::any::TypeId::of::<T>())?
+            .downcast_mut::<T>()?;
+        Some(f(value))
     }
 
     // ===== handlers =====
