@@ -731,7 +731,7 @@ mod tests {
                 Packet::connect_error("/random", "Invalid namespace", None),
             ),
             (
-                r#"4/admin,{"data":{"a":1},"message":"Not authorized"}"#,
+                r#"4/admin,{"message":"Not authorized","data":{"a":1}}"#,
                 Packet::connect_error("/admin", "Not authorized", Some(json!({"a": 1}))),
             ),
             (

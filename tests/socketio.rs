@@ -1,0 +1,360 @@
+//! Raw-packet tests of the Socket.IO layer over a real WebSocket on 127.0.0.1: CONNECT and auth,
+//! CONNECT_ERROR, namespaces, events and acks both ways, binary attachments, disconnects, parse errors
+//! and per-socket order.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tidings::socketio::{Args, Config, ConnectError, SocketIo, SocketRef};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct TestServer {
+    port: u16,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    reasons: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestServer {
+    async fn start() -> Self {
+        let mut config = Config::default();
+        config.engine.ping_interval = Duration::from_millis(300);
+        config.engine.ping_timeout = Duration::from_millis(300);
+        let io = SocketIo::new(config);
+        let reasons: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = reasons.clone();
+        io.ns("/", move |socket| {
+            socket.emit("auth", socket.handshake().auth());
+            socket.on("echo", |socket, args: Args, _| {
+                socket.emit_args("echo", args);
+            });
+            socket.on("echo-ack", |_, args: Args, ack| {
+                if let Some(ack) = ack {
+                    ack.send(args);
+                }
+            });
+            socket.on("disconnect-me", |socket, _, _| socket.disconnect(false));
+            socket.on("ask", |socket, args: Args, _| {
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    let answer = socket
+                        .emit_with_ack("question", args, Duration::from_secs(2))
+                        .await;
+                    let report = match answer {
+                        Ok(a) => json!({ "answer": a.values }),
+                        Err(e) => json!({ "error": e.to_string() }),
+                    };
+                    socket.emit("answered", report);
+                });
+            });
+            let log = log.clone();
+            socket.on_disconnect(move |_, reason| log.lock().unwrap().push(reason.as_str().into()));
+        });
+        let admin = io.ns("/admin", |socket| {
+            socket.emit("welcome", "admin");
+        });
+        admin.use_middleware(|socket: SocketRef| async move {
+            if socket.handshake().auth().get("token") == Some(&json!("ok")) {
+                Ok(())
+            } else {
+                Err(ConnectError::new("unauthorized").with_data(json!({ "why": "token" })))
+            }
+        });
+        let listener = tidings::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = tidings::server::serve(listener, io, Default::default(), async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        Self {
+            port,
+            stop: Some(stop),
+            task,
+            reasons,
+        }
+    }
+
+    /// A WebSocket-only Engine.IO session, past its open packet.
+    async fn connect(&self) -> Ws {
+        let url = format!(
+            "ws://127.0.0.1:{}/socket.io/?EIO=4&transport=websocket",
+            self.port
+        );
+        let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .unwrap()
+            .unwrap();
+        let open = next_text(&mut ws).await;
+        assert!(open.starts_with("0{"), "{open}");
+        ws
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// The next message that is not a heartbeat ping (answered with a pong).
+async fn next_msg(ws: &mut Ws) -> Message {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("timed out waiting for a frame")
+            .expect("stream ended")
+            .expect("websocket error");
+        if msg.to_text().ok() == Some("2") {
+            ws.send(Message::text("3")).await.unwrap();
+            continue;
+        }
+        return msg;
+    }
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    match next_msg(ws).await {
+        Message::Text(t) => t.to_string(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text.to_owned())).await.unwrap();
+}
+
+/// Sends CONNECT for `/` and returns the socket id from the reply.
+async fn connect_root(ws: &mut Ws, auth: Option<Value>) -> String {
+    let packet = match auth {
+        Some(auth) => format!("40{auth}"),
+        None => "40".to_owned(),
+    };
+    send(ws, &packet).await;
+    let reply = next_text(ws).await;
+    let data: Value = serde_json::from_str(reply.strip_prefix("40").unwrap()).unwrap();
+    // With recovery off, the reply carries the sid and nothing else.
+    assert_eq!(data.as_object().unwrap().len(), 1, "{reply}");
+    data["sid"].as_str().unwrap().to_owned()
+}
+
+/// Waits until the server closes the connection.
+async fn expect_closed(ws: &mut Ws) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let next = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("connection was not closed");
+        match next {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn connect_with_and_without_auth() {
+    let server = TestServer::start().await;
+    let mut ws = server.connect().await;
+    let sid = connect_root(&mut ws, None).await;
+    assert_eq!(sid.len(), 20);
+    assert_eq!(next_text(&mut ws).await, r#"42["auth",{}]"#);
+
+    let mut ws2 = server.connect().await;
+    let sid2 = connect_root(&mut ws2, Some(json!({ "token": "€1" }))).await;
+    assert_ne!(sid, sid2);
+    assert_eq!(next_text(&mut ws2).await, r#"42["auth",{"token":"€1"}]"#);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_namespace_and_refusing_middleware_get_connect_error() {
+    let server = TestServer::start().await;
+    let mut ws = server.connect().await;
+    send(&mut ws, "40/nope,").await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"44/nope,{"message":"Invalid namespace"}"#
+    );
+    send(&mut ws, r#"40/admin,{"token":"bad"}"#).await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"44/admin,{"message":"unauthorized","data":{"why":"token"}}"#
+    );
+    // The connection survives refusals, and a good token gets in.
+    send(&mut ws, r#"40/admin,{"token":"ok"}"#).await;
+    let reply = next_text(&mut ws).await;
+    assert!(reply.starts_with(r#"40/admin,{"sid":""#), "{reply}");
+    assert_eq!(next_text(&mut ws).await, r#"42/admin,["welcome","admin"]"#);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn events_and_acks_both_ways() {
+    let server = TestServer::start().await;
+    let mut ws = server.connect().await;
+    connect_root(&mut ws, None).await;
+    next_text(&mut ws).await; // auth
+    send(&mut ws, r#"42["echo","a",{"b":[1,2]}]"#).await;
+    assert_eq!(next_text(&mut ws).await, r#"42["echo","a",{"b":[1,2]}]"#);
+    send(&mut ws, r#"4217["echo-ack","x",3]"#).await;
+    assert_eq!(next_text(&mut ws).await, r#"4317["x",3]"#);
+    // Server → client ack.
+    send(&mut ws, r#"42["ask","why?"]"#).await;
+    let question = next_text(&mut ws).await;
+    let rest = question.strip_prefix("42").unwrap();
+    let id: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    assert_eq!(&rest[id.len()..], r#"["question","why?"]"#);
+    send(&mut ws, &format!(r#"43{id}["because"]"#)).await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"42["answered",{"answer":["because"]}]"#
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn binary_attachments_round_trip() {
+    let server = TestServer::start().await;
+    let mut ws = server.connect().await;
+    connect_root(&mut ws, None).await;
+    next_text(&mut ws).await;
+    send(
+        &mut ws,
+        r#"452-["echo",{"a":{"_placeholder":true,"num":0}},[{"_placeholder":true,"num":1}]]"#,
+    )
+    .await;
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    ws.send(Message::binary(vec![4u8])).await.unwrap();
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"452-["echo",{"a":{"_placeholder":true,"num":0}},[{"_placeholder":true,"num":1}]]"#
+    );
+    assert_eq!(next_msg(&mut ws).await, Message::binary(vec![1u8, 2, 3]));
+    assert_eq!(next_msg(&mut ws).await, Message::binary(vec![4u8]));
+    // Binary ack.
+    send(
+        &mut ws,
+        r#"451-9["echo-ack",{"_placeholder":true,"num":0}]"#,
+    )
+    .await;
+    ws.send(Message::binary(vec![9u8])).await.unwrap();
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"461-9[{"_placeholder":true,"num":0}]"#
+    );
+    assert_eq!(next_msg(&mut ws).await, Message::binary(vec![9u8]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn disconnects_both_ways_keep_the_connection() {
+    let server = TestServer::start().await;
+    let mut ws = server.connect().await;
+    connect_root(&mut ws, None).await;
+    next_text(&mut ws).await;
+    send(&mut ws, r#"42["disconnect-me"]"#).await;
+    assert_eq!(next_text(&mut ws).await, "41");
+    // The Engine.IO connection stays; the client may connect again.
+    connect_root(&mut ws, None).await;
+    next_text(&mut ws).await;
+    send(&mut ws, "41").await;
+    // Nothing more for the namespace: the next frame is the heartbeat.
+    let next = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.to_text().unwrap(), "2");
+    assert_eq!(
+        *server.reasons.lock().unwrap(),
+        ["server namespace disconnect", "client namespace disconnect"]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn closing_the_transport_disconnects_with_transport_close() {
+    let server = TestServer::start().await;
+    let mut ws = server.connect().await;
+    connect_root(&mut ws, None).await;
+    next_text(&mut ws).await;
+    ws.close(None).await.unwrap();
+    drop(ws);
+    for _ in 0..50 {
+        if !server.reasons.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*server.reasons.lock().unwrap(), ["transport close"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn parse_errors_and_invalid_states_close_the_connection() {
+    let server = TestServer::start().await;
+    for bad in [
+        r#"42{}"#,
+        r#"4abc"#,
+        r#"42["connect"]"#,
+        r#"4999999999999999999999["a"]"#,
+    ] {
+        let mut ws = server.connect().await;
+        connect_root(&mut ws, None).await;
+        next_text(&mut ws).await;
+        send(&mut ws, bad).await;
+        expect_closed(&mut ws).await;
+    }
+    // An event before any CONNECT, and a double CONNECT, close the connection too.
+    let mut ws = server.connect().await;
+    send(&mut ws, r#"42["echo"]"#).await;
+    expect_closed(&mut ws).await;
+    let mut ws = server.connect().await;
+    connect_root(&mut ws, None).await;
+    next_text(&mut ws).await;
+    send(&mut ws, "40").await;
+    expect_closed(&mut ws).await;
+    assert!(
+        server
+            .reasons
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| r == "parse error" || r == "forced close"),
+        "{:?}",
+        server.reasons.lock().unwrap()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn events_sent_right_after_connect_are_handled_in_order() {
+    let server = TestServer::start().await;
+    let mut ws = server.connect().await;
+    // CONNECT and a burst of events in one go, without waiting for the CONNECT reply.
+    send(&mut ws, "40").await;
+    for i in 0..200 {
+        send(&mut ws, &format!(r#"42["echo",{i}]"#)).await;
+    }
+    let reply = next_text(&mut ws).await;
+    assert!(reply.starts_with("40{"), "{reply}");
+    assert_eq!(next_text(&mut ws).await, r#"42["auth",{}]"#);
+    for i in 0..200 {
+        assert_eq!(next_text(&mut ws).await, format!(r#"42["echo",{i}]"#));
+    }
+    server.stop().await;
+}
