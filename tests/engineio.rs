@@ -950,6 +950,25 @@ async fn polling_ping_timeout_closes_the_session() {
 }
 
 #[tokio::test]
+async fn polling_ping_timeout_releases_a_pending_get_with_close() {
+    let server = start().await;
+    let addr = server.addr;
+    let opened = Instant::now();
+    let (sid, _) = open_polling(addr).await;
+    assert_eq!(poll(addr, &sid).await.assert_payload(), ["2"]);
+    // No pong, but a GET is waiting when the timeout strikes: like any server-initiated close over
+    // polling, it carries the close packet (the reference's `doClose` on a writable transport).
+    let res = bounded(WAIT, spawn_poll(addr, &sid)).await.unwrap();
+    assert_eq!(res.assert_payload(), ["1"]);
+    assert!(opened.elapsed() >= PING_INTERVAL + PING_TIMEOUT - Duration::from_millis(20));
+    poll(addr, &sid)
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+    assert_eq!(server.closed(), [CloseReason::PingTimeout]);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn websocket_ping_timeout_closes_the_connection() {
     let server = start().await;
     let opened = Instant::now();

@@ -291,8 +291,11 @@ impl Session {
                 Some(next)
             }
             Action::TimedOut => {
+                // As in the reference, a polling GET that is waiting gets the close packet; a
+                // WebSocket is just closed.
+                let tell = state.transport != Transport::WebSocket;
                 drop(state);
-                self.close(CloseReason::PingTimeout, false);
+                self.close(CloseReason::PingTimeout, tell);
                 None
             }
             Action::Wait => Some(state.heartbeat.poll_timeout()),
