@@ -751,6 +751,41 @@ async fn client_close_packet_releases_the_pending_get_with_noop() {
 }
 
 #[tokio::test]
+async fn server_close_without_pending_get_is_collected_by_the_next_get() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    post(addr, &sid, "4bye").await.assert_ok();
+    // The application closes the session between two polls (e.g. a Socket.IO disconnect, which
+    // queues `41` first): the next GET still gets what was queued, then the close packet.
+    let session = server.engine.session(&sid).unwrap();
+    assert!(session.close(CloseReason::ForcedClose, true));
+    assert_eq!(poll(addr, &sid).await.assert_payload(), ["4bye", "1"]);
+    poll(addr, &sid)
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+    assert!(server.engine.session(&sid).is_none());
+    assert_eq!(server.closed(), [CloseReason::ForcedClose]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_close_releases_a_pending_get_with_close() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    let pending = spawn_poll(addr, &sid);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let session = server.engine.session(&sid).unwrap();
+    assert!(session.close(CloseReason::ForcedClose, true));
+    assert_eq!(finish_poll(addr, &sid, pending).await, ["1"]);
+    poll(addr, &sid)
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn invalid_packet_over_polling_closes_the_session() {
     let server = start().await;
     let addr = server.addr;
