@@ -52,11 +52,11 @@ impl Drop for Pending {
 /// Marks a GET or POST pending, refusing an overlapping one (which closes the session).
 fn begin(session: &Arc<Session>, get: bool) -> Result<Pending, HttpError> {
     // A session whose pong is overdue is dead now, even if its timer has not fired yet.
-    if session.drive_heartbeat(Instant::now()).is_none() {
-        return Err(HttpError::SessionIdUnknown);
-    }
+    session.drive_heartbeat(Instant::now());
     let mut state = session.lock();
-    if state.closed.is_some() {
+    // A closed session is gone, except for the GET that collects what an orderly close left
+    // queued (see `Session::close`).
+    if state.closed.is_some() && !(get && session.is_registered()) {
         return Err(HttpError::SessionIdUnknown);
     }
     let flag = if get {

@@ -218,9 +218,12 @@ impl Session {
                 return false;
             }
             state.closed = Some(reason);
-            // A server-initiated close over polling with no GET waiting keeps the session in the
-            // registry until the next GET collects the close packet (or its grace period ends).
+            // An orderly close by the application over polling with no GET waiting keeps the
+            // session in the registry until the next GET collects what is queued and the close
+            // packet (or its grace period ends), as the reference's `socket.close()` does. A close
+            // on error only tells a GET that is already waiting; the next request gets 400.
             let keep_for_get = send_close_packet
+                && reason == CloseReason::ForcedClose
                 && matches!(
                     state.transport,
                     Transport::Polling | Transport::ProbePending
@@ -245,6 +248,12 @@ impl Session {
     /// Drops the session from the registry (after a closed polling session's grace period).
     pub(crate) fn forget(&self) {
         self.map.remove(&self.id);
+    }
+
+    /// Whether the session is still in the registry: open, or closed and keeping its last packets
+    /// for the next GET.
+    pub(crate) fn is_registered(&self) -> bool {
+        self.map.get(&self.id).is_some()
     }
 
     /// Feeds one packet received from the client (on either transport) into the session.
@@ -291,8 +300,11 @@ impl Session {
                 Some(next)
             }
             Action::TimedOut => {
+                // As in the reference, a polling GET that is waiting gets the close packet; a
+                // WebSocket is just closed.
+                let tell = state.transport != Transport::WebSocket;
                 drop(state);
-                self.close(CloseReason::PingTimeout, false);
+                self.close(CloseReason::PingTimeout, tell);
                 None
             }
             Action::Wait => Some(state.heartbeat.poll_timeout()),

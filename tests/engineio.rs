@@ -1,0 +1,1140 @@
+//! Engine.IO v4 against a real listener on 127.0.0.1:0, with raw HTTP/1.1 and raw WebSocket clients,
+//! comparing exact responses with the reference behaviour (see the protocol notes, §1).
+//!
+//! Every test runs its own server with an echo handler and the official suite's timings (pingInterval
+//! 300 ms, pingTimeout 200 ms), so heartbeat pings can show up at any time: the helpers that are not
+//! about the heartbeat answer them (`3`) and skip them. Every wait is bounded.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
+use tidings::engineio::{
+    CloseReason, Cors, EngineConfig, EngineIo, Frame, Handler, Payload, RequestInfo, Session,
+    SessionHandler, TransportKind,
+};
+use tidings::server::{self, ServeOptions};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+
+/// The bound on any single wait for the server.
+const WAIT: Duration = Duration::from_secs(3);
+const PING_INTERVAL: Duration = Duration::from_millis(300);
+const PING_TIMEOUT: Duration = Duration::from_millis(200);
+
+// ===== the application: an echo endpoint =====
+
+/// Echoes every message back; optionally refuses every handshake; records why sessions closed.
+#[derive(Default)]
+struct Echo {
+    refuse: Option<String>,
+    closed: Arc<Mutex<Vec<CloseReason>>>,
+}
+
+struct EchoSession {
+    session: Arc<Session>,
+    closed: Arc<Mutex<Vec<CloseReason>>>,
+}
+
+impl Handler for Echo {
+    fn allow_request(&self, _request: &RequestInfo) -> Result<(), String> {
+        self.refuse.clone().map_or(Ok(()), Err)
+    }
+
+    fn on_open(&self, session: &Arc<Session>) -> Arc<dyn SessionHandler> {
+        Arc::new(EchoSession {
+            session: session.clone(),
+            closed: self.closed.clone(),
+        })
+    }
+}
+
+impl SessionHandler for EchoSession {
+    fn on_message(&self, payload: Payload) {
+        let frame = match payload {
+            Payload::Text(text) => {
+                let mut buf = Frame::message_buffer(text.len());
+                buf.extend_from_slice(&text);
+                Frame::Text(buf.freeze())
+            }
+            Payload::Binary(bytes) => Frame::Binary(bytes),
+        };
+        let _ = self.session.send(frame);
+    }
+
+    fn on_close(&self, reason: CloseReason) {
+        self.closed.lock().unwrap().push(reason);
+    }
+}
+
+// ===== the server under test =====
+
+fn config() -> EngineConfig {
+    let mut config = EngineConfig::default();
+    config.path = "/engine.io/".into();
+    config.ping_interval = PING_INTERVAL;
+    config.ping_timeout = PING_TIMEOUT;
+    config
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    engine: EngineIo<Echo>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+async fn start_with(config: EngineConfig, echo: Echo) -> TestServer {
+    let listener = server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let engine = EngineIo::new(config, echo);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server::serve(
+        listener,
+        engine.clone(),
+        ServeOptions::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    TestServer {
+        addr,
+        engine,
+        stop,
+        task,
+    }
+}
+
+async fn start() -> TestServer {
+    start_with(config(), Echo::default()).await
+}
+
+impl TestServer {
+    /// Completes the shutdown future and waits for `serve` to return; returns how long that took.
+    async fn stop(self) -> Duration {
+        let began = Instant::now();
+        let _ = self.stop.send(());
+        bounded(Duration::from_secs(8), self.task)
+            .await
+            .expect("serve panicked")
+            .expect("serve failed");
+        began.elapsed()
+    }
+
+    /// The close reasons the handler has seen so far.
+    fn closed(&self) -> Vec<CloseReason> {
+        self.engine.handler().closed.lock().unwrap().clone()
+    }
+}
+
+async fn bounded<F: Future>(limit: Duration, f: F) -> F::Output {
+    timeout(limit, f).await.expect("timed out waiting")
+}
+
+/// Waits until `cond` holds, checking every few milliseconds.
+async fn eventually(mut cond: impl FnMut() -> bool) {
+    bounded(WAIT, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+// ===== a tiny HTTP/1.1 client =====
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).expect("body is not UTF-8")
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("body is not JSON")
+    }
+
+    /// Asserts a reference error response: status, JSON content type, and exact body.
+    #[track_caller]
+    fn assert_error(&self, status: u16, code: u8, message: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        assert_eq!(
+            self.json(),
+            serde_json::json!({ "code": code, "message": message })
+        );
+    }
+
+    /// Asserts a 200 polling payload with the reference content type; returns its packets.
+    #[track_caller]
+    fn assert_payload(&self) -> Vec<String> {
+        assert_eq!(self.status, 200, "{self:?}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("text/plain; charset=UTF-8")
+        );
+        self.text().split('\x1e').map(str::to_owned).collect()
+    }
+
+    /// Asserts the reference answer to a successful POST.
+    #[track_caller]
+    fn assert_ok(&self) {
+        assert_eq!(self.status, 200, "{self:?}");
+        assert_eq!(self.header("content-type"), Some("text/html"));
+        assert_eq!(self.text(), "ok");
+    }
+}
+
+/// Sends one request on a fresh connection (`Connection: close`) and reads the whole response.
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let chunked = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"));
+    if !chunked && (method == "POST" || !body.is_empty()) {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    bounded(WAIT, async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        // The server may answer (413) and close before reading everything; the answer still counts.
+        let _ = stream.write_all(&request).await;
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(err) if raw.is_empty() => panic!("reading the response: {err}"),
+                Err(_) => break,
+            }
+        }
+        parse_response(&raw)
+    })
+    .await
+}
+
+fn parse_response(raw: &[u8]) -> Resp {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("incomplete response: {:?}", String::from_utf8_lossy(raw)));
+    let head = std::str::from_utf8(&raw[..end]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
+    let status = status_line[9..12].parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|line| {
+            let (k, v) = line.split_once(':').unwrap();
+            (k.trim().to_ascii_lowercase(), v.trim().to_owned())
+        })
+        .collect();
+    let rest = &raw[end + 4..];
+    let is_chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if is_chunked {
+        dechunk(rest)
+    } else if let Some((_, len)) = headers.iter().find(|(k, _)| k == "content-length") {
+        let len: usize = len.parse().unwrap();
+        assert!(rest.len() >= len, "truncated body");
+        rest[..len].to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let eol = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size_field = std::str::from_utf8(&rest[..eol]).unwrap();
+        let size = usize::from_str_radix(size_field.split(';').next().unwrap().trim(), 16).unwrap();
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+fn eio(query: &str) -> String {
+    format!("/engine.io/?EIO=4&{query}")
+}
+
+async fn get(addr: SocketAddr, target: &str) -> Resp {
+    http(addr, "GET", target, &[], b"").await
+}
+
+async fn poll(addr: SocketAddr, sid: &str) -> Resp {
+    get(addr, &eio(&format!("transport=polling&sid={sid}"))).await
+}
+
+async fn post(addr: SocketAddr, sid: &str, body: &str) -> Resp {
+    http(
+        addr,
+        "POST",
+        &eio(&format!("transport=polling&sid={sid}")),
+        &[("Content-Type", "text/plain;charset=UTF-8")],
+        body.as_bytes(),
+    )
+    .await
+}
+
+/// A GET that may still be pending while the test goes on.
+fn spawn_poll(addr: SocketAddr, sid: &str) -> JoinHandle<Resp> {
+    let sid = sid.to_owned();
+    tokio::spawn(async move { poll(addr, &sid).await })
+}
+
+/// Polls until something other than heartbeat pings arrives (answering each ping); returns the
+/// other packets.
+async fn poll_skipping_pings(addr: SocketAddr, sid: &str) -> Vec<String> {
+    loop {
+        let mut packets = poll(addr, sid).await.assert_payload();
+        let pings = packets.iter().filter(|p| *p == "2").count();
+        packets.retain(|p| p != "2");
+        if pings > 0 {
+            post(addr, sid, "3").await.assert_ok();
+        }
+        if !packets.is_empty() {
+            return packets;
+        }
+    }
+}
+
+/// Waits for a pending GET and returns its packets without pings (which it answers).
+async fn finish_poll(addr: SocketAddr, sid: &str, pending: JoinHandle<Resp>) -> Vec<String> {
+    let mut packets = bounded(WAIT, pending).await.unwrap().assert_payload();
+    if packets.iter().any(|p| p == "2") {
+        packets.retain(|p| p != "2");
+        if packets.is_empty() {
+            return poll_skipping_pings(addr, sid).await;
+        }
+    }
+    packets
+}
+
+/// Opens a polling session; returns its sid and the handshake JSON.
+async fn open_polling(addr: SocketAddr) -> (String, serde_json::Value) {
+    let packets = get(addr, &eio("transport=polling")).await.assert_payload();
+    assert_eq!(packets.len(), 1, "{packets:?}");
+    let json = packets[0]
+        .strip_prefix('0')
+        .expect("the handshake is an open packet");
+    let json: serde_json::Value = serde_json::from_str(json).unwrap();
+    (json["sid"].as_str().unwrap().to_owned(), json)
+}
+
+// ===== a WebSocket client =====
+
+type Ws = WebSocketStream<TcpStream>;
+
+async fn ws_connect(addr: SocketAddr, query: &str) -> Ws {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let url = format!("ws://{addr}{}", eio(query));
+    let (ws, res) = bounded(WAIT, tokio_tungstenite::client_async(url, tcp))
+        .await
+        .expect("websocket handshake failed");
+    assert_eq!(res.status(), 101);
+    ws
+}
+
+/// The next WebSocket message, skipping WebSocket-level ping/pong; `None` when the stream ended.
+async fn ws_next(ws: &mut Ws) -> Option<Message> {
+    bounded(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(msg)) => return Some(msg),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+}
+
+/// The next message that is not an Engine.IO ping (answering each ping with `3`).
+async fn ws_recv(ws: &mut Ws) -> Message {
+    loop {
+        match ws_next(ws).await {
+            Some(Message::Text(t)) if t == "2" => {
+                let _ = ws.send(Message::text("3")).await;
+            }
+            Some(msg) => return msg,
+            None => panic!("the websocket ended"),
+        }
+    }
+}
+
+/// Opens a WebSocket-only session; returns the socket, its sid and the handshake JSON.
+async fn open_websocket(addr: SocketAddr) -> (Ws, String, serde_json::Value) {
+    let mut ws = ws_connect(addr, "transport=websocket").await;
+    let Some(Message::Text(open)) = ws_next(&mut ws).await else {
+        panic!("expected the open packet");
+    };
+    let json: serde_json::Value = serde_json::from_str(open.strip_prefix('0').unwrap()).unwrap();
+    let sid = json["sid"].as_str().unwrap().to_owned();
+    (ws, sid, json)
+}
+
+/// Expects the server to end the WebSocket (a close frame or just the end), skipping pings.
+async fn expect_ws_end(ws: &mut Ws) {
+    loop {
+        match ws_next(ws).await {
+            Some(Message::Text(t)) if t == "2" => {}
+            Some(Message::Close(_)) | None => return,
+            other => panic!("expected the websocket to end, got {other:?}"),
+        }
+    }
+}
+
+/// Expects the server to close the WebSocket with `code` (a close frame, then the end).
+async fn expect_close_code(ws: &mut Ws, code: CloseCode) {
+    match ws_next(ws).await {
+        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, code),
+        other => panic!("expected a close frame with {code}, got {other:?}"),
+    }
+    assert!(ws_next(ws).await.is_none());
+}
+
+fn assert_handshake(json: &serde_json::Value, upgrades: serde_json::Value, max_payload: u64) {
+    let obj = json.as_object().unwrap();
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "maxPayload",
+            "pingInterval",
+            "pingTimeout",
+            "sid",
+            "upgrades"
+        ]
+    );
+    assert_eq!(json["sid"].as_str().unwrap().len(), 20);
+    assert_eq!(json["upgrades"], upgrades);
+    assert_eq!(json["pingInterval"], 300);
+    assert_eq!(json["pingTimeout"], 200);
+    assert_eq!(json["maxPayload"], max_payload);
+}
+
+// ===== handshake =====
+
+#[tokio::test]
+async fn polling_handshake_has_exactly_the_five_fields() {
+    let server = start().await;
+    let (sid1, json) = open_polling(server.addr).await;
+    assert_handshake(&json, serde_json::json!(["websocket"]), 1_000_000);
+    let (sid2, _) = open_polling(server.addr).await;
+    assert_ne!(sid1, sid2);
+    assert!(server.engine.session(&sid1).is_some());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_handshake_offers_no_upgrades() {
+    let server = start().await;
+    let (mut ws1, sid1, json) = open_websocket(server.addr).await;
+    assert_handshake(&json, serde_json::json!([]), 1_000_000);
+    let (mut ws2, sid2, _) = open_websocket(server.addr).await;
+    assert_ne!(sid1, sid2);
+    ws1.close(None).await.unwrap();
+    ws2.close(None).await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn handshake_advertises_the_configured_max_payload() {
+    let mut config = config();
+    config.max_payload = 1000;
+    let server = start_with(config, Echo::default()).await;
+    let (_, json) = open_polling(server.addr).await;
+    assert_handshake(&json, serde_json::json!(["websocket"]), 1000);
+    server.stop().await;
+}
+
+// ===== error codes =====
+
+#[tokio::test]
+async fn code_0_for_missing_or_unknown_transport() {
+    let server = start().await;
+    let addr = server.addr;
+    get(addr, "/engine.io/?EIO=4")
+        .await
+        .assert_error(400, 0, "Transport unknown");
+    get(addr, &eio("transport=abc"))
+        .await
+        .assert_error(400, 0, "Transport unknown");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn code_1_for_unknown_sid() {
+    let server = start().await;
+    let addr = server.addr;
+    poll(addr, "unknown")
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+    post(addr, "unknown", "4hello")
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn code_2_for_post_without_sid() {
+    let server = start().await;
+    http(
+        server.addr,
+        "POST",
+        &eio("transport=polling"),
+        &[],
+        b"4hello",
+    )
+    .await
+    .assert_error(400, 2, "Bad handshake method");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn code_3_for_websocket_transport_without_upgrade() {
+    let server = start().await;
+    let addr = server.addr;
+    get(addr, &eio("transport=websocket"))
+        .await
+        .assert_error(400, 3, "Bad request");
+    // Also for an existing session.
+    let (sid, _) = open_polling(addr).await;
+    get(addr, &eio(&format!("transport=websocket&sid={sid}")))
+        .await
+        .assert_error(400, 3, "Bad request");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn code_3_for_polling_after_upgrade() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    let mut ws = ws_connect(addr, &format!("transport=websocket&sid={sid}")).await;
+    ws.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("3probe"));
+    ws.send(Message::text("5")).await.unwrap();
+    // The upgrade completes once the server has read `5`: wait for the session to say so.
+    let session = server.engine.session(&sid).unwrap();
+    eventually(|| session.transport() == TransportKind::WebSocket).await;
+    poll(addr, &sid).await.assert_error(400, 3, "Bad request");
+    post(addr, &sid, "4hello")
+        .await
+        .assert_error(400, 3, "Bad request");
+    // The session itself is unharmed.
+    ws.send(Message::text("4hello")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("4hello"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn code_4_when_allow_request_refuses() {
+    // The default message, and the hook's own.
+    for message in ["Forbidden", "no tokens today"] {
+        let echo = Echo {
+            refuse: Some(message.into()),
+            ..Echo::default()
+        };
+        let server = start_with(config(), echo).await;
+        get(server.addr, &eio("transport=polling"))
+            .await
+            .assert_error(403, 4, message);
+        // A refused WebSocket handshake is a plain 403 before the upgrade.
+        let tcp = TcpStream::connect(server.addr).await.unwrap();
+        let url = format!("ws://{}{}", server.addr, eio("transport=websocket"));
+        match bounded(WAIT, tokio_tungstenite::client_async(url, tcp)).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+                assert_eq!(res.status(), 403);
+                assert_eq!(res.body().as_deref(), Some(message.as_bytes()));
+            }
+            other => panic!("expected a 403, got {other:?}"),
+        }
+        assert_eq!(server.engine.session_count(), 0);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn code_5_for_missing_or_old_protocol_version() {
+    let server = start().await;
+    let addr = server.addr;
+    for target in [
+        "/engine.io/?EIO=3&transport=polling",
+        "/engine.io/?transport=polling",
+        "/engine.io/?EIO=abc&transport=polling",
+    ] {
+        get(addr, target)
+            .await
+            .assert_error(400, 5, "Unsupported protocol version");
+    }
+    assert_eq!(server.engine.session_count(), 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn other_paths_are_not_found() {
+    let server = start().await;
+    let res = get(server.addr, "/socket.io/?EIO=4&transport=polling").await;
+    assert_eq!(res.status, 404);
+    server.stop().await;
+}
+
+// ===== polling =====
+
+#[tokio::test]
+async fn polling_echoes_text_and_binary() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    post(addr, &sid, "4hello\x1ebAQIDBA==\x1e4world")
+        .await
+        .assert_ok();
+    // Binary goes back as `b` + base64, in order, in one payload.
+    assert_eq!(
+        poll_skipping_pings(addr, &sid).await,
+        ["4hello", "bAQIDBA==", "4world"]
+    );
+    // A pending GET is released by the next message.
+    let pending = spawn_poll(addr, &sid);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    post(addr, &sid, "4é✓").await.assert_ok();
+    assert_eq!(finish_poll(addr, &sid, pending).await, ["4é✓"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn overlapping_get_is_refused_and_closes_the_session() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    let first = spawn_poll(addr, &sid);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = poll(addr, &sid).await;
+    assert_eq!(second.status, 400);
+    assert!(second.body.is_empty(), "{second:?}");
+    let first = bounded(WAIT, first).await.unwrap();
+    assert_eq!(first.assert_payload(), ["1"]);
+    poll(addr, &sid)
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+    assert_eq!(server.closed(), [CloseReason::TransportError]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn aborted_get_closes_the_session() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    let pending = spawn_poll(addr, &sid);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    pending.abort();
+    let _ = pending.await;
+    eventually(|| server.engine.session(&sid).is_none()).await;
+    poll(addr, &sid)
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_post_is_refused_with_413() {
+    let mut config = config();
+    config.max_payload = 1000;
+    let server = start_with(config, Echo::default()).await;
+    let addr = server.addr;
+    let body = format!("4{}", "x".repeat(1000));
+
+    // Declared by Content-Length. We close the session as well (the reference only refuses the
+    // request); a client that honours the advertised maxPayload never gets here.
+    let (sid, _) = open_polling(addr).await;
+    let res = post(addr, &sid, &body).await;
+    assert_eq!(res.status, 413, "{res:?}");
+    assert!(res.body.is_empty());
+    poll(addr, &sid)
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+
+    // Only found out while reading a chunked body.
+    let (sid, _) = open_polling(addr).await;
+    let mut chunked = Vec::new();
+    for piece in body.as_bytes().chunks(300) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let res = http(
+        addr,
+        "POST",
+        &eio(&format!("transport=polling&sid={sid}")),
+        &[("Transfer-Encoding", "chunked")],
+        &chunked,
+    )
+    .await;
+    assert_eq!(res.status, 413, "{res:?}");
+    assert!(res.body.is_empty());
+    poll(addr, &sid)
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+
+    // Exactly at the limit is fine.
+    let (sid, _) = open_polling(addr).await;
+    post(addr, &sid, &body[..1000]).await.assert_ok();
+    assert_eq!(poll_skipping_pings(addr, &sid).await, [&body[..1000]]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn client_close_packet_releases_the_pending_get_with_noop() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    let pending = spawn_poll(addr, &sid);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    post(addr, &sid, "1").await.assert_ok();
+    let res = bounded(WAIT, pending).await.unwrap();
+    assert_eq!(res.assert_payload(), ["6"]);
+    poll(addr, &sid)
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+    post(addr, &sid, "4late")
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+    assert_eq!(server.closed(), [CloseReason::TransportClose]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_close_without_pending_get_is_collected_by_the_next_get() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    post(addr, &sid, "4bye").await.assert_ok();
+    // The application closes the session between two polls (e.g. a Socket.IO disconnect, which
+    // queues `41` first): the next GET still gets what was queued, then the close packet.
+    let session = server.engine.session(&sid).unwrap();
+    assert!(session.close(CloseReason::ForcedClose, true));
+    assert_eq!(poll(addr, &sid).await.assert_payload(), ["4bye", "1"]);
+    poll(addr, &sid)
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+    assert!(server.engine.session(&sid).is_none());
+    assert_eq!(server.closed(), [CloseReason::ForcedClose]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_close_releases_a_pending_get_with_close() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    let pending = spawn_poll(addr, &sid);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let session = server.engine.session(&sid).unwrap();
+    assert!(session.close(CloseReason::ForcedClose, true));
+    assert_eq!(finish_poll(addr, &sid, pending).await, ["1"]);
+    poll(addr, &sid)
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_packet_over_polling_closes_the_session() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    let res = post(addr, &sid, "abc").await;
+    assert_eq!(res.status, 400, "{res:?}");
+    poll(addr, &sid)
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+    assert_eq!(server.closed(), [CloseReason::ParseError]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn binary_post_body_is_refused() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    let res = http(
+        addr,
+        "POST",
+        &eio(&format!("transport=polling&sid={sid}")),
+        &[("Content-Type", "application/octet-stream")],
+        &[4, 1, 2, 3],
+    )
+    .await;
+    assert_eq!(res.status, 400, "{res:?}");
+    poll(addr, &sid)
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+    server.stop().await;
+}
+
+// ===== websocket =====
+
+#[tokio::test]
+async fn websocket_echoes_text_and_binary_frames() {
+    let server = start().await;
+    let (mut ws, _, _) = open_websocket(server.addr).await;
+    ws.send(Message::text("4hello")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("4hello"));
+    // A binary frame is a message with no type prefix, both ways.
+    ws.send(Message::binary(vec![1, 2, 3, 4])).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::binary(vec![1, 2, 3, 4]));
+    ws.send(Message::text("4é✓")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("4é✓"));
+    ws.close(None).await.unwrap();
+    eventually(|| server.engine.session_count() == 0).await;
+    assert_eq!(server.closed(), [CloseReason::TransportClose]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_message_over_max_payload_is_closed_with_1009() {
+    let mut config = config();
+    config.max_payload = 1000;
+    let server = start_with(config, Echo::default()).await;
+    let (mut ws, _, _) = open_websocket(server.addr).await;
+    // At the limit: fine.
+    let fits = format!("4{}", "x".repeat(999));
+    ws.send(Message::text(fits.clone())).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text(fits));
+    ws.send(Message::binary(vec![7u8; 1001])).await.unwrap();
+    expect_close_code(&mut ws, CloseCode::Size).await;
+    assert_eq!(server.closed(), [CloseReason::TransportError]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_invalid_utf8_is_closed_with_1007() {
+    let server = start().await;
+    let (mut ws, _, _) = open_websocket(server.addr).await;
+    // tungstenite's `Message::Text` is always valid UTF-8; send the raw frame instead.
+    let frame = tokio_tungstenite::tungstenite::protocol::frame::Frame::message(
+        Bytes::from_static(b"4\xff\xfe"),
+        OpCode::Data(Data::Text),
+        true,
+    );
+    ws.send(Message::Frame(frame)).await.unwrap();
+    expect_close_code(&mut ws, CloseCode::Invalid).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_packet_over_websocket_closes_the_session() {
+    let server = start().await;
+    let (mut ws, sid, _) = open_websocket(server.addr).await;
+    ws.send(Message::text("abc")).await.unwrap();
+    expect_ws_end(&mut ws).await;
+    assert!(server.engine.session(&sid).is_none());
+    assert_eq!(server.closed(), [CloseReason::ParseError]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_close_packet_ends_the_session() {
+    let server = start().await;
+    let (mut ws, sid, _) = open_websocket(server.addr).await;
+    ws.send(Message::text("1")).await.unwrap();
+    expect_ws_end(&mut ws).await;
+    assert!(server.engine.session(&sid).is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn second_websocket_for_an_upgraded_session_is_closed() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    let mut ws = ws_connect(addr, &format!("transport=websocket&sid={sid}")).await;
+    ws.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("3probe"));
+    ws.send(Message::text("5")).await.unwrap();
+    let mut second = ws_connect(addr, &format!("transport=websocket&sid={sid}")).await;
+    expect_ws_end(&mut second).await;
+    ws.send(Message::text("4hello")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("4hello"));
+    server.stop().await;
+}
+
+// ===== upgrade =====
+
+#[tokio::test]
+async fn upgrade_from_polling_to_websocket() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    let pending = spawn_poll(addr, &sid);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let mut ws = ws_connect(addr, &format!("transport=websocket&sid={sid}")).await;
+    ws.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("3probe"));
+    // The pending GET is released with a noop once the probe is answered.
+    assert_eq!(finish_poll(addr, &sid, pending).await, ["6"]);
+
+    // Messages the server queues during the upgrade wait for the websocket.
+    post(addr, &sid, "4queued\x1ebAQI=").await.assert_ok();
+    ws.send(Message::text("5")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("4queued"));
+    assert_eq!(ws_recv(&mut ws).await, Message::binary(vec![1, 2]));
+
+    // From now on everything flows over the websocket.
+    ws.send(Message::text("4hello")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("4hello"));
+    ws.send(Message::binary(vec![9, 8, 7])).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::binary(vec![9, 8, 7]));
+    assert_eq!(
+        server.engine.session(&sid).unwrap().transport(),
+        TransportKind::WebSocket
+    );
+    server.stop().await;
+}
+
+// ===== heartbeat =====
+
+#[tokio::test]
+async fn polling_ping_timeout_closes_the_session() {
+    let server = start().await;
+    let addr = server.addr;
+    let opened = Instant::now();
+    let (sid, _) = open_polling(addr).await;
+    // The ping comes after pingInterval.
+    let res = poll(addr, &sid).await;
+    assert_eq!(res.assert_payload(), ["2"]);
+    assert!(opened.elapsed() >= PING_INTERVAL - Duration::from_millis(20));
+    // No pong: gone after pingInterval + pingTimeout.
+    tokio::time::sleep_until(
+        (opened + PING_INTERVAL + PING_TIMEOUT + Duration::from_millis(50)).into(),
+    )
+    .await;
+    poll(addr, &sid)
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+    assert_eq!(server.closed(), [CloseReason::PingTimeout]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn polling_ping_timeout_releases_a_pending_get_with_close() {
+    let server = start().await;
+    let addr = server.addr;
+    let opened = Instant::now();
+    let (sid, _) = open_polling(addr).await;
+    assert_eq!(poll(addr, &sid).await.assert_payload(), ["2"]);
+    // No pong, but a GET is waiting when the timeout strikes: like any server-initiated close over
+    // polling, it carries the close packet (the reference's `doClose` on a writable transport).
+    let res = bounded(WAIT, spawn_poll(addr, &sid)).await.unwrap();
+    assert_eq!(res.assert_payload(), ["1"]);
+    assert!(opened.elapsed() >= PING_INTERVAL + PING_TIMEOUT - Duration::from_millis(20));
+    poll(addr, &sid)
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+    assert_eq!(server.closed(), [CloseReason::PingTimeout]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_ping_timeout_closes_the_connection() {
+    let server = start().await;
+    let opened = Instant::now();
+    let (mut ws, sid, _) = open_websocket(server.addr).await;
+    assert_eq!(ws_next(&mut ws).await, Some(Message::text("2")));
+    assert!(opened.elapsed() >= PING_INTERVAL - Duration::from_millis(20));
+    // No pong: the server ends the connection.
+    expect_ws_end(&mut ws).await;
+    assert!(opened.elapsed() >= PING_INTERVAL + PING_TIMEOUT - Duration::from_millis(20));
+    assert!(server.engine.session(&sid).is_none());
+    assert_eq!(server.closed(), [CloseReason::PingTimeout]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn polling_pongs_keep_the_session_alive() {
+    let server = start().await;
+    let addr = server.addr;
+    let opened = Instant::now();
+    let (sid, _) = open_polling(addr).await;
+    for _ in 0..4 {
+        assert_eq!(poll(addr, &sid).await.assert_payload(), ["2"]);
+        post(addr, &sid, "3").await.assert_ok();
+    }
+    // Four intervals: well past pingInterval + pingTimeout.
+    assert!(opened.elapsed() >= 4 * PING_INTERVAL - Duration::from_millis(20));
+    post(addr, &sid, "4still here").await.assert_ok();
+    assert_eq!(poll_skipping_pings(addr, &sid).await, ["4still here"]);
+    assert!(server.closed().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_pongs_keep_the_session_alive() {
+    let server = start().await;
+    let opened = Instant::now();
+    let (mut ws, _, _) = open_websocket(server.addr).await;
+    for _ in 0..4 {
+        assert_eq!(ws_next(&mut ws).await, Some(Message::text("2")));
+        ws.send(Message::text("3")).await.unwrap();
+    }
+    assert!(opened.elapsed() >= 4 * PING_INTERVAL - Duration::from_millis(20));
+    ws.send(Message::text("4still here")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("4still here"));
+    assert!(server.closed().is_empty());
+    server.stop().await;
+}
+
+// ===== CORS =====
+
+#[tokio::test]
+async fn cors_any_allows_every_origin() {
+    let mut config = config();
+    config.cors = Some(Cors::any());
+    let server = start_with(config, Echo::default()).await;
+    let addr = server.addr;
+    let origin = [("Origin", "https://app.example.com")];
+
+    let res = http(addr, "GET", &eio("transport=polling"), &origin, b"").await;
+    res.assert_payload();
+    assert_eq!(res.header("access-control-allow-origin"), Some("*"));
+    // Error answers carry it too, or the browser could not read them.
+    let res = http(addr, "GET", &eio("transport=abc"), &origin, b"").await;
+    res.assert_error(400, 0, "Transport unknown");
+    assert_eq!(res.header("access-control-allow-origin"), Some("*"));
+
+    let res = http(
+        addr,
+        "OPTIONS",
+        &eio("transport=polling"),
+        &[
+            ("Origin", "https://app.example.com"),
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "content-type"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(res.status, 204, "{res:?}");
+    assert!(res.body.is_empty());
+    assert_eq!(res.header("access-control-allow-origin"), Some("*"));
+    let methods = res.header("access-control-allow-methods").unwrap();
+    assert!(methods.split(',').any(|m| m == "POST"), "{methods}");
+    assert!(methods.split(',').any(|m| m == "GET"), "{methods}");
+    assert_eq!(
+        res.header("access-control-allow-headers"),
+        Some("content-type")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn no_cors_headers_without_cors() {
+    let server = start().await;
+    let addr = server.addr;
+    let origin = [("Origin", "https://app.example.com")];
+    let res = http(addr, "GET", &eio("transport=polling"), &origin, b"").await;
+    res.assert_payload();
+    assert!(
+        res.headers
+            .iter()
+            .all(|(k, _)| !k.starts_with("access-control-")),
+        "{res:?}"
+    );
+    let res = http(
+        addr,
+        "OPTIONS",
+        &eio("transport=polling"),
+        &[
+            ("Origin", "https://app.example.com"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+        b"",
+    )
+    .await;
+    assert_ne!(res.status, 204);
+    assert!(
+        res.headers
+            .iter()
+            .all(|(k, _)| !k.starts_with("access-control-")),
+        "{res:?}"
+    );
+    server.stop().await;
+}
+
+// ===== graceful shutdown =====
+
+#[tokio::test]
+async fn shutdown_closes_sessions_with_a_close_packet() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    let pending = spawn_poll(addr, &sid);
+    let (mut ws, _, _) = open_websocket(addr).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let stopping = tokio::spawn(server.stop());
+
+    let res = bounded(WAIT, pending).await.unwrap();
+    assert_eq!(res.assert_payload(), ["1"]);
+    assert_eq!(ws_next(&mut ws).await, Some(Message::text("1")));
+    assert!(matches!(ws_next(&mut ws).await, Some(Message::Close(_))));
+    assert!(ws_next(&mut ws).await.is_none());
+
+    let took = bounded(WAIT, stopping).await.unwrap();
+    assert!(
+        took < Duration::from_secs(3),
+        "serve took {took:?} to return"
+    );
+    // Nobody is listening any more.
+    assert!(TcpStream::connect(addr).await.is_err());
+}
