@@ -2,7 +2,7 @@
 //!
 //! Listens on 127.0.0.1 at `PORT` (0 = a free port) and prints `listening on 127.0.0.1:<port>`.
 //! Timings can be shortened for tests with `PING_INTERVAL_MS`, `PING_TIMEOUT_MS` and
-//! `CONNECT_TIMEOUT_MS`.
+//! `CONNECT_TIMEOUT_MS`. `RECOVERY_WINDOW_MS` turns connection state recovery on with that window.
 //!
 //! Namespaces and events:
 //! - `/`: emits `welcome` `{id}` on connect; see the handlers below for each test event.
@@ -53,7 +53,10 @@ struct AckRequest {
 type ReasonLog = Arc<Mutex<Vec<Value>>>;
 
 fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog) {
-    socket.emit("welcome", json!({ "id": socket.id() }));
+    socket.emit(
+        "welcome",
+        json!({ "id": socket.id(), "recovered": socket.recovered() }),
+    );
 
     socket.on("echo", |socket, args: Args, _| {
         socket.emit_args("echo", args);
@@ -243,6 +246,11 @@ async fn main() -> std::io::Result<()> {
     }
     if let Some(d) = env_ms("CONNECT_TIMEOUT_MS") {
         config.connect_timeout = d;
+    }
+    if let Some(window) = env_ms("RECOVERY_WINDOW_MS") {
+        let mut recovery = tidings::socketio::RecoveryConfig::default();
+        recovery.max_disconnection_duration = window;
+        config.recovery = Some(recovery);
     }
     let io = SocketIo::new(config);
     let reasons: ReasonLog = Arc::default();

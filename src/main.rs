@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use tidings::analytics::{Analytics, AnalyticsConfig};
 use tidings::engineio::{AllowedOrigins, Cors};
-use tidings::socketio::{Config, SocketIo};
+use tidings::socketio::{Config, RecoveryConfig, SocketIo};
 
 /// A Socket.IO server for live multi-tenant analytics dashboards.
 #[derive(Debug, Parser)]
@@ -128,6 +128,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
     });
     config.engine.validate()?;
+    // Dashboards live on flaky networks: a reconnect within two minutes misses nothing. Middlewares
+    // still run for recovered sockets, so an expired token cannot come back.
+    let mut recovery = RecoveryConfig::default();
+    recovery.skip_middlewares = false;
+    config.recovery = Some(recovery);
 
     let mut analytics_config = AnalyticsConfig::default();
     analytics_config.auth_secret = cli.auth_secret.clone();

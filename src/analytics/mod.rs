@@ -188,6 +188,9 @@ impl Analytics {
     }
 
     fn on_connection(&self, socket: &SocketRef) {
+        if socket.recovered() {
+            restore_subscription(socket);
+        }
         let me = self.clone();
         socket.on("join:analytics", move |socket, args: Args, ack| {
             let reply = me.join(socket, &args);
@@ -397,6 +400,40 @@ impl Analytics {
                 me.publish(&batch);
             }
         });
+    }
+}
+
+/// A recovered socket got its rooms back but not its subscription state: rebuild that from the rooms,
+/// dropping any organisation its (re-verified) grant no longer allows.
+fn restore_subscription(socket: &SocketRef) {
+    let rooms = socket.rooms();
+    let mut denied = Vec::new();
+    socket.with_extension(|sub: &mut Subscription| {
+        sub.orgs.clear();
+        sub.types.clear();
+        for room in &rooms {
+            let Some(rest) = room.strip_prefix("org:") else {
+                continue;
+            };
+            let (org, kind) = match rest.split_once(':') {
+                Some((org, kind)) => (org, UpdateType::parse(kind)),
+                None => (rest, None),
+            };
+            if !sub.grant.allows(org) {
+                denied.push(room.clone());
+                continue;
+            }
+            sub.orgs.insert(org.to_owned());
+            if let Some(kind) = kind {
+                sub.types.insert(kind);
+            }
+        }
+        if sub.types.is_empty() {
+            sub.types = UpdateType::ALL.into_iter().collect();
+        }
+    });
+    for room in denied {
+        socket.leave(&room);
     }
 }
 

@@ -83,8 +83,11 @@ impl BroadcastOperator {
 
     /// Emits `event` with any arguments; returns how many sockets it was queued for.
     pub fn emit_args(self, event: &str, args: Args) -> usize {
-        let packet = Packet::event(self.ns.name(), args.to_event_data(event), None)
-            .with_attachments(args.binary);
+        let mut data = args.to_event_data(event);
+        if let Some(recovery) = self.ns.recovery().filter(|_| !self.opts.volatile) {
+            data = recovery.store(data, &args.binary, &self.opts);
+        }
+        let packet = Packet::event(self.ns.name(), data, None).with_attachments(args.binary);
         self.ns.adapter().broadcast(&packet, &self.opts)
     }
 

@@ -15,6 +15,7 @@ use crate::engineio::{CloseReason, Payload, Session, SessionHandler};
 use super::io::IoInner;
 use super::namespace::Namespace;
 use super::packet::{Decoder, Limits, Packet, PacketType};
+use super::recovery::StoredPacket;
 use super::socket::{DisconnectReason, Socket, SocketRef, encode_frames};
 
 struct State {
@@ -169,7 +170,9 @@ impl Client {
         }
     }
 
-    fn new_socket(&self, packet: &mut Packet) -> Option<SocketRef> {
+    /// A socket for a CONNECT: restored by connection state recovery when the auth carries a known
+    /// `{pid, offset}`, otherwise new. `None` (with CONNECT_ERROR sent) for an unknown namespace.
+    fn new_socket(&self, packet: &mut Packet) -> Option<(SocketRef, Option<Vec<StoredPacket>>)> {
         let Some(ns) = self.io.namespace_for(&packet.nsp) else {
             self.send(&Packet::connect_error(
                 packet.nsp.clone(),
@@ -179,21 +182,37 @@ impl Client {
             return None;
         };
         let auth = packet.data.take().unwrap_or_else(|| json!({}));
-        Some(Arc::new(Socket::new(ns, self.arc(), auth)))
+        let restored = ns.recovery().and_then(|recovery| {
+            let pid = auth.get("pid")?.as_str()?;
+            let offset = auth.get("offset")?.as_str()?;
+            recovery.restore(pid, offset)
+        });
+        if let Some((session, missed)) = restored {
+            let socket =
+                Socket::with_ids(ns, self.arc(), auth, session.sid, Some(session.pid), true);
+            socket.set_data(session.data);
+            let socket = Arc::new(socket);
+            socket.ns().adapter().add_all(&socket, &session.rooms);
+            return Some((socket, Some(missed)));
+        }
+        Some((Arc::new(Socket::new(ns, self.arc(), auth)), None))
     }
 
     fn connect(&self, mut packet: Packet) {
-        if let Some(socket) = self.new_socket(&mut packet) {
-            self.finish_connect(socket);
+        if let Some((socket, missed)) = self.new_socket(&mut packet) {
+            self.finish_connect(socket, missed);
         }
     }
 
     async fn connect_with_middlewares(&self, mut packet: Packet, ns: Arc<Namespace>) {
-        let Some(socket) = self.new_socket(&mut packet) else {
+        let Some((socket, missed)) = self.new_socket(&mut packet) else {
             return;
         };
-        for middleware in ns.middlewares() {
+        let skip = missed.is_some() && ns.recovery().is_some_and(|r| r.config.skip_middlewares);
+        let middlewares = if skip { Vec::new() } else { ns.middlewares() };
+        for middleware in middlewares {
             if let Err(err) = middleware(socket.clone()).await {
+                ns.adapter().del_all(socket.id());
                 self.send(&Packet::connect_error(
                     ns.name().to_owned(),
                     &err.message,
@@ -203,22 +222,30 @@ impl Client {
             }
         }
         if self.session.is_closed() {
+            ns.adapter().del_all(socket.id());
             return;
         }
-        self.finish_connect(socket);
+        self.finish_connect(socket, missed);
     }
 
-    /// Registers the socket, replies CONNECT, then runs the connection handler: handlers are in place
-    /// before the next packet of this client is read.
-    fn finish_connect(&self, socket: SocketRef) {
+    /// Registers the socket, replays what a recovered socket missed, replies CONNECT, then runs the
+    /// connection handler: handlers are in place before the next packet of this client is read.
+    fn finish_connect(&self, socket: SocketRef, missed: Option<Vec<StoredPacket>>) {
         self.lock().sockets.push(socket.clone());
         let ns = socket.ns().clone();
         ns.adapter().add_all(&socket, &[socket.id().into()]);
         socket.set_connected();
-        self.send(&Packet::connect(
-            ns.name().to_owned(),
-            Some(json!({ "sid": socket.id() })),
-        ));
+        for packet in missed.unwrap_or_default() {
+            self.send(
+                &Packet::event(ns.name().to_owned(), packet.data, None)
+                    .with_attachments(packet.attachments),
+            );
+        }
+        let reply = match socket.pid() {
+            Some(pid) => json!({ "sid": socket.id(), "pid": pid.as_ref() }),
+            None => json!({ "sid": socket.id() }),
+        };
+        self.send(&Packet::connect(ns.name().to_owned(), Some(reply)));
         tracing::debug!(
             sid = self.session.id(),
             socket = socket.id(),

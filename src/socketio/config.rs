@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use crate::engineio::EngineConfig;
 
+use super::recovery::RecoveryConfig;
+
 /// Socket.IO server options, with the Engine.IO options nested.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -18,6 +20,9 @@ pub struct Config {
     /// A volatile packet is dropped for a socket that already has this many frames waiting.
     /// Default 32.
     pub volatile_queue_limit: usize,
+    /// Connection state recovery; `None` (the default) turns it off, as the official suite requires
+    /// (its CONNECT reply must carry `sid` alone).
+    pub recovery: Option<RecoveryConfig>,
 }
 
 impl Default for Config {
@@ -27,6 +32,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(45),
             max_attachments: 10,
             volatile_queue_limit: 32,
+            recovery: None,
         }
     }
 }

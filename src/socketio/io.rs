@@ -45,7 +45,13 @@ impl IoInner {
         Some(
             namespaces
                 .entry(name.to_owned())
-                .or_insert_with(|| Arc::new(Namespace::new(name.to_owned(), on_connection)))
+                .or_insert_with(|| {
+                    Arc::new(Namespace::new(
+                        name.to_owned(),
+                        on_connection,
+                        self.config.recovery.clone(),
+                    ))
+                })
                 .clone(),
         )
     }
@@ -147,7 +153,11 @@ impl SocketIo {
     where
         F: Fn(SocketRef) + Send + Sync + 'static,
     {
-        let ns = Arc::new(Namespace::new(name.to_owned(), Arc::new(on_connection)));
+        let ns = Arc::new(Namespace::new(
+            name.to_owned(),
+            Arc::new(on_connection),
+            self.inner.config.recovery.clone(),
+        ));
         self.inner
             .namespaces
             .write()

@@ -16,6 +16,7 @@ mod config;
 mod io;
 mod namespace;
 pub mod packet;
+mod recovery;
 mod socket;
 
 pub use adapter::{Adapter, BroadcastOptions, LocalAdapter};
@@ -24,4 +25,5 @@ pub use broadcast::BroadcastOperator;
 pub use config::Config;
 pub use io::{SocketIo, SocketIoHandler};
 pub use namespace::{BoxFuture, ConnectError, Namespace};
+pub use recovery::RecoveryConfig;
 pub use socket::{AckError, AckSender, DisconnectReason, Handshake, IntoRooms, Socket, SocketRef};

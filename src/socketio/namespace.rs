@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::adapter::{Adapter, LocalAdapter};
 use super::broadcast::BroadcastOperator;
+use super::recovery::{Recovery, RecoveryConfig};
 use super::socket::{IntoRooms, SocketRef};
 
 /// Why a connect middleware refused a socket: sent to the client as CONNECT_ERROR
@@ -53,6 +54,7 @@ pub struct Namespace {
     middlewares: RwLock<Vec<Middleware>>,
     adapter: Box<dyn Adapter>,
     ack_ids: AtomicU64,
+    recovery: Option<Recovery>,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -64,14 +66,23 @@ impl std::fmt::Debug for Namespace {
 }
 
 impl Namespace {
-    pub(crate) fn new(name: String, on_connection: ConnectionHandler) -> Self {
+    pub(crate) fn new(
+        name: String,
+        on_connection: ConnectionHandler,
+        recovery: Option<RecoveryConfig>,
+    ) -> Self {
         Self {
             name,
             on_connection,
             middlewares: RwLock::new(Vec::new()),
             adapter: Box::new(LocalAdapter::new()),
             ack_ids: AtomicU64::new(0),
+            recovery: recovery.map(Recovery::new),
         }
+    }
+
+    pub(crate) fn recovery(&self) -> Option<&Recovery> {
+        self.recovery.as_ref()
     }
 
     /// The namespace name (`/`, `/admin`, ...).

@@ -63,6 +63,20 @@ impl DisconnectReason {
     }
 }
 
+impl DisconnectReason {
+    /// Whether connection state recovery may restore a socket that dropped for this reason.
+    pub fn is_recoverable(self) -> bool {
+        matches!(
+            self,
+            Self::TransportClose
+                | Self::TransportError
+                | Self::PingTimeout
+                | Self::ForcedClose
+                | Self::ServerShuttingDown
+        )
+    }
+}
+
 impl From<CloseReason> for DisconnectReason {
     fn from(reason: CloseReason) -> Self {
         match reason {
@@ -181,6 +195,9 @@ struct Handlers {
 /// A socket: one client connected to one namespace.
 pub struct Socket {
     id: Room,
+    /// The private id of connection state recovery (when it is on).
+    pid: Option<Room>,
+    recovered: bool,
     ns: Arc<Namespace>,
     client: Arc<Client>,
     handshake: Handshake,
@@ -205,9 +222,32 @@ impl std::fmt::Debug for Socket {
 
 impl Socket {
     pub(crate) fn new(ns: Arc<Namespace>, client: Arc<Client>, auth: Value) -> Self {
+        let pid = ns
+            .recovery()
+            .map(|_| Room::from(crate::engineio::sid::generate()));
+        Self::with_ids(
+            ns,
+            client,
+            auth,
+            crate::engineio::sid::generate().into(),
+            pid,
+            false,
+        )
+    }
+
+    pub(crate) fn with_ids(
+        ns: Arc<Namespace>,
+        client: Arc<Client>,
+        auth: Value,
+        id: Room,
+        pid: Option<Room>,
+        recovered: bool,
+    ) -> Self {
         let request = client.session().request().clone();
         Self {
-            id: crate::engineio::sid::generate().into(),
+            id,
+            pid,
+            recovered,
             ns,
             client,
             handshake: Handshake { request, auth },
@@ -239,6 +279,17 @@ impl Socket {
     /// The underlying Engine.IO session.
     pub fn session(&self) -> &Arc<Session> {
         self.client.session()
+    }
+
+    /// Whether this socket was restored by connection state recovery (same id, rooms and data as
+    /// before its connection dropped, missed events replayed).
+    pub fn recovered(&self) -> bool {
+        self.recovered
+    }
+
+    /// The private id used by connection state recovery, when it is on.
+    pub(crate) fn pid(&self) -> Option<&Room> {
+        self.pid.as_ref()
     }
 
     /// Whether the socket is connected.
@@ -320,6 +371,15 @@ impl Socket {
 
     /// Emits `event` with any number of arguments (binary included). Returns whether it was queued.
     pub fn emit_args(&self, event: &str, args: Args) -> bool {
+        if self.ns.recovery().is_some() {
+            // Kept for replay like any broadcast, so it goes through the adapter to this socket's room.
+            return self
+                .ns
+                .broadcast()
+                .to(self.id.clone())
+                .emit_args(event, args)
+                > 0;
+        }
         let packet = Packet::event(self.ns.name(), args.to_event_data(event), None)
             .with_attachments(args.binary);
         self.send_packet(&packet)
@@ -503,6 +563,12 @@ impl Socket {
         let handlers = std::mem::take(&mut self.write_handlers().disconnect);
         for handler in &handlers {
             handler(self, reason);
+        }
+        if let (Some(recovery), Some(pid)) = (self.ns.recovery(), &self.pid) {
+            if reason.is_recoverable() {
+                let rooms = self.ns.adapter().socket_rooms(&self.id);
+                recovery.save(self.id.clone(), pid.clone(), rooms, self.data());
+            }
         }
         self.ns.adapter().del_all(&self.id);
         *self.write_handlers() = Handlers::default();
