@@ -1,0 +1,32 @@
+// Smoke test: the server binary starts, prints its listening line, answers an Engine.IO
+// polling handshake and a WebSocket handshake, and stops. Skipped unless TIDINGS_BIN is set.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { startServer, serverBin } from "../lib/server.js";
+import { httpRequest, eioPath, RawWebSocket } from "../lib/raw.js";
+
+const skip = serverBin() ? false : "TIDINGS_BIN is not set";
+const PATH = process.env.TIDINGS_PATH || "/socket.io/";
+
+test("server starts and answers Engine.IO handshakes", { skip, timeout: 30_000 }, async (t) => {
+  const server = await startServer();
+  t.after(() => server.stop());
+
+  const res = await httpRequest(server.url, "GET", eioPath({ path: PATH }));
+  assert.equal(res.error, undefined, `polling handshake failed: ${res.error}`);
+  assert.equal(res.status, 200);
+  assert.match(res.headers["content-type"] ?? "", /^text\/plain/);
+  assert.ok(res.body.startsWith("0"), `handshake body: ${res.body}`);
+  const hs = JSON.parse(res.body.slice(1));
+  assert.equal(typeof hs.sid, "string");
+  assert.deepEqual(hs.upgrades, ["websocket"]);
+
+  const ws = await RawWebSocket.open(`${server.wsUrl}${eioPath({ path: PATH, transport: "websocket" })}`);
+  const open = await ws.next();
+  assert.ok(open.startsWith("0"), `ws handshake: ${open}`);
+  assert.deepEqual(JSON.parse(open.slice(1)).upgrades, []);
+  await ws.close();
+
+  const { code, signal } = await server.stop();
+  assert.ok(code !== null || signal !== null);
+});
