@@ -1,0 +1,284 @@
+// The analytics service (`tidings` binary) driven by the stock socket.io-client and plain HTTP:
+// tenant isolation, the event API and its bad inputs, statistics, filtering, history, ping/pong.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
+import { io } from "socket.io-client";
+import { startServer } from "../lib/server.js";
+
+const BIN = process.env.TIDINGS_ANALYTICS_BIN;
+const skip = BIN ? false : "TIDINGS_ANALYTICS_BIN is not set";
+const SECRET = "test-secret";
+const API_KEY = "test-api-key";
+const WAIT = 5000;
+
+let server;
+const clients = [];
+
+before(async () => {
+  if (skip) return;
+  server = await startServer({
+    bin: BIN,
+    env: {
+      TIDINGS_PORT: "0",
+      TIDINGS_AUTH_SECRET: SECRET,
+      TIDINGS_API_KEY: API_KEY,
+      TIDINGS_DEMO: "false",
+      RUST_LOG: "warn",
+    },
+  });
+});
+
+after(async () => {
+  for (const c of clients) c.close();
+  if (server) await server.stop();
+});
+
+const b64url = (data) => Buffer.from(data).toString("base64url");
+
+/** An HS256 token granting `orgs`, valid for `ttl` seconds (negative = already expired). */
+function token(orgs, { ttl = 3600, secret = SECRET } = {}) {
+  const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
+  const payload = b64url(JSON.stringify({ orgs, exp: Math.floor(Date.now() / 1000) + ttl }));
+  const sig = createHmac("sha256", secret).update(`${header}.${payload}`).digest("base64url");
+  return `${header}.${payload}.${sig}`;
+}
+
+function withTimeout(promise, what, ms = WAIT) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** A connected dashboard client; resolves once connected (or rejects with the connect error). */
+function dashboard(auth, transports = ["websocket"]) {
+  const socket = io(server.url, { auth, transports, forceNew: true, reconnection: false });
+  clients.push(socket);
+  socket.updates = [];
+  socket.on("analytics:update", (u) => socket.updates.push(u));
+  return withTimeout(
+    new Promise((resolve, reject) => {
+      socket.once("connect", () => resolve(socket));
+      socket.once("connect_error", (err) => reject(err));
+    }),
+    "connect",
+  );
+}
+
+async function post(org, body, { key = API_KEY, raw } = {}) {
+  const headers = { "content-type": "application/json" };
+  if (key) headers.authorization = `Bearer ${key}`;
+  const res = await fetch(`${server.url}/api/v1/orgs/${org}/events`, {
+    method: "POST",
+    headers,
+    body: raw ?? JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, json, text };
+}
+
+const message = (content = "hello") => ({
+  type: "message",
+  data: { conversationId: "c1", messageId: `m-${Math.random()}`, role: "user", content },
+});
+const sentiment = { type: "sentiment", data: { conversationId: "c1", messageId: "m1", score: 0.7, sentiment: "positive" } };
+const metrics = { type: "metrics", data: { totalMessages: 12, resolutionRate: 0.5 } };
+
+/** Waits until `socket` has `n` updates (or fails). */
+async function updates(socket, n) {
+  const deadline = Date.now() + WAIT;
+  while (socket.updates.length < n) {
+    if (Date.now() > deadline) throw new Error(`expected ${n} updates, got ${socket.updates.length}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return socket.updates;
+}
+
+test("health check and dashboard page are served", { skip }, async () => {
+  const health = await fetch(`${server.url}/healthz`);
+  assert.equal(health.status, 200);
+  assert.deepEqual(await health.json(), { status: "ok" });
+  const page = await fetch(`${server.url}/`);
+  assert.equal(page.status, 200);
+  assert.match(await page.text(), /socket\.io\/socket\.io\.js/);
+});
+
+test("tokens: missing, forged and expired are refused with unauthorized", { skip }, async () => {
+  for (const auth of [{}, { token: "garbage" }, { token: token(["acme"], { secret: "wrong" }) }, { token: token(["acme"], { ttl: -60 }) }]) {
+    await assert.rejects(dashboard(auth), (err) => {
+      assert.equal(err.message, "unauthorized");
+      return true;
+    });
+  }
+});
+
+test("updates posted to the API reach only the org's dashboards", { skip }, async () => {
+  for (const transports of [["websocket"], ["polling"]]) {
+    const acme = await dashboard({ token: token(["acme"]) }, transports);
+    const globex = await dashboard({ token: token(["globex"]) }, transports);
+    assert.deepEqual(await acme.emitWithAck("join:analytics", { organizationId: "acme" }), { ok: true, room: "org:acme" });
+    assert.deepEqual(await globex.emitWithAck("join:analytics", { organizationId: "globex" }), { ok: true, room: "org:globex" });
+
+    const res = await post("acme", message("for acme only"));
+    assert.equal(res.status, 200, res.text);
+    assert.deepEqual(res.json, { accepted: 1, delivered: 1 });
+    const [u] = await updates(acme, 1);
+    assert.equal(u.type, "message");
+    assert.equal(u.organizationId, "acme");
+    assert.equal(u.data.content, "for acme only");
+    assert.equal(typeof u.timestamp, "number");
+    // The other tenant got nothing, even after a round trip that would have carried it.
+    await globex.emitWithAck("ping");
+    assert.equal(globex.updates.length, 0);
+    acme.close();
+    globex.close();
+  }
+});
+
+test("joining an org the token does not grant is refused", { skip }, async () => {
+  const s = await dashboard({ token: token(["acme"]) });
+  assert.deepEqual(await s.emitWithAck("join:analytics", { organizationId: "globex" }), { ok: false, error: "forbidden" });
+  assert.deepEqual(await s.emitWithAck("join:analytics", { organizationId: "bad/id" }), { ok: false, error: "invalid organizationId" });
+  assert.deepEqual(await s.emitWithAck("join:analytics", {}), { ok: false, error: "organizationId is required" });
+  await post("globex", message("secret"));
+  await s.emitWithAck("ping");
+  assert.equal(s.updates.length, 0);
+  const stats = await (await fetch(`${server.url}/api/v1/stats`)).json();
+  assert.ok(stats.joinsRefused >= 1);
+  s.close();
+});
+
+test("leave stops updates; rejoin resumes them", { skip }, async () => {
+  const s = await dashboard({ token: token(["initech"]) });
+  await s.emitWithAck("join:analytics", { organizationId: "initech" });
+  await post("initech", metrics);
+  await updates(s, 1);
+  assert.deepEqual(await s.emitWithAck("leave:analytics", { organizationId: "initech" }), { ok: true });
+  assert.deepEqual(await post("initech", metrics).then((r) => r.json), { accepted: 1, delivered: 0 });
+  await s.emitWithAck("join:analytics", { organizationId: "initech" });
+  await post("initech", metrics);
+  await updates(s, 2);
+  s.close();
+});
+
+test("subscribe and unsubscribe filter update types", { skip }, async () => {
+  const s = await dashboard({ token: token(["hooli"]) });
+  await s.emitWithAck("join:analytics", { organizationId: "hooli" });
+  assert.deepEqual(await s.emitWithAck("unsubscribe:events", ["message", "metrics"]), { ok: true, types: ["sentiment"] });
+  await post("hooli", [message(), metrics, sentiment]);
+  const got = await updates(s, 1);
+  await s.emitWithAck("ping");
+  assert.deepEqual(got.map((u) => u.type), ["sentiment"]);
+  assert.deepEqual(await s.emitWithAck("subscribe:events", { types: ["metrics"] }), { ok: true, types: ["metrics", "sentiment"] });
+  await post("hooli", [message(), metrics]);
+  await updates(s, 2);
+  await s.emitWithAck("ping");
+  assert.deepEqual(s.updates.map((u) => u.type), ["sentiment", "metrics"]);
+  assert.equal((await s.emitWithAck("subscribe:events", ["bogus"])).ok, false);
+  s.close();
+});
+
+test("history returns the org's events since a time", { skip }, async () => {
+  const before = Date.now() - 1;
+  await post("umbrella", [message("one"), message("two")]);
+  const s = await dashboard({ token: token(["umbrella", "acme"]) });
+  await s.emitWithAck("join:analytics", { organizationId: "umbrella" });
+  const all = await s.emitWithAck("request:history", { since: before });
+  assert.equal(all.ok, true);
+  assert.deepEqual(all.events.map((e) => e.data.content), ["one", "two"]);
+  assert.ok(all.events.every((e) => e.organizationId === "umbrella"));
+  const none = await s.emitWithAck("request:history", { since: Date.now() + 1000 });
+  assert.deepEqual(none.events, []);
+  // History of an org not joined is refused.
+  assert.equal((await s.emitWithAck("request:history", { since: 0, organizationId: "acme" })).ok, false);
+  s.close();
+});
+
+test("app-level ping answers pong with the server time", { skip }, async () => {
+  const s = await dashboard({ token: token(["acme"]) });
+  const pong = withTimeout(new Promise((r) => s.once("pong", r)), "pong");
+  s.emit("ping");
+  const { timestamp } = await pong;
+  assert.ok(Math.abs(timestamp - Date.now()) < 5000);
+  const acked = await s.emitWithAck("ping");
+  assert.equal(typeof acked.timestamp, "number");
+  s.close();
+});
+
+test("batches are all-or-nothing", { skip }, async () => {
+  const s = await dashboard({ token: token(["wayne"]) });
+  await s.emitWithAck("join:analytics", { organizationId: "wayne" });
+  const bad = await post("wayne", [message(), { type: "message", data: { conversationId: "c", messageId: "m", role: "robot", content: "x" } }]);
+  assert.equal(bad.status, 400);
+  assert.equal(bad.json.field, "events[1].data.role");
+  await s.emitWithAck("ping");
+  assert.equal(s.updates.length, 0);
+  const history = await s.emitWithAck("request:history", { since: 0 });
+  assert.deepEqual(history.events, []);
+  const good = await post("wayne", [message("a"), sentiment, metrics]);
+  assert.deepEqual(good.json, { accepted: 3, delivered: 3 });
+  await updates(s, 3);
+  s.close();
+});
+
+test("every bad API input gets its error", { skip }, async () => {
+  const cases = [
+    [{ key: null }, metrics, 401, undefined],
+    [{ key: "wrong" }, metrics, 401, undefined],
+    [{ raw: "{not json" }, null, 400, "body"],
+    [{}, [], 400, "events"],
+    [{}, { data: {} }, 400, "type"],
+    [{}, { type: "weather", data: {} }, 400, "type"],
+    [{}, { type: "message" }, 400, "data"],
+    [{}, { type: "message", data: { messageId: "m", role: "user", content: "x" } }, 400, "data.conversationId"],
+    [{}, { type: "message", data: { conversationId: "c", messageId: "m", role: "user", content: "x", responseTime: -1 } }, 400, "data.responseTime"],
+    [{}, { type: "sentiment", data: { conversationId: "c", messageId: "m", score: 5, sentiment: "positive" } }, 400, "data.score"],
+    [{}, { type: "sentiment", data: { conversationId: "c", messageId: "m", score: 0, sentiment: "meh" } }, 400, "data.sentiment"],
+    [{}, { type: "metrics", data: {} }, 400, "data.data"],
+    [{}, { type: "metrics", data: { resolutionRate: 2 } }, 400, "data.resolutionRate"],
+    [{}, { type: "metrics", organizationId: "other", data: { totalMessages: 1 } }, 400, "organizationId"],
+    [{}, { type: "metrics", data: { totalMessages: 1 }, timestamp: "now" }, 400, "timestamp"],
+  ];
+  for (const [opts, body, status, field] of cases) {
+    const res = await post("acme", body, opts);
+    assert.equal(res.status, status, `${JSON.stringify(body)} -> ${res.text}`);
+    if (field) assert.equal(res.json.field, field, res.text);
+  }
+  // Over 1 MB.
+  const big = await post("acme", null, { raw: JSON.stringify({ type: "message", data: { content: "x".repeat(1_100_000) } }) });
+  assert.equal(big.status, 413);
+  // Bad org id in the path, wrong method, unknown route.
+  assert.equal((await post("bad%20org", metrics)).status, 400);
+  assert.equal((await fetch(`${server.url}/api/v1/orgs/acme/events`)).status, 405);
+  assert.equal((await fetch(`${server.url}/api/v1/nope`)).status, 404);
+});
+
+test("statistics count connections, org sockets and events", { skip }, async () => {
+  const a = await dashboard({ token: token(["stark"]) });
+  const b = await dashboard({ token: token(["stark"]) }, ["polling"]);
+  await a.emitWithAck("join:analytics", { organizationId: "stark" });
+  await b.emitWithAck("join:analytics", { organizationId: "stark" });
+  const before = await (await fetch(`${server.url}/api/v1/stats`)).json();
+  await post("stark", [metrics, metrics]);
+  await updates(a, 2);
+  await updates(b, 2);
+  const stats = await (await fetch(`${server.url}/api/v1/stats`)).json();
+  assert.equal(stats.socketsPerOrg.stark, 2);
+  assert.ok(stats.connections >= 2);
+  assert.ok(stats.rooms >= 1);
+  assert.equal(stats.eventsIn - before.eventsIn, 2);
+  assert.equal(stats.eventsOut - before.eventsOut, 4);
+  assert.equal(typeof stats.uptimeSeconds, "number");
+  a.close();
+  b.close();
+});
