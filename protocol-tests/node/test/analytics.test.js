@@ -282,3 +282,42 @@ test("statistics count connections, org sockets and events", { skip }, async () 
   a.close();
   b.close();
 });
+
+test("a dashboard away for 10 s catches up on every update by itself", { skip, timeout: 30_000 }, async () => {
+  const socket = io(server.url, {
+    auth: { token: token(["tyrell"]) },
+    transports: ["websocket"],
+    forceNew: true,
+    // Stay away for 10 s before trying again.
+    reconnectionDelay: 10_000,
+    reconnectionDelayMax: 10_000,
+    randomizationFactor: 0,
+  });
+  clients.push(socket);
+  const seen = [];
+  socket.on("analytics:update", (u) => seen.push(u.data.content));
+  await withTimeout(new Promise((r) => socket.once("connect", r)), "connect");
+  await socket.emitWithAck("join:analytics", { organizationId: "tyrell" });
+  await post("tyrell", message("before"));
+  const deadline = Date.now() + WAIT;
+  while (seen.length < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  const id = socket.id;
+
+  socket.io.engine.close(); // the network drops
+  await new Promise((r) => setTimeout(r, 200));
+  for (const content of ["while-away-1", "while-away-2", "while-away-3"]) {
+    await post("tyrell", message(content));
+  }
+  await withTimeout(new Promise((r) => socket.once("connect", r)), "reconnect", 15_000);
+  const until = Date.now() + WAIT;
+  while (seen.length < 4 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(socket.recovered, true);
+  assert.equal(socket.id, id);
+  assert.deepEqual(seen, ["before", "while-away-1", "while-away-2", "while-away-3"]);
+  // Still in its org afterwards.
+  await post("tyrell", message("after"));
+  const last = Date.now() + WAIT;
+  while (seen.length < 5 && Date.now() < last) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(seen[4], "after");
+  socket.close();
+});
