@@ -21,6 +21,9 @@ if [[ -x protocol-tests/node/run.sh ]]; then
   step "Node conformance tests (stock clients)"
   protocol-tests/node/run.sh
 fi
+step "Browser test (dashboard in headless Chromium)"
+protocol-tests/browser/run.sh
+
 if [[ -x protocol-tests/python/run.sh ]]; then
   step "Python conformance tests (python-socketio)"
   protocol-tests/python/run.sh
