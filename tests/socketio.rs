@@ -43,6 +43,7 @@ impl TestServer {
                 }
             });
             socket.on("disconnect-me", |socket, _, _| socket.disconnect(false));
+            socket.on("panic", |_, _, _| panic!("a handler bug"));
             socket.on("ask", |socket, args: Args, _| {
                 let socket = socket.clone();
                 tokio::spawn(async move {
@@ -356,5 +357,32 @@ async fn events_sent_right_after_connect_are_handled_in_order() {
     for i in 0..200 {
         assert_eq!(next_text(&mut ws).await, format!(r#"42["echo",{i}]"#));
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_closes_only_its_own_connection() {
+    let server = TestServer::start().await;
+    let mut bystander = server.connect().await;
+    connect_root(&mut bystander, None).await;
+    next_text(&mut bystander).await;
+    let mut ws = server.connect().await;
+    connect_root(&mut ws, None).await;
+    next_text(&mut ws).await;
+    send(&mut ws, r#"42["panic"]"#).await;
+    expect_closed(&mut ws).await;
+    for _ in 0..50 {
+        if !server.reasons.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*server.reasons.lock().unwrap(), ["transport error"]);
+    // The other client is served as before.
+    send(&mut bystander, r#"42["echo","still here"]"#).await;
+    assert_eq!(
+        next_text(&mut bystander).await,
+        r#"42["echo","still here"]"#
+    );
     server.stop().await;
 }

@@ -211,8 +211,19 @@ async fn probe(session: &Session, ws: &mut Ws) -> bool {
     false
 }
 
+/// Closes the session if the loop ends without doing so (a handler panicked, or the task was
+/// cancelled), so no session outlives its WebSocket.
+struct CloseOnExit<'a>(&'a Session);
+
+impl Drop for CloseOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.close(CloseReason::TransportError, false);
+    }
+}
+
 /// Serves a session over its WebSocket until either side closes it.
 async fn run_session(session: &Session, ws: &mut Ws) {
+    let _guard = CloseOnExit(session);
     let reason = loop {
         let notified = session.notify.notified();
         tokio::pin!(notified);
