@@ -135,12 +135,12 @@ export class RawWebSocket {
     this.waiters = [];
     this.closeInfo = null;
     this.statusCode = undefined;
-    this.ws.on("unexpected-response", (req, res) => {
-      this.statusCode = res.statusCode;
-      res.resume();
-      req.destroy();
+    this.ws.on("error", (e) => {
+      this.errors.push(e);
+      // ws reports a refused handshake as "Unexpected server response: 400"
+      const m = /Unexpected server response: (\d+)/.exec(e.message);
+      if (m) this.statusCode = Number(m[1]);
     });
-    this.ws.on("error", (e) => this.errors.push(e));
     this.opened = new Promise((resolve, reject) => {
       this.ws.once("open", resolve);
       this.ws.once("close", () => {
