@@ -692,15 +692,13 @@ async fn oversized_post_is_refused_with_413() {
     let addr = server.addr;
     let body = format!("4{}", "x".repeat(1000));
 
-    // Declared by Content-Length. We close the session as well (the reference only refuses the
-    // request); a client that honours the advertised maxPayload never gets here.
+    // Declared by Content-Length. The request is refused; the session lives on, as the reference.
     let (sid, _) = open_polling(addr).await;
     let res = post(addr, &sid, &body).await;
     assert_eq!(res.status, 413, "{res:?}");
     assert!(res.body.is_empty());
-    poll(addr, &sid)
-        .await
-        .assert_error(400, 1, "Session ID unknown");
+    post(addr, &sid, "4still open").await.assert_ok();
+    assert_eq!(poll_skipping_pings(addr, &sid).await, ["4still open"]);
 
     // Only found out while reading a chunked body.
     let (sid, _) = open_polling(addr).await;
@@ -721,9 +719,8 @@ async fn oversized_post_is_refused_with_413() {
     .await;
     assert_eq!(res.status, 413, "{res:?}");
     assert!(res.body.is_empty());
-    poll(addr, &sid)
-        .await
-        .assert_error(400, 1, "Session ID unknown");
+    post(addr, &sid, "4still open").await.assert_ok();
+    assert_eq!(poll_skipping_pings(addr, &sid).await, ["4still open"]);
 
     // Exactly at the limit is fine.
     let (sid, _) = open_polling(addr).await;

@@ -18,10 +18,12 @@ use super::{CloseReason, Handler};
 /// A 200 response carrying a polling payload (or the handshake).
 pub(crate) fn text_response(body: Bytes) -> Response<Body> {
     let mut res = Response::new(Full::new(body));
-    res.headers_mut().insert(
+    let headers = res.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=UTF-8"),
     );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
 
@@ -44,7 +46,8 @@ impl Drop for Pending {
             }
         }
         if self.get && !self.answered {
-            self.session.close(CloseReason::TransportClose, false);
+            // "poll connection closed prematurely"
+            self.session.close(CloseReason::TransportError, false);
         }
     }
 }
@@ -151,8 +154,8 @@ where
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    // Over the limit: the request is refused, the session lives on (as the reference does).
     if declared.is_some_and(|len| len > config.max_payload as u64) {
-        session.close(CloseReason::TransportError, true);
         return Err(HttpError::PayloadTooLarge);
     }
     let body = match Limited::new(req.into_body(), config.max_payload)
@@ -160,14 +163,12 @@ where
         .await
     {
         Ok(collected) => collected.to_bytes(),
-        Err(err) => {
-            let too_large = err.is::<http_body_util::LengthLimitError>();
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            return Err(HttpError::PayloadTooLarge);
+        }
+        Err(_) => {
             session.close(CloseReason::TransportError, true);
-            return Err(if too_large {
-                HttpError::PayloadTooLarge
-            } else {
-                HttpError::BadRequest
-            });
+            return Err(HttpError::BadRequest);
         }
     };
     let packets = match codec::decode_payload(body, config.max_packets_per_payload) {
@@ -186,8 +187,9 @@ where
         }
     }
     let mut res = Response::new(Full::new(Bytes::from_static(b"ok")));
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
 }
 
