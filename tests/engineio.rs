@@ -1135,3 +1135,40 @@ async fn shutdown_closes_sessions_with_a_close_packet() {
     // Nobody is listening any more.
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn connection_limits_refuse_with_503_and_free_up_on_close() {
+    let mut per_ip = config();
+    per_ip.max_connections_per_ip = 2;
+    let server = start_with(per_ip, Echo::default()).await;
+    let addr = server.addr;
+    let (first, _) = open_polling(addr).await;
+    let (_ws, _, _) = open_websocket(addr).await;
+    // A third session from the same address is refused, over either transport.
+    let res = get(addr, &eio("transport=polling")).await;
+    assert_eq!(res.status, 503, "{res:?}");
+    assert_eq!(
+        res.json(),
+        serde_json::json!({ "message": "Too many connections" })
+    );
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let url = format!("ws://{addr}{}", eio("transport=websocket"));
+    match bounded(WAIT, tokio_tungstenite::client_async(url, tcp)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 503),
+        other => panic!("expected a refused upgrade, got {other:?}"),
+    }
+    // Closing one frees its place.
+    post(addr, &first, "1").await.assert_ok();
+    let (_again, _) = open_polling(addr).await;
+    server.stop().await;
+
+    let mut global = config();
+    global.max_connections = 1;
+    let server = start_with(global, Echo::default()).await;
+    let (_only, _) = open_polling(server.addr).await;
+    assert_eq!(
+        get(server.addr, &eio("transport=polling")).await.status,
+        503
+    );
+    server.stop().await;
+}

@@ -26,10 +26,16 @@ struct TestServer {
 
 impl TestServer {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::default();
         config.engine.ping_interval = Duration::from_millis(300);
         config.engine.ping_timeout = Duration::from_millis(300);
+        configure(&mut config);
         let io = SocketIo::new(config);
+        let counter = io.clone();
         let reasons: Arc<Mutex<Vec<String>>> = Arc::default();
         let log = reasons.clone();
         io.ns("/", move |socket| {
@@ -43,6 +49,18 @@ impl TestServer {
                 }
             });
             socket.on("disconnect-me", |socket, _, _| socket.disconnect(false));
+            socket.on("join", |socket, args: Args, ack| {
+                let joined = socket.join(args.get::<Vec<String>>(0).unwrap_or_default());
+                if let Some(ack) = ack {
+                    ack.send_one(joined);
+                }
+            });
+            let counter = counter.clone();
+            socket.on("rate-limited", move |_, _, ack| {
+                if let Some(ack) = ack {
+                    ack.send_one(counter.rate_limited_events());
+                }
+            });
             socket.on("panic", |_, _, _| panic!("a handler bug"));
             socket.on("ask", |socket, args: Args, _| {
                 let socket = socket.clone();
@@ -63,6 +81,7 @@ impl TestServer {
         let admin = io.ns("/admin", |socket| {
             socket.emit("welcome", "admin");
         });
+        io.dynamic_ns(|name| name.starts_with("/dyn-"), |_| {});
         admin.use_middleware(|socket: SocketRef| async move {
             if socket.handshake().auth().get("token") == Some(&json!("ok")) {
                 Ok(())
@@ -150,6 +169,16 @@ async fn connect_root(ws: &mut Ws, auth: Option<Value>) -> String {
     // With recovery off, the reply carries the sid and nothing else.
     assert_eq!(data.as_object().unwrap().len(), 1, "{reply}");
     data["sid"].as_str().unwrap().to_owned()
+}
+
+/// Answers heartbeats for `duration`, expecting nothing else.
+async fn idle(ws: &mut Ws, duration: Duration) {
+    let deadline = tokio::time::Instant::now() + duration;
+    while let Ok(next) = tokio::time::timeout_at(deadline, ws.next()).await {
+        let msg = next.expect("stream ended").expect("websocket error");
+        assert_eq!(msg.to_text().unwrap(), "2", "unexpected frame while idle");
+        ws.send(Message::text("3")).await.unwrap();
+    }
 }
 
 /// Waits until the server closes the connection.
@@ -383,6 +412,74 @@ async fn a_panicking_handler_closes_only_its_own_connection() {
     assert_eq!(
         next_text(&mut bystander).await,
         r#"42["echo","still here"]"#
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn event_rate_limit_drops_or_disconnects() {
+    use tidings::socketio::{OnExceed, RateLimit};
+    let limit = |on_exceed| RateLimit {
+        per_second: 0.5,
+        burst: 5,
+        on_exceed,
+    };
+    let server = TestServer::start_with(|c| c.event_rate_limit = Some(limit(OnExceed::Drop))).await;
+    let mut ws = server.connect().await;
+    connect_root(&mut ws, None).await;
+    next_text(&mut ws).await;
+    for i in 0..8 {
+        send(&mut ws, &format!(r#"42["echo",{i}]"#)).await;
+    }
+    for i in 0..5 {
+        assert_eq!(next_text(&mut ws).await, format!(r#"42["echo",{i}]"#));
+    }
+    // The excess was dropped and counted; the socket stays (the ack request itself waits for a
+    // token, so give it time).
+    idle(&mut ws, Duration::from_millis(2100)).await;
+    send(&mut ws, r#"421["rate-limited"]"#).await;
+    assert_eq!(next_text(&mut ws).await, "431[3]");
+    server.stop().await;
+
+    let server =
+        TestServer::start_with(|c| c.event_rate_limit = Some(limit(OnExceed::Disconnect))).await;
+    let mut ws = server.connect().await;
+    connect_root(&mut ws, None).await;
+    next_text(&mut ws).await;
+    for i in 0..6 {
+        send(&mut ws, &format!(r#"42["echo",{i}]"#)).await;
+    }
+    for i in 0..5 {
+        assert_eq!(next_text(&mut ws).await, format!(r#"42["echo",{i}]"#));
+    }
+    assert_eq!(next_text(&mut ws).await, "41");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn room_and_dynamic_namespace_limits() {
+    let server = TestServer::start_with(|c| {
+        c.max_rooms_per_socket = 3;
+        c.max_dynamic_namespaces = 1;
+    })
+    .await;
+    let mut ws = server.connect().await;
+    connect_root(&mut ws, None).await;
+    next_text(&mut ws).await;
+    // Own room + 2 more is the limit.
+    send(&mut ws, r#"421["join",["a","b"]]"#).await;
+    assert_eq!(next_text(&mut ws).await, "431[true]");
+    send(&mut ws, r#"422["join",["c"]]"#).await;
+    assert_eq!(next_text(&mut ws).await, "432[false]");
+    send(&mut ws, r#"423["join",["a"]]"#).await;
+    assert_eq!(next_text(&mut ws).await, "433[true]");
+    // One dynamic namespace may be created; the second name is refused.
+    send(&mut ws, "40/dyn-1,").await;
+    assert!(next_text(&mut ws).await.starts_with(r#"40/dyn-1,{"sid""#));
+    send(&mut ws, "40/dyn-2,").await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"44/dyn-2,{"message":"Invalid namespace"}"#
     );
     server.stop().await;
 }

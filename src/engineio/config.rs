@@ -68,6 +68,11 @@ pub struct EngineConfig {
     pub ws_write_buffer_size: usize,
     /// CORS policy; `None` (the default) sends no CORS headers.
     pub cors: Option<Cors>,
+    /// The most sessions open at once; handshakes beyond it get HTTP 503. Default unlimited.
+    pub max_connections: usize,
+    /// The most sessions open at once from one client address; handshakes beyond it get HTTP 503.
+    /// Default unlimited (a proxy in front would otherwise look like one client).
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for EngineConfig {
@@ -86,6 +91,8 @@ impl Default for EngineConfig {
             ws_read_buffer_size: 1024,
             ws_write_buffer_size: 0,
             cors: None,
+            max_connections: usize::MAX,
+            max_connections_per_ip: usize::MAX,
         }
     }
 }

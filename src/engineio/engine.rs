@@ -192,19 +192,36 @@ impl<H: Handler> EngineIo<H> {
         if let Err(message) = self.inner.handler.allow_request(&info) {
             return Err(fail(HttpError::Forbidden(message)));
         }
+        let ip = remote_addr.map(|a| a.ip());
+        if !self
+            .inner
+            .sessions
+            .reserve(ip, config.max_connections, config.max_connections_per_ip)
+        {
+            tracing::debug!(?ip, "connection limit reached");
+            return Err(fail(HttpError::TooManyConnections));
+        }
         match transport {
             TransportKind::Polling => {
                 let (session, open) = self.open_session(info, TransportKind::Polling);
                 polling::spawn_driver(&self.inner, session);
                 Ok(polling::text_response(Bytes::from(open)))
             }
-            TransportKind::WebSocket => {
-                websocket::open_session(self.clone(), info, &mut req).map_err(fail)
-            }
+            TransportKind::WebSocket => websocket::open_session(self.clone(), info, &mut req)
+                .map_err(|e| {
+                    self.inner.sessions.release(ip);
+                    fail(e)
+                }),
         }
     }
 
-    /// Creates and registers a session, gives it its handler, and returns it with its open packet.
+    /// Gives back a connection-limit reservation whose session never came to be.
+    pub(crate) fn release_reservation(&self, ip: Option<std::net::IpAddr>) {
+        self.inner.sessions.release(ip);
+    }
+
+    /// Creates and registers a session (its connection-limit reservation already taken), gives it
+    /// its handler, and returns it with its open packet.
     pub(crate) fn open_session(
         &self,
         info: Arc<RequestInfo>,

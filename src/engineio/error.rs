@@ -31,6 +31,8 @@ pub enum HttpError {
     PayloadTooLarge,
     /// A POST body the codec refused: a bare 400 (the session is closed too).
     InvalidPayload,
+    /// The connection limit (global or per client address) is reached: HTTP 503.
+    TooManyConnections,
 }
 
 impl HttpError {
@@ -43,7 +45,10 @@ impl HttpError {
             Self::BadRequest => 3,
             Self::Forbidden(_) => 4,
             Self::UnsupportedProtocolVersion => 5,
-            Self::Overlap | Self::PayloadTooLarge | Self::InvalidPayload => return None,
+            Self::Overlap
+            | Self::PayloadTooLarge
+            | Self::InvalidPayload
+            | Self::TooManyConnections => return None,
         })
     }
 
@@ -57,16 +62,33 @@ impl HttpError {
             Self::Forbidden(msg) => msg,
             Self::UnsupportedProtocolVersion => "Unsupported protocol version",
             Self::PayloadTooLarge => "Payload too large",
+            Self::TooManyConnections => "Too many connections",
+        }
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
         }
     }
 
     /// The HTTP response for a polling (or otherwise non-upgrade) request.
     pub fn into_response(self) -> Response<Body> {
-        let status = match self {
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::BAD_REQUEST,
-        };
+        let status = self.status();
+        if self == Self::TooManyConnections {
+            let body = serde_json::json!({ "message": self.message() }).to_string();
+            let mut res = Response::new(Full::new(Bytes::from(body)));
+            *res.status_mut() = status;
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return res;
+        }
         let Some(code) = self.code() else {
             return bare(status);
         };
@@ -83,8 +105,8 @@ impl HttpError {
     /// The response for a refused WebSocket upgrade: plain text, and the connection is not reused.
     pub fn into_upgrade_response(self) -> Response<Body> {
         let status = match self {
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            _ => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge => StatusCode::BAD_REQUEST,
+            _ => self.status(),
         };
         let mut res = Response::new(Full::new(Bytes::from(self.message().to_owned())));
         *res.status_mut() = status;

@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::session::Session;
@@ -12,6 +14,10 @@ const SHARDS: usize = 16;
 pub(crate) struct SessionMap {
     hasher: RandomState,
     shards: [Mutex<HashMap<Box<str>, Arc<Session>>>; SHARDS],
+    /// Sessions counted against the connection limits: reserved at the handshake, released when the
+    /// session leaves the map (or its handshake fails).
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl SessionMap {
@@ -19,6 +25,39 @@ impl SessionMap {
         Self {
             hasher: RandomState::new(),
             shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            total: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a new session from `ip` if that stays within `max_total` and `max_per_ip`.
+    pub(crate) fn reserve(&self, ip: Option<IpAddr>, max_total: usize, max_per_ip: usize) -> bool {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if self.total.load(Ordering::Relaxed) >= max_total {
+            return false;
+        }
+        if let Some(ip) = ip {
+            let count = per_ip.entry(ip).or_insert(0);
+            if *count >= max_per_ip {
+                return false;
+            }
+            *count += 1;
+        }
+        self.total.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Gives back what [`SessionMap::reserve`] counted.
+    pub(crate) fn release(&self, ip: Option<IpAddr>) {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        self.total.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = ip {
+            if let Some(count) = per_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
         }
     }
 
@@ -37,7 +76,10 @@ impl SessionMap {
     }
 
     pub(crate) fn remove(&self, id: &str) {
-        self.shard(id).remove(id);
+        let removed = self.shard(id).remove(id);
+        if let Some(session) = removed {
+            self.release(session.request().remote_addr.map(|a| a.ip()));
+        }
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -84,6 +84,7 @@ pub(crate) fn open_session<H: Handler, B: Send + 'static>(
             Ok(u) => u,
             Err(err) => {
                 tracing::debug!(%err, "websocket upgrade failed");
+                engine.release_reservation(info.remote_addr.map(|a| a.ip()));
                 return;
             }
         };

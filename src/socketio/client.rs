@@ -72,6 +72,10 @@ impl Client {
         self.io.config.volatile_queue_limit
     }
 
+    pub(crate) fn io(&self) -> &IoInner {
+        &self.io
+    }
+
     /// Closes the connection if it joins no namespace within the connect timeout.
     fn spawn_connect_timeout(&self) {
         let me = self.me.clone();

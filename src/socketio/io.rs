@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -29,6 +30,9 @@ pub(crate) struct IoInner {
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     dynamic: RwLock<Vec<DynamicNamespace>>,
     allow_request: RwLock<Option<AllowRequest>>,
+    dynamic_created: AtomicUsize,
+    /// Inbound events dropped by the rate limit.
+    pub(crate) rate_limited: AtomicU64,
 }
 
 impl IoInner {
@@ -42,6 +46,13 @@ impl IoInner {
             .find(|d| (d.matches)(name))
             .map(|d| d.on_connection.clone())?;
         let mut namespaces = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
+        if !namespaces.contains_key(name) {
+            if self.dynamic_created.load(Ordering::Relaxed) >= self.config.max_dynamic_namespaces {
+                tracing::debug!(nsp = name, "dynamic namespace limit reached");
+                return None;
+            }
+            self.dynamic_created.fetch_add(1, Ordering::Relaxed);
+        }
         Some(
             namespaces
                 .entry(name.to_owned())
@@ -131,6 +142,8 @@ impl SocketIo {
             namespaces: RwLock::new(HashMap::new()),
             dynamic: RwLock::new(Vec::new()),
             allow_request: RwLock::new(None),
+            dynamic_created: AtomicUsize::new(0),
+            rate_limited: AtomicU64::new(0),
         });
         let engine = EngineIo::new(config.engine, SocketIoHandler { io: inner.clone() });
         Self { inner, engine }
@@ -193,6 +206,11 @@ impl SocketIo {
             .allow_request
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+    }
+
+    /// How many inbound events the per-socket rate limit has dropped.
+    pub fn rate_limited_events(&self) -> u64 {
+        self.inner.rate_limited.load(Ordering::Relaxed)
     }
 
     /// The namespace `name`, if declared (or created dynamically).

@@ -22,7 +22,7 @@ mod socket;
 pub use adapter::{Adapter, BroadcastOptions, LocalAdapter};
 pub use args::Args;
 pub use broadcast::BroadcastOperator;
-pub use config::Config;
+pub use config::{Config, OnExceed, RateLimit};
 pub use io::{SocketIo, SocketIoHandler};
 pub use namespace::{BoxFuture, ConnectError, Namespace};
 pub use recovery::RecoveryConfig;

@@ -20,6 +20,7 @@ use crate::rooms::Room;
 use super::args::Args;
 use super::broadcast::BroadcastOperator;
 use super::client::Client;
+use super::config::{OnExceed, RateLimit};
 use super::namespace::Namespace;
 use super::packet::{self, Packet, PacketType};
 
@@ -207,6 +208,30 @@ pub struct Socket {
     connected: AtomicBool,
     data: Mutex<Value>,
     extensions: Mutex<Option<Extensions>>,
+    /// Inbound event tokens, when a rate limit is configured.
+    bucket: Option<Mutex<Bucket>>,
+}
+
+/// A token bucket for the inbound event rate limit.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, limit: &RateLimit) -> bool {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * limit.per_second;
+        self.tokens = (self.tokens + refill).min(f64::from(limit.burst));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 type Extensions = HashMap<std::any::TypeId, Box<dyn std::any::Any + Send + Sync>>;
@@ -244,7 +269,14 @@ impl Socket {
         recovered: bool,
     ) -> Self {
         let request = client.session().request().clone();
+        let bucket = client.io().config.event_rate_limit.map(|limit| {
+            Mutex::new(Bucket {
+                tokens: f64::from(limit.burst),
+                last: tokio::time::Instant::now(),
+            })
+        });
         Self {
+            bucket,
             id,
             pid,
             recovered,
@@ -452,9 +484,19 @@ impl Socket {
 
     // ===== rooms and broadcasting =====
 
-    /// Joins rooms.
-    pub fn join(self: &Arc<Self>, rooms: impl IntoRooms) {
-        self.ns.adapter().add_all(self, &rooms.into_rooms());
+    /// Joins rooms. Returns false (joining none of them) if that would put the socket in more rooms
+    /// than `max_rooms_per_socket`.
+    pub fn join(self: &Arc<Self>, rooms: impl IntoRooms) -> bool {
+        let rooms = rooms.into_rooms();
+        let max = self.client.io().config.max_rooms_per_socket;
+        let current = self.rooms();
+        let new = rooms.iter().filter(|r| !current.contains(r)).count();
+        if current.len() + new > max {
+            tracing::debug!(socket = %self.id, "room limit reached; join refused");
+            return false;
+        }
+        self.ns.adapter().add_all(self, &rooms);
+        true
     }
 
     /// Leaves a room.
@@ -509,7 +551,34 @@ impl Socket {
         }
     }
 
+    /// Whether the rate limit lets one more event in; over it, the configured action happens.
+    fn admit_event(self: &Arc<Self>) -> bool {
+        let (Some(bucket), Some(limit)) = (&self.bucket, self.client.io().config.event_rate_limit)
+        else {
+            return true;
+        };
+        if bucket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(&limit)
+        {
+            return true;
+        }
+        self.client
+            .io()
+            .rate_limited
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(socket = %self.id, "event rate limit exceeded");
+        if limit.on_exceed == OnExceed::Disconnect {
+            self.disconnect(false);
+        }
+        false
+    }
+
     fn handle_event(self: &Arc<Self>, packet: Packet) {
+        if !self.admit_event() {
+            return;
+        }
         let Some(Value::Array(mut values)) = packet.data else {
             return;
         };
