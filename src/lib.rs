@@ -15,6 +15,7 @@
 
 pub mod analytics;
 pub mod engineio;
+pub mod metrics;
 pub mod rooms;
 pub mod server;
 pub mod socketio;

@@ -59,13 +59,32 @@ impl Service for Analytics {
             }
             (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({ "status": "ok" })),
             (&Method::GET, "/api/v1/stats") => json_response(StatusCode::OK, &self.stats()),
+            (&Method::GET, "/metrics") => {
+                let mut res = Response::new(Full::new(Bytes::from(self.metrics_text())));
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                res
+            }
             (_, p) if p.starts_with("/api/v1/orgs/") => {
                 let org = p
                     .strip_prefix("/api/v1/orgs/")
                     .and_then(|rest| rest.strip_suffix("/events"))
                     .map(str::to_owned);
                 match (req.method(), org) {
-                    (&Method::POST, Some(org)) => self.post_events(&org, req).await,
+                    (&Method::POST, Some(org)) => {
+                        let res = self.post_events(&org, req).await;
+                        *self
+                            .shared
+                            .counters
+                            .api_requests
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(res.status().as_u16())
+                            .or_default() += 1;
+                        res
+                    }
                     (_, Some(_)) => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
                     (_, None) => error(StatusCode::NOT_FOUND, "not found"),
                 }
@@ -80,6 +99,41 @@ impl Service for Analytics {
 }
 
 impl Analytics {
+    /// The server's metrics and the service's own, in Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        use std::sync::atomic::Ordering;
+        let mut e = crate::metrics::Exposition::new();
+        self.io().write_metrics(&mut e);
+        let c = &self.shared.counters;
+        let by_status: Vec<(String, u64)> = c
+            .api_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(status, n)| (status.to_string(), *n))
+            .collect();
+        e.labelled(
+            "tidings_api_requests_total",
+            "counter",
+            "Event API requests by HTTP status.",
+            "status",
+            by_status.iter().map(|(s, n)| (s.as_str(), *n)),
+        );
+        e.single(
+            "tidings_analytics_events_in_total",
+            "counter",
+            "Updates accepted.",
+            c.events_in.load(Ordering::Relaxed),
+        );
+        e.single(
+            "tidings_analytics_events_out_total",
+            "counter",
+            "Updates delivered to dashboards.",
+            c.events_out.load(Ordering::Relaxed),
+        );
+        e.finish()
+    }
+
     fn authorized(&self, req: &Request<Incoming>) -> bool {
         let Some(key) = self.config().api_key.as_deref() else {
             return true;

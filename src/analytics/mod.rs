@@ -74,6 +74,8 @@ pub struct Counters {
     pub events_out: AtomicU64,
     /// Joins refused for lack of a grant.
     pub joins_refused: AtomicU64,
+    /// Event API answers by HTTP status.
+    pub api_requests: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
 }
 
 pub(crate) struct Shared {

@@ -66,6 +66,21 @@ impl<H: Handler> EngineIo<H> {
         &self.inner.handler
     }
 
+    /// What the Engine.IO layer has counted.
+    pub fn metrics(&self) -> &super::EngineMetrics {
+        &self.inner.sessions.metrics
+    }
+
+    /// How many sessions are open, by transport (polling, websocket).
+    pub fn sessions_by_transport(&self) -> (usize, usize) {
+        let all = self.inner.sessions.all();
+        let ws = all
+            .iter()
+            .filter(|s| s.transport() == TransportKind::WebSocket)
+            .count();
+        (all.len() - ws, ws)
+    }
+
     /// How many sessions are open.
     pub fn session_count(&self) -> usize {
         self.inner.sessions.len()
@@ -110,6 +125,12 @@ impl<H: Handler> EngineIo<H> {
             Ok(res) => res,
             Err((err, upgrade)) => {
                 tracing::debug!(error = ?err, "engine.io request refused");
+                let metrics = &self.inner.sessions.metrics;
+                match err.code() {
+                    Some(code) => metrics.request_errors[usize::from(code)].inc(),
+                    None if err == HttpError::TooManyConnections => metrics.connection_limit.inc(),
+                    None => {}
+                }
                 if upgrade {
                     err.into_upgrade_response()
                 } else {

@@ -26,6 +26,7 @@ pub use codec::{Frame, Packet, PacketType, Payload};
 pub use config::{AllowedOrigins, Cors, EngineConfig};
 pub use engine::EngineIo;
 pub use error::HttpError;
+pub use registry::EngineMetrics;
 pub use session::{RequestInfo, SendError, Session, TransportKind};
 
 use std::sync::Arc;

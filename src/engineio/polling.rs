@@ -95,6 +95,9 @@ pub(crate) async fn get<H: Handler>(
         {
             let mut state = session.lock();
             let closed = state.closed.is_some();
+            if !state.outbox.is_empty() {
+                Session::observe_drain(&mut state, session.metrics(), Instant::now());
+            }
             let body = if !state.outbox.is_empty() {
                 let n = state.outbox.len().min(max);
                 let mut out = Vec::with_capacity(
@@ -108,6 +111,13 @@ pub(crate) async fn get<H: Handler>(
                 );
                 codec::encode_payload(state.outbox.iter().take(n), &mut out);
                 state.outbox.drain(..n);
+                if !state.outbox.is_empty() {
+                    // The rest waits for the next GET.
+                    state.queued_since = Some(Instant::now());
+                }
+                let metrics = session.metrics();
+                metrics.packets_out.add(n as u64);
+                metrics.bytes_out.add(out.len() as u64);
                 Some(Bytes::from(out))
             } else if closed || state.transport == Transport::Upgrading {
                 // Released by a close or an upgrade with nothing to say: noop.
@@ -171,6 +181,7 @@ where
             return Err(HttpError::BadRequest);
         }
     };
+    session.metrics().bytes_in.add(body.len() as u64);
     let packets = match codec::decode_payload(body, config.max_packets_per_payload) {
         Ok(packets) => packets,
         Err(err) => {
@@ -180,6 +191,7 @@ where
         }
     };
     let now = Instant::now();
+    session.metrics().packets_in.add(packets.len() as u64);
     for packet in packets {
         if let Err(reason) = session.handle_packet(packet.kind, packet.data, now) {
             session.close(reason, reason != CloseReason::TransportClose);

@@ -7,11 +7,34 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::session::Session;
+use crate::metrics::{Counter, Histogram};
+
+/// What the Engine.IO layer counts.
+#[derive(Debug, Default)]
+pub struct EngineMetrics {
+    /// Packets received from clients.
+    pub packets_in: Counter,
+    /// Bytes received from clients (WebSocket messages and polling bodies).
+    pub bytes_in: Counter,
+    /// Frames sent to clients.
+    pub packets_out: Counter,
+    /// Bytes sent to clients.
+    pub bytes_out: Counter,
+    /// Refused requests by reference error code (0–5).
+    pub request_errors: [Counter; 6],
+    /// Handshakes refused by the connection limits.
+    pub connection_limit: Counter,
+    /// Sessions closed because their outbound queue overflowed.
+    pub slow_consumers: Counter,
+    /// From a frame being queued to its write (per batch, oldest frame).
+    pub write_latency: Histogram,
+}
 
 const SHARDS: usize = 16;
 
 /// Sessions by id.
 pub(crate) struct SessionMap {
+    pub(crate) metrics: EngineMetrics,
     hasher: RandomState,
     shards: [Mutex<HashMap<Box<str>, Arc<Session>>>; SHARDS],
     /// Sessions counted against the connection limits: reserved at the handshake, released when the
@@ -23,6 +46,7 @@ pub(crate) struct SessionMap {
 impl SessionMap {
     pub(crate) fn new() -> Self {
         Self {
+            metrics: EngineMetrics::default(),
             hasher: RandomState::new(),
             shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
             total: AtomicUsize::new(0),

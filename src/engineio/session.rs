@@ -86,6 +86,8 @@ pub(crate) struct State {
     pub(crate) polling_post: bool,
     pub(crate) heartbeat: Heartbeat,
     handler: Option<Arc<dyn SessionHandler>>,
+    /// When the oldest frame now in the outbox was queued (for the write-latency histogram).
+    pub(crate) queued_since: Option<Instant>,
 }
 
 /// A live Engine.IO session. Shared as `Arc<Session>`.
@@ -129,6 +131,7 @@ impl Session {
                 polling_post: false,
                 heartbeat,
                 handler: None,
+                queued_since: None,
             }),
             notify: Notify::new(),
             map,
@@ -189,9 +192,13 @@ impl Session {
         if state.closed.is_some() {
             return Err(SendError::Closed);
         }
+        if state.outbox.is_empty() {
+            state.queued_since = Some(Instant::now());
+        }
         state.outbox.extend(frames);
         if state.outbox.len() > self.max_buffered {
             drop(state);
+            self.map.metrics.slow_consumers.inc();
             tracing::debug!(sid = %self.id, "outbound queue full; closing slow consumer");
             self.close(CloseReason::TransportError, false);
             return Err(SendError::Full);
@@ -199,6 +206,20 @@ impl Session {
         drop(state);
         self.notify.notify_one();
         Ok(())
+    }
+
+    /// The Engine.IO counters this session reports to.
+    pub(crate) fn metrics(&self) -> &super::EngineMetrics {
+        &self.map.metrics
+    }
+
+    /// Records that the outbox was drained for writing at `now`.
+    pub(crate) fn observe_drain(state: &mut State, metrics: &super::EngineMetrics, now: Instant) {
+        if let Some(since) = state.queued_since.take() {
+            metrics
+                .write_latency
+                .observe(now.saturating_duration_since(since));
+        }
     }
 
     /// How many frames wait to be written.

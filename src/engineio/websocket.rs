@@ -232,10 +232,13 @@ async fn run_session(session: &Session, ws: &mut Ws) {
 
         let (frames, closed, deadline) = {
             let mut state = session.lock();
+            if !state.outbox.is_empty() {
+                Session::observe_drain(&mut state, session.metrics(), Instant::now());
+            }
             let frames = std::mem::take(&mut state.outbox);
             (frames, state.closed, state.heartbeat.poll_timeout())
         };
-        if !frames.is_empty() && write_all(ws, frames).await.is_err() {
+        if !frames.is_empty() && write_all(ws, frames, session.metrics()).await.is_err() {
             break CloseReason::TransportClose;
         }
         if closed.is_some() {
@@ -261,8 +264,13 @@ async fn run_session(session: &Session, ws: &mut Ws) {
 async fn write_all(
     ws: &mut Ws,
     frames: std::collections::VecDeque<Frame>,
+    metrics: &super::EngineMetrics,
 ) -> Result<(), tungstenite::Error> {
+    metrics.packets_out.add(frames.len() as u64);
     for frame in frames {
+        metrics.bytes_out.add(match &frame {
+            Frame::Text(b) | Frame::Binary(b) => b.len() as u64,
+        });
         let msg = match frame {
             Frame::Text(bytes) => match Utf8Bytes::try_from(bytes) {
                 Ok(text) => Message::Text(text),
@@ -281,6 +289,13 @@ async fn handle_incoming(
     ws: &mut Ws,
     incoming: Option<Result<Message, tungstenite::Error>>,
 ) -> Result<(), CloseReason> {
+    if let Some(Ok(Message::Text(b))) = &incoming {
+        session.metrics().packets_in.inc();
+        session.metrics().bytes_in.add(b.len() as u64);
+    } else if let Some(Ok(Message::Binary(b))) = &incoming {
+        session.metrics().packets_in.inc();
+        session.metrics().bytes_in.add(b.len() as u64);
+    }
     let packet = match incoming {
         Some(Ok(Message::Text(text))) => codec::decode_text(Bytes::from(text)).map_err(|err| {
             tracing::debug!(sid = session.id(), %err, "invalid websocket packet");

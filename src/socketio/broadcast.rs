@@ -88,7 +88,11 @@ impl BroadcastOperator {
             data = recovery.store(data, &args.binary, &self.opts);
         }
         let packet = Packet::event(self.ns.name(), data, None).with_attachments(args.binary);
-        self.ns.adapter().broadcast(&packet, &self.opts)
+        let delivered = self.ns.adapter().broadcast(&packet, &self.opts);
+        let metrics = self.ns.metrics();
+        metrics.broadcasts.inc();
+        metrics.deliveries.add(delivered as u64);
+        delivered
     }
 
     /// Emits `event` asking every recipient for an ack, and gathers the answers that come within the

@@ -250,10 +250,11 @@ impl Client {
             None => json!({ "sid": socket.id() }),
         };
         self.send(&Packet::connect(ns.name().to_owned(), Some(reply)));
-        tracing::debug!(
+        tracing::info!(
             sid = self.session.id(),
             socket = socket.id(),
             nsp = ns.name(),
+            recovered = socket.recovered(),
             "socket connected"
         );
         ns.run_connection_handler(socket);

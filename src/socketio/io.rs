@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -14,8 +14,10 @@ use crate::engineio::{EngineIo, Handler, RequestInfo, Session, SessionHandler};
 use super::broadcast::BroadcastOperator;
 use super::client::Client;
 use super::config::Config;
-use super::namespace::{ConnectionHandler, Namespace};
+use super::namespace::{ConnectionHandler, Namespace, SocketIoMetrics};
+use super::socket::DisconnectReason;
 use super::socket::{IntoRooms, SocketRef};
+use crate::metrics::Exposition;
 
 type AllowRequest = Arc<dyn Fn(&RequestInfo) -> Result<(), String> + Send + Sync>;
 type NamespaceMatcher = Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -31,8 +33,7 @@ pub(crate) struct IoInner {
     dynamic: RwLock<Vec<DynamicNamespace>>,
     allow_request: RwLock<Option<AllowRequest>>,
     dynamic_created: AtomicUsize,
-    /// Inbound events dropped by the rate limit.
-    pub(crate) rate_limited: AtomicU64,
+    metrics: Arc<SocketIoMetrics>,
 }
 
 impl IoInner {
@@ -61,6 +62,7 @@ impl IoInner {
                         name.to_owned(),
                         on_connection,
                         self.config.recovery.clone(),
+                        self.metrics.clone(),
                     ))
                 })
                 .clone(),
@@ -143,7 +145,7 @@ impl SocketIo {
             dynamic: RwLock::new(Vec::new()),
             allow_request: RwLock::new(None),
             dynamic_created: AtomicUsize::new(0),
-            rate_limited: AtomicU64::new(0),
+            metrics: Arc::default(),
         });
         let engine = EngineIo::new(config.engine, SocketIoHandler { io: inner.clone() });
         Self { inner, engine }
@@ -170,6 +172,7 @@ impl SocketIo {
             name.to_owned(),
             Arc::new(on_connection),
             self.inner.config.recovery.clone(),
+            self.inner.metrics.clone(),
         ));
         self.inner
             .namespaces
@@ -210,7 +213,128 @@ impl SocketIo {
 
     /// How many inbound events the per-socket rate limit has dropped.
     pub fn rate_limited_events(&self) -> u64 {
-        self.inner.rate_limited.load(Ordering::Relaxed)
+        self.inner.metrics.rate_limited.get()
+    }
+
+    /// The Socket.IO counters.
+    pub fn metrics(&self) -> &SocketIoMetrics {
+        &self.inner.metrics
+    }
+
+    /// Every metric of this server in Prometheus text format (serve it at `/metrics`).
+    pub fn metrics_text(&self) -> String {
+        let mut e = Exposition::new();
+        self.write_metrics(&mut e);
+        e.finish()
+    }
+
+    /// Writes this server's metrics into `e` (to add an application's own after them).
+    pub fn write_metrics(&self, e: &mut Exposition) {
+        let engine = self.engine.metrics();
+        let (polling, websocket) = self.engine.sessions_by_transport();
+        e.labelled(
+            "tidings_engine_sessions",
+            "gauge",
+            "Open Engine.IO sessions by transport.",
+            "transport",
+            [("polling", polling as u64), ("websocket", websocket as u64)],
+        );
+        let namespaces: Vec<Arc<Namespace>> =
+            read(&self.inner.namespaces).values().cloned().collect();
+        let mut sockets = Vec::new();
+        let mut rooms = Vec::new();
+        for ns in &namespaces {
+            sockets.push((ns.name(), ns.sockets().len() as u64));
+            rooms.push((ns.name(), ns.adapter().rooms().len() as u64));
+        }
+        e.labelled(
+            "tidings_sockets",
+            "gauge",
+            "Connected sockets by namespace.",
+            "namespace",
+            sockets,
+        );
+        e.labelled(
+            "tidings_rooms",
+            "gauge",
+            "Rooms with members by namespace.",
+            "namespace",
+            rooms,
+        );
+        e.single(
+            "tidings_packets_in_total",
+            "counter",
+            "Engine.IO packets received.",
+            engine.packets_in.get(),
+        );
+        e.single(
+            "tidings_packets_out_total",
+            "counter",
+            "Engine.IO packets sent.",
+            engine.packets_out.get(),
+        );
+        e.single(
+            "tidings_bytes_in_total",
+            "counter",
+            "Bytes received.",
+            engine.bytes_in.get(),
+        );
+        e.single(
+            "tidings_bytes_out_total",
+            "counter",
+            "Bytes sent.",
+            engine.bytes_out.get(),
+        );
+        let m = &self.inner.metrics;
+        e.single(
+            "tidings_broadcasts_total",
+            "counter",
+            "Broadcasts emitted.",
+            m.broadcasts.get(),
+        );
+        e.single(
+            "tidings_deliveries_total",
+            "counter",
+            "Packets queued by broadcasts.",
+            m.deliveries.get(),
+        );
+        e.labelled(
+            "tidings_dropped_packets_total",
+            "counter",
+            "Packets dropped, by cause.",
+            "cause",
+            [
+                ("volatile", m.volatile_dropped.get()),
+                ("rate_limit", m.rate_limited.get()),
+                ("slow_consumer", engine.slow_consumers.get()),
+            ],
+        );
+        e.labelled(
+            "tidings_disconnects_total",
+            "counter",
+            "Socket disconnects by reason.",
+            "reason",
+            DisconnectReason::ALL
+                .iter()
+                .map(|r| (r.as_str(), m.disconnects[r.index()].get())),
+        );
+        let codes = ["0", "1", "2", "3", "4", "5"];
+        e.labelled(
+            "tidings_handshake_errors_total",
+            "counter",
+            "Refused Engine.IO requests by error code (503 = connection limit).",
+            "code",
+            codes
+                .iter()
+                .zip(&engine.request_errors)
+                .map(|(c, n)| (*c, n.get()))
+                .chain([("503", engine.connection_limit.get())]),
+        );
+        e.histogram(
+            "tidings_emit_to_write_seconds",
+            "From a packet being queued to its write to the transport.",
+            &engine.write_latency,
+        );
     }
 
     /// The namespace `name`, if declared (or created dynamically).

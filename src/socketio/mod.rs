@@ -24,6 +24,6 @@ pub use args::Args;
 pub use broadcast::BroadcastOperator;
 pub use config::{Config, OnExceed, RateLimit};
 pub use io::{SocketIo, SocketIoHandler};
-pub use namespace::{BoxFuture, ConnectError, Namespace};
+pub use namespace::{BoxFuture, ConnectError, Namespace, SocketIoMetrics};
 pub use recovery::RecoveryConfig;
 pub use socket::{AckError, AckSender, DisconnectReason, Handshake, IntoRooms, Socket, SocketRef};

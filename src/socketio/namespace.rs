@@ -10,6 +10,22 @@ use serde_json::Value;
 use super::adapter::{Adapter, LocalAdapter};
 use super::broadcast::BroadcastOperator;
 use super::recovery::{Recovery, RecoveryConfig};
+use crate::metrics::Counter;
+
+/// What the Socket.IO layer counts (shared by every namespace of a server).
+#[derive(Debug, Default)]
+pub struct SocketIoMetrics {
+    /// Broadcasts emitted (each counted once, whatever its recipients).
+    pub broadcasts: Counter,
+    /// Packets queued for sockets by broadcasts.
+    pub deliveries: Counter,
+    /// Volatile packets dropped for sockets that were not ready.
+    pub volatile_dropped: Counter,
+    /// Inbound events dropped (or sockets disconnected) by the rate limit.
+    pub rate_limited: Counter,
+    /// Disconnects by reason, indexed by [`super::DisconnectReason::index`].
+    pub disconnects: [Counter; 8],
+}
 use super::socket::{IntoRooms, SocketRef};
 
 /// Why a connect middleware refused a socket: sent to the client as CONNECT_ERROR
@@ -55,6 +71,7 @@ pub struct Namespace {
     adapter: Box<dyn Adapter>,
     ack_ids: AtomicU64,
     recovery: Option<Recovery>,
+    metrics: Arc<SocketIoMetrics>,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -70,6 +87,7 @@ impl Namespace {
         name: String,
         on_connection: ConnectionHandler,
         recovery: Option<RecoveryConfig>,
+        metrics: Arc<SocketIoMetrics>,
     ) -> Self {
         Self {
             name,
@@ -78,7 +96,13 @@ impl Namespace {
             adapter: Box::new(LocalAdapter::new()),
             ack_ids: AtomicU64::new(0),
             recovery: recovery.map(Recovery::new),
+            metrics,
         }
+    }
+
+    /// The server's Socket.IO counters.
+    pub fn metrics(&self) -> &SocketIoMetrics {
+        &self.metrics
     }
 
     pub(crate) fn recovery(&self) -> Option<&Recovery> {

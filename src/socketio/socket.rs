@@ -65,6 +65,23 @@ impl DisconnectReason {
 }
 
 impl DisconnectReason {
+    /// Every reason, in [`DisconnectReason::index`] order.
+    pub const ALL: [Self; 8] = [
+        Self::ServerNamespaceDisconnect,
+        Self::ClientNamespaceDisconnect,
+        Self::TransportClose,
+        Self::TransportError,
+        Self::PingTimeout,
+        Self::ParseError,
+        Self::ForcedClose,
+        Self::ServerShuttingDown,
+    ];
+
+    /// A dense index of the reason (for per-reason counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Whether connection state recovery may restore a socket that dropped for this reason.
     pub fn is_recoverable(self) -> bool {
         matches!(
@@ -477,6 +494,7 @@ impl Socket {
     pub(crate) fn send_frames(&self, frames: &[Frame], volatile: bool) -> bool {
         let session = self.client.session();
         if volatile && session.buffered() >= self.client.volatile_queue_limit() {
+            self.ns.metrics().volatile_dropped.inc();
             return false;
         }
         session.send_all(frames.iter().cloned()).is_ok()
@@ -564,10 +582,7 @@ impl Socket {
         {
             return true;
         }
-        self.client
-            .io()
-            .rate_limited
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.ns.metrics().rate_limited.inc();
         tracing::debug!(socket = %self.id, "event rate limit exceeded");
         if limit.on_exceed == OnExceed::Disconnect {
             self.disconnect(false);
@@ -627,6 +642,7 @@ impl Socket {
         if !self.connected.swap(false, Ordering::AcqRel) {
             return;
         }
+        self.ns.metrics().disconnects[reason.index()].inc();
         // Dropping the senders fails every pending ack with `Disconnected`.
         drop(self.acks.lock().unwrap_or_else(|e| e.into_inner()).take());
         let handlers = std::mem::take(&mut self.write_handlers().disconnect);
@@ -641,7 +657,7 @@ impl Socket {
         }
         self.ns.adapter().del_all(&self.id);
         *self.write_handlers() = Handlers::default();
-        tracing::debug!(socket = %self.id, nsp = self.ns.name(), reason = reason.as_str(), "socket disconnected");
+        tracing::info!(socket = %self.id, nsp = self.ns.name(), reason = reason.as_str(), "socket disconnected");
     }
 }
 

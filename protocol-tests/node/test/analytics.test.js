@@ -321,3 +321,68 @@ test("a dashboard away for 10 s catches up on every update by itself", { skip, t
   assert.equal(seen[4], "after");
   socket.close();
 });
+
+/** The value of one sample line of a Prometheus text exposition (0 when absent). */
+function sample(text, line) {
+  const found = text.split("\n").find((l) => l.startsWith(line + " "));
+  return found ? Number(found.slice(line.length + 1)) : 0;
+}
+
+test("Prometheus metrics move when traffic flows", { skip }, async () => {
+  const scrape = async () => {
+    const res = await fetch(`${server.url}/metrics`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get("content-type"), /^text\/plain; version=0\.0\.4/);
+    return res.text();
+  };
+  const before = await scrape();
+  for (const name of [
+    "tidings_engine_sessions",
+    "tidings_sockets",
+    "tidings_rooms",
+    "tidings_packets_in_total",
+    "tidings_packets_out_total",
+    "tidings_bytes_in_total",
+    "tidings_bytes_out_total",
+    "tidings_broadcasts_total",
+    "tidings_deliveries_total",
+    "tidings_dropped_packets_total",
+    "tidings_disconnects_total",
+    "tidings_handshake_errors_total",
+    "tidings_api_requests_total",
+    "tidings_emit_to_write_seconds",
+  ]) {
+    assert.match(before, new RegExp(`^# TYPE ${name} `, "m"), name);
+  }
+  const ws = await dashboard({ token: token(["metrics-org"]) });
+  const polling = await dashboard({ token: token(["metrics-org"]) }, ["polling"]);
+  await ws.emitWithAck("join:analytics", { organizationId: "metrics-org" });
+  await polling.emitWithAck("join:analytics", { organizationId: "metrics-org" });
+  await post("metrics-org", [metrics, metrics, metrics]);
+  await post("metrics-org", { type: "nope" });
+  await updates(ws, 3);
+  await updates(polling, 3);
+  await fetch(`${server.url}/socket.io/?EIO=3&transport=polling`);
+  const during = await scrape();
+  assert.ok(sample(during, 'tidings_engine_sessions{transport="websocket"}') >= 1);
+  assert.ok(sample(during, 'tidings_engine_sessions{transport="polling"}') >= 1);
+  assert.ok(sample(during, 'tidings_sockets{namespace="/"}') >= 2);
+  for (const counter of ["tidings_packets_in_total", "tidings_packets_out_total", "tidings_bytes_in_total", "tidings_bytes_out_total"]) {
+    assert.ok(sample(during, counter) > sample(before, counter), counter);
+  }
+  assert.equal(sample(during, "tidings_broadcasts_total") - sample(before, "tidings_broadcasts_total"), 3);
+  assert.equal(sample(during, "tidings_deliveries_total") - sample(before, "tidings_deliveries_total"), 6);
+  assert.equal(sample(during, 'tidings_api_requests_total{status="200"}') - sample(before, 'tidings_api_requests_total{status="200"}'), 1);
+  assert.ok(sample(during, 'tidings_api_requests_total{status="400"}') > sample(before, 'tidings_api_requests_total{status="400"}'));
+  assert.equal(sample(during, 'tidings_handshake_errors_total{code="5"}') - sample(before, 'tidings_handshake_errors_total{code="5"}'), 1);
+  assert.ok(sample(during, "tidings_emit_to_write_seconds_count") > sample(before, "tidings_emit_to_write_seconds_count"));
+  ws.disconnect();
+  await new Promise((r) => setTimeout(r, 100));
+  const after = await scrape();
+  assert.equal(
+    sample(after, 'tidings_disconnects_total{reason="client namespace disconnect"}') -
+      sample(before, 'tidings_disconnects_total{reason="client namespace disconnect"}'),
+    1,
+  );
+  polling.close();
+});

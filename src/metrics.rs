@@ -1,0 +1,148 @@
+//! Counters, gauges and a histogram, and their Prometheus text exposition (written by hand: the
+//! format is a few lines of text, simpler than a dependency).
+//!
+//! Counters are relaxed atomics bumped on the paths they count; gauges (sessions, sockets, rooms) are
+//! computed when scraped, so the hot paths pay nothing for them.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds of the latency buckets, in microseconds.
+const BUCKETS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
+];
+
+/// A latency histogram with fixed buckets (50 µs to 1 s).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_US.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        if let Some(i) = BUCKETS_US.iter().position(|&b| us <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// How many observations were recorded.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// Writes Prometheus text exposition.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    /// An empty exposition.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// A metric with one unlabelled value.
+    pub fn single(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        self.header(name, kind, help);
+        let _ = writeln!(self.out, "{name} {value}");
+    }
+
+    /// A metric with one value per label value.
+    pub fn labelled<'a>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        label: &str,
+        values: impl IntoIterator<Item = (&'a str, u64)>,
+    ) {
+        self.header(name, kind, help);
+        for (value_label, value) in values {
+            let escaped = value_label
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            let _ = writeln!(self.out, "{name}{{{label}=\"{escaped}\"}} {value}");
+        }
+    }
+
+    /// A histogram, in seconds.
+    pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
+        self.header(name, "histogram", help);
+        let mut cumulative = 0;
+        for (bound, bucket) in BUCKETS_US.iter().zip(&h.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(self.out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let count = h.count();
+        let _ = writeln!(self.out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = h.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(self.out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+
+    /// The text.
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_the_text_format() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(70));
+        h.observe(Duration::from_millis(3));
+        let mut e = Exposition::new();
+        e.single("x_total", "counter", "An x.", 3);
+        e.labelled("y", "gauge", "A y.", "nsp", [("/", 2), ("/a\"b", 1)]);
+        e.histogram("z_seconds", "A z.", &h);
+        let text = e.finish();
+        assert!(text.contains("# TYPE x_total counter\nx_total 3\n"));
+        assert!(text.contains("y{nsp=\"/\"} 2\ny{nsp=\"/a\\\"b\"} 1\n"));
+        assert!(text.contains("z_seconds_bucket{le=\"0.00005\"} 0\n"));
+        assert!(text.contains("z_seconds_bucket{le=\"0.0001\"} 1\n"));
+        assert!(text.contains("z_seconds_bucket{le=\"0.005\"} 2\n"));
+        assert!(text.contains(
+            "z_seconds_bucket{le=\"+Inf\"} 2\nz_seconds_sum 0.00307\nz_seconds_count 2\n"
+        ));
+    }
+}
