@@ -1172,3 +1172,61 @@ async fn connection_limits_refuse_with_503_and_free_up_on_close() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn large_polling_responses_are_compressed_as_accepted() {
+    use std::io::Read as _;
+    let server = start().await;
+    let addr = server.addr;
+    let big = format!("4{}", "abc".repeat(700));
+    for (accept, expected) in [
+        (Some("gzip, deflate, br"), Some("gzip")),
+        (Some("deflate"), Some("deflate")),
+        (Some("gzip;q=0, deflate"), Some("deflate")),
+        (Some("br"), None),
+        (None, None),
+    ] {
+        let (sid, _) = open_polling(addr).await;
+        post(addr, &sid, &big).await.assert_ok();
+        let headers: Vec<(&str, &str)> =
+            accept.map(|a| ("Accept-Encoding", a)).into_iter().collect();
+        let res = http(
+            addr,
+            "GET",
+            &eio(&format!("transport=polling&sid={sid}")),
+            &headers,
+            b"",
+        )
+        .await;
+        assert_eq!(res.status, 200);
+        assert_eq!(res.header("content-encoding"), expected, "{accept:?}");
+        let mut body = String::new();
+        match expected {
+            Some("gzip") => {
+                flate2::read::GzDecoder::new(&res.body[..])
+                    .read_to_string(&mut body)
+                    .unwrap();
+            }
+            Some("deflate") => {
+                flate2::read::ZlibDecoder::new(&res.body[..])
+                    .read_to_string(&mut body)
+                    .unwrap();
+            }
+            _ => body = res.text().to_owned(),
+        }
+        assert!(body.split('\x1e').any(|p| p == big), "{accept:?}");
+    }
+    // Small responses are sent as they are.
+    let (sid, _) = open_polling(addr).await;
+    post(addr, &sid, "4small").await.assert_ok();
+    let res = http(
+        addr,
+        "GET",
+        &eio(&format!("transport=polling&sid={sid}")),
+        &[("Accept-Encoding", "gzip")],
+        b"",
+    )
+    .await;
+    assert_eq!(res.header("content-encoding"), None);
+    server.stop().await;
+}

@@ -68,6 +68,10 @@ pub struct EngineConfig {
     pub ws_write_buffer_size: usize,
     /// CORS policy; `None` (the default) sends no CORS headers.
     pub cors: Option<Cors>,
+    /// Polling responses at least this large are compressed (gzip or deflate, as the client's
+    /// `Accept-Encoding` allows). Default `Some(1024)`, as the reference's `httpCompression`;
+    /// `None` turns compression off.
+    pub http_compression_threshold: Option<usize>,
     /// The most sessions open at once; handshakes beyond it get HTTP 503. Default unlimited.
     pub max_connections: usize,
     /// The most sessions open at once from one client address; handshakes beyond it get HTTP 503.
@@ -91,6 +95,7 @@ impl Default for EngineConfig {
             ws_read_buffer_size: 1024,
             ws_write_buffer_size: 0,
             cors: None,
+            http_compression_threshold: Some(1024),
             max_connections: usize::MAX,
             max_connections_per_ip: usize::MAX,
         }

@@ -183,7 +183,12 @@ impl<H: Handler> EngineIo<H> {
                         return Err(fail(HttpError::BadRequest));
                     }
                     match *req.method() {
-                        Method::GET => polling::get(&self.inner, session).await.map_err(fail),
+                        Method::GET => {
+                            let encoding = polling::Encoding::accepted(req.headers());
+                            polling::get(&self.inner, session, encoding)
+                                .await
+                                .map_err(fail)
+                        }
                         Method::POST => {
                             polling::post(&self.inner, session, req).await.map_err(fail)
                         }

@@ -27,6 +27,78 @@ pub(crate) fn text_response(body: Bytes) -> Response<Body> {
     res
 }
 
+/// The compression a polling client accepts, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    Gzip,
+    Deflate,
+    Identity,
+}
+
+impl Encoding {
+    /// What the request's `Accept-Encoding` allows (gzip preferred, as the reference).
+    pub(crate) fn accepted(headers: &http::HeaderMap) -> Self {
+        let accepts = |name: &str| {
+            headers
+                .get_all(header::ACCEPT_ENCODING)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|item| {
+                    let mut parts = item.split(';');
+                    let coding = parts.next().unwrap_or("").trim();
+                    let refused = parts.any(|p| {
+                        p.trim()
+                            .strip_prefix("q=")
+                            .and_then(|q| q.parse::<f32>().ok())
+                            == Some(0.0)
+                    });
+                    coding.eq_ignore_ascii_case(name) && !refused
+                })
+        };
+        if accepts("gzip") {
+            Self::Gzip
+        } else if accepts("deflate") {
+            Self::Deflate
+        } else {
+            Self::Identity
+        }
+    }
+
+    /// A 200 polling response with `body`, compressed in this encoding.
+    fn respond(self, body: Bytes) -> Response<Body> {
+        use std::io::Write as _;
+        let compressed = match self {
+            Self::Gzip => {
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                enc.write_all(&body).and_then(|()| enc.finish())
+            }
+            Self::Deflate => {
+                let mut enc =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+                enc.write_all(&body).and_then(|()| enc.finish())
+            }
+            Self::Identity => return text_response(body),
+        };
+        let Ok(compressed) = compressed else {
+            return text_response(body);
+        };
+        let mut res = text_response(Bytes::from(compressed));
+        res.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(if self == Self::Gzip {
+                "gzip"
+            } else {
+                "deflate"
+            }),
+        );
+        res.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        res
+    }
+}
+
 /// Clears the session's pending-request flag when the request ends, however it ends. A GET dropped
 /// before it answered (the client went away) closes the session, as the reference does.
 struct Pending {
@@ -85,6 +157,7 @@ fn begin(session: &Arc<Session>, get: bool) -> Result<Pending, HttpError> {
 pub(crate) async fn get<H: Handler>(
     inner: &Inner<H>,
     session: Arc<Session>,
+    encoding: Encoding,
 ) -> Result<Response<Body>, HttpError> {
     let mut pending = begin(&session, true)?;
     let max = inner.config.max_packets_per_poll;
@@ -132,7 +205,11 @@ pub(crate) async fn get<H: Handler>(
                     session.forget();
                 }
                 pending.answered = true;
-                return Ok(text_response(body));
+                let threshold = inner.config.http_compression_threshold;
+                return Ok(match threshold {
+                    Some(min) if body.len() >= min => encoding.respond(body),
+                    _ => text_response(body),
+                });
             }
         }
         notified.await;
