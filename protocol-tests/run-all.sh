@@ -7,6 +7,15 @@ cd "$ROOT"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "system packages the tests use (redis-server, chromium)"
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if ((${#missing[@]})); then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 step "format and lints"
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings

@@ -37,19 +37,58 @@ pub trait Adapter: Send + Sync + 'static {
     fn rooms(&self) -> Vec<Room>;
     /// The sockets a broadcast with `opts` would reach (each once).
     fn sockets(&self, opts: &BroadcastOptions) -> Vec<Arc<Socket>>;
-    /// Delivers `packet` to every socket `opts` selects; returns how many got it. The packet is
-    /// encoded once, and only if some socket is selected.
+    /// Delivers `packet` to every socket `opts` selects; returns how many got it on this node. A
+    /// cluster adapter also publishes it to the other nodes unless `opts.local`.
     fn broadcast(&self, packet: &Packet, opts: &BroadcastOptions) -> usize {
-        let sockets = self.sockets(opts);
-        if sockets.is_empty() {
-            return 0;
-        }
-        let frames = encode_frames(packet);
-        sockets
-            .iter()
-            .filter(|socket| socket.send_frames(&frames, opts.volatile))
-            .count()
+        broadcast_local(self, packet, opts)
     }
+
+    /// Makes the sockets `opts` selects join `rooms` (on every node, for a cluster adapter).
+    fn add_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) {
+        for socket in self.sockets(opts) {
+            self.add_all(&socket, rooms);
+        }
+    }
+
+    /// Makes the sockets `opts` selects leave `rooms` (on every node, for a cluster adapter).
+    fn del_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) {
+        for socket in self.sockets(opts) {
+            for room in rooms {
+                self.del(socket.id(), room);
+            }
+        }
+    }
+
+    /// Disconnects the sockets `opts` selects (on every node, for a cluster adapter).
+    fn disconnect_sockets(&self, opts: &BroadcastOptions, close: bool) {
+        for socket in self.sockets(opts) {
+            socket.disconnect(close);
+        }
+    }
+}
+
+/// Delivers `packet` to the sockets of this node that `opts` selects: encoded once, and only if some
+/// socket is selected.
+pub fn broadcast_local<A: Adapter + ?Sized>(
+    adapter: &A,
+    packet: &Packet,
+    opts: &BroadcastOptions,
+) -> usize {
+    let sockets = adapter.sockets(opts);
+    if sockets.is_empty() {
+        return 0;
+    }
+    let frames = encode_frames(packet);
+    sockets
+        .iter()
+        .filter(|socket| socket.send_frames(&frames, opts.volatile))
+        .count()
+}
+
+/// Creates the adapter of each namespace (a cluster adapter, say); the default is [`LocalAdapter`].
+pub trait AdapterFactory: Send + Sync + 'static {
+    /// The adapter for namespace `nsp`.
+    fn create(&self, nsp: &str) -> Box<dyn Adapter>;
 }
 
 /// The in-process adapter over the sharded room registry.

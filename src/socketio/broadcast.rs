@@ -127,25 +127,23 @@ impl BroadcastOperator {
         self.ns.adapter().sockets(&self.opts)
     }
 
-    /// Makes the selected sockets join rooms.
+    /// Makes the selected sockets join rooms (on every node of a cluster).
     pub fn join(&self, rooms: impl IntoRooms) {
-        let rooms = rooms.into_rooms();
-        for socket in self.sockets() {
-            self.ns.adapter().add_all(&socket, &rooms);
-        }
+        self.ns
+            .adapter()
+            .add_sockets(&self.opts, &rooms.into_rooms());
     }
 
-    /// Makes the selected sockets leave a room.
-    pub fn leave(&self, room: &str) {
-        for socket in self.sockets() {
-            self.ns.adapter().del(socket.id(), room);
-        }
+    /// Makes the selected sockets leave rooms (on every node of a cluster).
+    pub fn leave(&self, rooms: impl IntoRooms) {
+        self.ns
+            .adapter()
+            .del_sockets(&self.opts, &rooms.into_rooms());
     }
 
-    /// Disconnects the selected sockets (with `close`, their whole connections).
+    /// Disconnects the selected sockets, with `close` their whole connections (on every node of a
+    /// cluster).
     pub fn disconnect(&self, close: bool) {
-        for socket in self.sockets() {
-            socket.disconnect(close);
-        }
+        self.ns.adapter().disconnect_sockets(&self.opts, close);
     }
 }

@@ -7,7 +7,7 @@ use crate::engineio::EngineConfig;
 use super::recovery::RecoveryConfig;
 
 /// Socket.IO server options, with the Engine.IO options nested.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Config {
     /// Engine.IO options (path, heartbeat, limits, CORS). The path defaults to `/socket.io/`.
@@ -20,6 +20,9 @@ pub struct Config {
     /// A volatile packet is dropped for a socket that already has this many frames waiting.
     /// Default 32.
     pub volatile_queue_limit: usize,
+    /// Creates each namespace's adapter; `None` (the default) keeps rooms in this process
+    /// ([`super::LocalAdapter`]). A cluster adapter (e.g. the Redis adapter) goes here.
+    pub adapter: Option<std::sync::Arc<dyn super::adapter::AdapterFactory>>,
     /// Connection state recovery; `None` (the default) turns it off, as the official suite requires
     /// (its CONNECT reply must carry `sid` alone).
     pub recovery: Option<RecoveryConfig>,
@@ -53,6 +56,22 @@ pub enum OnExceed {
     Disconnect,
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("engine", &self.engine)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_attachments", &self.max_attachments)
+            .field("volatile_queue_limit", &self.volatile_queue_limit)
+            .field("cluster_adapter", &self.adapter.is_some())
+            .field("recovery", &self.recovery)
+            .field("event_rate_limit", &self.event_rate_limit)
+            .field("max_rooms_per_socket", &self.max_rooms_per_socket)
+            .field("max_dynamic_namespaces", &self.max_dynamic_namespaces)
+            .finish()
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -60,6 +79,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(45),
             max_attachments: 10,
             volatile_queue_limit: 32,
+            adapter: None,
             recovery: None,
             event_rate_limit: None,
             max_rooms_per_socket: 1000,

@@ -63,6 +63,7 @@ impl IoInner {
                         on_connection,
                         self.config.recovery.clone(),
                         self.metrics.clone(),
+                        self.config.adapter.as_deref(),
                     ))
                 })
                 .clone(),
@@ -173,6 +174,7 @@ impl SocketIo {
             Arc::new(on_connection),
             self.inner.config.recovery.clone(),
             self.inner.metrics.clone(),
+            self.inner.config.adapter.as_deref(),
         ));
         self.inner
             .namespaces

@@ -17,9 +17,10 @@ mod io;
 mod namespace;
 pub mod packet;
 mod recovery;
+pub mod redis;
 mod socket;
 
-pub use adapter::{Adapter, BroadcastOptions, LocalAdapter};
+pub use adapter::{Adapter, AdapterFactory, BroadcastOptions, LocalAdapter, broadcast_local};
 pub use args::Args;
 pub use broadcast::BroadcastOperator;
 pub use config::{Config, OnExceed, RateLimit};

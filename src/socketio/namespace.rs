@@ -88,12 +88,17 @@ impl Namespace {
         on_connection: ConnectionHandler,
         recovery: Option<RecoveryConfig>,
         metrics: Arc<SocketIoMetrics>,
+        adapter: Option<&dyn super::adapter::AdapterFactory>,
     ) -> Self {
+        let adapter = match adapter {
+            Some(factory) => factory.create(&name),
+            None => Box::new(LocalAdapter::new()),
+        };
         Self {
             name,
             on_connection,
             middlewares: RwLock::new(Vec::new()),
-            adapter: Box::new(LocalAdapter::new()),
+            adapter,
             ack_ids: AtomicU64::new(0),
             recovery: recovery.map(Recovery::new),
             metrics,

@@ -1,0 +1,799 @@
+//! A cluster adapter over Redis pub/sub, wire-compatible with the Node `@socket.io/redis-adapter` 8.x
+//! classic adapter, so Tidings and Node nodes can share one cluster and `@socket.io/redis-emitter`
+//! reaches Tidings clients.
+//!
+//! Channels for namespace `<nsp>` with key prefix `<key>` (default `socket.io`):
+//! - broadcasts: `<key>#<nsp>#` (all sockets, or 2+ rooms) and `<key>#<nsp>#<room>#` (exactly one room),
+//!   msgpack `[uid, {type: 2, data, nsp}, {rooms, except, flags}]`; binary stays inline as msgpack bin;
+//! - requests: `<key>-request#<nsp>#` (JSON, except broadcast-with-ack which is msgpack);
+//! - responses: `<key>-response#<nsp>#`.
+//!
+//! Every node PSUBSCRIBEs to its namespaces' broadcast channels and SUBSCRIBEs to their request and
+//! response channels (the plain subscription is what makes Node nodes count it as a member, so it
+//! answers the requests they wait on: all rooms, fetch sockets, broadcast with acks).
+//!
+//! Publishing never blocks local traffic: messages go through a queue to a publisher task on a
+//! reconnecting connection; what cannot be published while Redis is down is counted and logged. The
+//! subscriber reconnects by itself and subscribes again.
+//!
+//! Not yet cluster-wide from the Tidings side: `fetch_sockets`, broadcasts with acks and all-rooms
+//! queries see this node's sockets only (Node nodes' such requests are answered, though).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::metrics::Counter;
+use crate::rooms::Room;
+
+use super::adapter::{Adapter, AdapterFactory, BroadcastOptions, LocalAdapter, broadcast_local};
+use super::args::Args;
+use super::packet::{Packet, is_placeholder, placeholder};
+use super::socket::{Socket, encode_frames};
+
+/// Redis adapter options.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// The Redis URL, e.g. `redis://127.0.0.1:6379`.
+    pub url: String,
+    /// The channel prefix. Default `socket.io`, as the Node adapter.
+    pub key: String,
+    /// How long cluster requests wait for answers. Default 5 s, as the Node adapter.
+    pub request_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// Options for the Redis server at `url`, with the Node adapter's defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            key: "socket.io".into(),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters of the Redis adapter.
+#[derive(Debug, Default)]
+pub struct RedisMetrics {
+    /// Messages published.
+    pub published: Counter,
+    /// Messages that could not be published (Redis down or refusing).
+    pub publish_failures: Counter,
+    /// Messages received from other nodes and applied.
+    pub received: Counter,
+    /// Subscriber reconnections.
+    pub reconnects: Counter,
+}
+
+struct Node {
+    uid: String,
+    key: String,
+    publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    subscribe: mpsc::UnboundedSender<String>,
+    namespaces: Mutex<HashMap<String, Arc<LocalAdapter>>>,
+    metrics: RedisMetrics,
+    /// Ack ids for broadcasts with acks requested by other nodes, far above the namespaces' own.
+    ack_ids: AtomicU64,
+}
+
+/// Creates Redis adapters for every namespace of a server. Put it in
+/// [`super::Config::adapter`]; every namespace created afterwards joins the cluster.
+#[derive(Clone)]
+pub struct RedisAdapterFactory {
+    node: Arc<Node>,
+}
+
+impl std::fmt::Debug for RedisAdapterFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisAdapterFactory")
+            .field("uid", &self.node.uid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisAdapterFactory {
+    /// Connects to Redis (publisher and subscriber) and starts the node's tasks.
+    pub async fn connect(config: RedisConfig) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(config.url.as_str())?;
+        let publisher = redis::aio::ConnectionManager::new(client.clone()).await?;
+        let (publish, publish_rx) = mpsc::unbounded_channel();
+        let (subscribe, subscribe_rx) = mpsc::unbounded_channel();
+        let node = Arc::new(Node {
+            uid: crate::engineio::sid::generate()[..6].to_owned(),
+            key: config.key,
+            publish,
+            subscribe,
+            namespaces: Mutex::new(HashMap::new()),
+            metrics: RedisMetrics::default(),
+            ack_ids: AtomicU64::new(1 << 40),
+        });
+        tokio::spawn(run_publisher(Arc::downgrade(&node), publisher, publish_rx));
+        tokio::spawn(run_subscriber(Arc::downgrade(&node), client, subscribe_rx));
+        Ok(Self { node })
+    }
+
+    /// This node's id in the cluster.
+    pub fn uid(&self) -> &str {
+        &self.node.uid
+    }
+
+    /// The adapter's counters.
+    pub fn metrics(&self) -> &RedisMetrics {
+        &self.node.metrics
+    }
+}
+
+impl AdapterFactory for RedisAdapterFactory {
+    fn create(&self, nsp: &str) -> Box<dyn Adapter> {
+        let local = Arc::new(LocalAdapter::new());
+        self.node
+            .namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(nsp.to_owned(), local.clone());
+        let _ = self.node.subscribe.send(nsp.to_owned());
+        Box::new(RedisAdapter {
+            nsp: nsp.to_owned(),
+            local,
+            node: self.node.clone(),
+        })
+    }
+}
+
+/// The adapter of one namespace: rooms in this process, broadcasts and room operations published.
+struct RedisAdapter {
+    nsp: String,
+    local: Arc<LocalAdapter>,
+    node: Arc<Node>,
+}
+
+impl Node {
+    fn publish(&self, channel: String, payload: Vec<u8>) {
+        if self.publish.send((channel, payload)).is_err() {
+            self.metrics.publish_failures.inc();
+        }
+    }
+
+    fn request_channel(&self, nsp: &str) -> String {
+        format!("{}-request#{nsp}#", self.key)
+    }
+
+    fn response_channel(&self, nsp: &str) -> String {
+        format!("{}-response#{nsp}#", self.key)
+    }
+
+    fn local(&self, nsp: &str) -> Option<Arc<LocalAdapter>> {
+        self.namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(nsp)
+            .cloned()
+    }
+}
+
+fn rooms_json(rooms: &[Room]) -> Value {
+    Value::Array(rooms.iter().map(|r| Value::String(r.to_string())).collect())
+}
+
+impl RedisAdapter {
+    fn publish_request(&self, request: Value) {
+        self.node.publish(
+            self.node.request_channel(&self.nsp),
+            request.to_string().into_bytes(),
+        );
+    }
+
+    fn opts_json(opts: &BroadcastOptions) -> Value {
+        json!({ "rooms": rooms_json(&opts.rooms), "except": rooms_json(&opts.except) })
+    }
+}
+
+impl Adapter for RedisAdapter {
+    fn add_all(&self, socket: &Arc<Socket>, rooms: &[Room]) {
+        self.local.add_all(socket, rooms);
+    }
+
+    fn del(&self, id: &str, room: &str) {
+        self.local.del(id, room);
+    }
+
+    fn del_all(&self, id: &str) {
+        self.local.del_all(id);
+    }
+
+    fn socket_rooms(&self, id: &str) -> Vec<Room> {
+        self.local.socket_rooms(id)
+    }
+
+    fn rooms(&self) -> Vec<Room> {
+        self.local.rooms()
+    }
+
+    fn sockets(&self, opts: &BroadcastOptions) -> Vec<Arc<Socket>> {
+        self.local.sockets(opts)
+    }
+
+    fn broadcast(&self, packet: &Packet, opts: &BroadcastOptions) -> usize {
+        if !opts.local {
+            let channel = match opts.rooms.as_slice() {
+                [room] => format!("{}#{}#{room}#", self.node.key, self.nsp),
+                _ => format!("{}#{}#", self.node.key, self.nsp),
+            };
+            let message = encode_broadcast(&self.node.uid, packet, opts);
+            self.node.publish(channel, message);
+        }
+        broadcast_local(&*self.local, packet, opts)
+    }
+
+    fn add_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) {
+        self.local.add_sockets(opts, rooms);
+        if !opts.local {
+            self.publish_request(json!({
+                "uid": self.node.uid, "type": 2, "opts": Self::opts_json(opts), "rooms": rooms_json(rooms),
+            }));
+        }
+    }
+
+    fn del_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) {
+        self.local.del_sockets(opts, rooms);
+        if !opts.local {
+            self.publish_request(json!({
+                "uid": self.node.uid, "type": 3, "opts": Self::opts_json(opts), "rooms": rooms_json(rooms),
+            }));
+        }
+    }
+
+    fn disconnect_sockets(&self, opts: &BroadcastOptions, close: bool) {
+        self.local.disconnect_sockets(opts, close);
+        if !opts.local {
+            self.publish_request(json!({
+                "uid": self.node.uid, "type": 4, "opts": Self::opts_json(opts), "close": close,
+            }));
+        }
+    }
+}
+
+// ===== msgpack ⇄ JSON with attachments =====
+
+/// A JSON value with placeholders as msgpack, the attachments inlined as `bin`.
+fn to_msgpack(value: &Value, attachments: &[Bytes]) -> rmpv::Value {
+    match value {
+        Value::Null => rmpv::Value::Nil,
+        Value::Bool(b) => rmpv::Value::Boolean(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                rmpv::Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                rmpv::Value::from(u)
+            } else {
+                rmpv::Value::F64(n.as_f64().unwrap_or(0.0))
+            }
+        }
+        Value::String(s) => rmpv::Value::from(s.as_str()),
+        Value::Array(items) => {
+            rmpv::Value::Array(items.iter().map(|v| to_msgpack(v, attachments)).collect())
+        }
+        Value::Object(map) => {
+            if is_placeholder(value) {
+                let num = map.get("num").and_then(Value::as_u64).unwrap_or(u64::MAX);
+                if let Some(bytes) = usize::try_from(num).ok().and_then(|n| attachments.get(n)) {
+                    return rmpv::Value::Binary(bytes.to_vec());
+                }
+            }
+            rmpv::Value::Map(
+                map.iter()
+                    .map(|(k, v)| (rmpv::Value::from(k.as_str()), to_msgpack(v, attachments)))
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// A msgpack value as JSON, `bin` values moved into `attachments` behind placeholders.
+fn from_msgpack(value: rmpv::Value, attachments: &mut Vec<Bytes>) -> Value {
+    match value {
+        rmpv::Value::Nil => Value::Null,
+        rmpv::Value::Boolean(b) => Value::Bool(b),
+        rmpv::Value::Integer(i) => i
+            .as_i64()
+            .map(Value::from)
+            .or_else(|| i.as_u64().map(Value::from))
+            .unwrap_or(Value::Null),
+        rmpv::Value::F32(f) => {
+            serde_json::Number::from_f64(f64::from(f)).map_or(Value::Null, Value::Number)
+        }
+        rmpv::Value::F64(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
+        rmpv::Value::String(s) => Value::String(s.into_str().unwrap_or_default()),
+        rmpv::Value::Binary(b) => {
+            attachments.push(Bytes::from(b));
+            placeholder(attachments.len() - 1)
+        }
+        rmpv::Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| from_msgpack(v, attachments))
+                .collect(),
+        ),
+        rmpv::Value::Map(entries) => Value::Object(
+            entries
+                .into_iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        rmpv::Value::String(s) => s.into_str().unwrap_or_default(),
+                        other => other.to_string(),
+                    };
+                    (key, from_msgpack(v, attachments))
+                })
+                .collect(),
+        ),
+        // Dates (ext -1) and other extensions have no JSON form here.
+        rmpv::Value::Ext(..) => Value::Null,
+    }
+}
+
+fn encode_msgpack(value: &rmpv::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = rmpv::encode::write_value(&mut out, value);
+    out
+}
+
+fn encode_broadcast(uid: &str, packet: &Packet, opts: &BroadcastOptions) -> Vec<u8> {
+    let data = packet
+        .data
+        .as_ref()
+        .map_or(rmpv::Value::Nil, |d| to_msgpack(d, &packet.attachments));
+    let rooms =
+        |rs: &[Room]| rmpv::Value::Array(rs.iter().map(|r| rmpv::Value::from(&**r)).collect());
+    let mut flags = Vec::new();
+    if opts.volatile {
+        flags.push((rmpv::Value::from("volatile"), rmpv::Value::Boolean(true)));
+    }
+    encode_msgpack(&rmpv::Value::Array(vec![
+        rmpv::Value::from(uid),
+        rmpv::Value::Map(vec![
+            (rmpv::Value::from("type"), rmpv::Value::from(2)),
+            (rmpv::Value::from("data"), data),
+            (
+                rmpv::Value::from("nsp"),
+                rmpv::Value::from(packet.nsp.as_str()),
+            ),
+        ]),
+        rmpv::Value::Map(vec![
+            (rmpv::Value::from("rooms"), rooms(&opts.rooms)),
+            (rmpv::Value::from("except"), rooms(&opts.except)),
+            (rmpv::Value::from("flags"), rmpv::Value::Map(flags)),
+        ]),
+    ]))
+}
+
+/// A JSON request, or a msgpack one (first byte not `{`), as JSON with attachments.
+fn decode_message(payload: &[u8]) -> Option<(Value, Vec<Bytes>)> {
+    if payload.first() == Some(&b'{') {
+        return serde_json::from_slice(payload)
+            .ok()
+            .map(|v| (v, Vec::new()));
+    }
+    let value = rmpv::decode::read_value(&mut &payload[..]).ok()?;
+    let mut attachments = Vec::new();
+    let json = from_msgpack(value, &mut attachments);
+    Some((json, attachments))
+}
+
+fn room_list(value: Option<&Value>) -> Vec<Room> {
+    value
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .map(|r| match r {
+                    Value::String(s) => Room::from(s.as_str()),
+                    other => Room::from(other.to_string()),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn options_from(opts: Option<&Value>) -> BroadcastOptions {
+    BroadcastOptions {
+        rooms: room_list(opts.and_then(|o| o.get("rooms"))),
+        except: room_list(opts.and_then(|o| o.get("except"))),
+        volatile: opts
+            .and_then(|o| o.get("flags"))
+            .and_then(|f| f.get("volatile"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        local: true,
+    }
+}
+
+// ===== tasks =====
+
+async fn run_publisher(
+    node: std::sync::Weak<Node>,
+    mut conn: redis::aio::ConnectionManager,
+    mut rx: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+) {
+    let mut failing = false;
+    while let Some((channel, payload)) = rx.recv().await {
+        let Some(node) = node.upgrade() else { return };
+        let result: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(payload)
+            .query_async(&mut conn)
+            .await;
+        match result {
+            Ok(_) => {
+                node.metrics.published.inc();
+                if failing {
+                    tracing::info!("redis publishing works again");
+                    failing = false;
+                }
+            }
+            Err(err) => {
+                node.metrics.publish_failures.inc();
+                if !failing {
+                    tracing::warn!(%err, "redis publish failed; counting failures until it recovers");
+                    failing = true;
+                }
+            }
+        }
+    }
+}
+
+async fn run_subscriber(
+    node: std::sync::Weak<Node>,
+    client: redis::Client,
+    mut new_namespaces: mpsc::UnboundedReceiver<String>,
+) {
+    let mut first = true;
+    loop {
+        let Some(strong) = node.upgrade() else { return };
+        if !first {
+            strong.metrics.reconnects.inc();
+        }
+        first = false;
+        match client.get_async_pubsub().await {
+            Ok(pubsub) => {
+                let (mut sink, mut stream) = pubsub.split();
+                let names: Vec<String> = strong
+                    .namespaces
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .keys()
+                    .cloned()
+                    .collect();
+                let mut ok = true;
+                for nsp in names {
+                    ok &= subscribe(&strong, &mut sink, &nsp).await.is_ok();
+                }
+                drop(strong);
+                if ok {
+                    tracing::debug!("redis subscriber connected");
+                    loop {
+                        tokio::select! {
+                            msg = stream.next() => {
+                                let Some(msg) = msg else { break };
+                                let Some(node) = node.upgrade() else { return };
+                                handle_message(&node, &msg);
+                            }
+                            nsp = new_namespaces.recv() => {
+                                let Some(nsp) = nsp else { return };
+                                let Some(node) = node.upgrade() else { return };
+                                if subscribe(&node, &mut sink, &nsp).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                tracing::warn!("redis subscription lost; reconnecting");
+            }
+            Err(err) => {
+                drop(strong);
+                tracing::warn!(%err, "redis subscriber cannot connect; retrying");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn subscribe(
+    node: &Node,
+    sink: &mut redis::aio::PubSubSink,
+    nsp: &str,
+) -> redis::RedisResult<()> {
+    sink.psubscribe(format!("{}#{nsp}#*", node.key)).await?;
+    sink.subscribe(node.request_channel(nsp)).await?;
+    sink.subscribe(node.response_channel(nsp)).await?;
+    sink.subscribe(format!("{}-response#{nsp}#{}#", node.key, node.uid))
+        .await
+}
+
+fn handle_message(node: &Arc<Node>, msg: &redis::Msg) {
+    let channel = msg.get_channel_name();
+    let payload = msg.get_payload_bytes();
+    let request_prefix = format!("{}-request#", node.key);
+    if let Some(rest) = channel.strip_prefix(&request_prefix) {
+        if let Some(nsp) = rest.strip_suffix('#') {
+            handle_request(node, nsp, payload);
+        }
+        return;
+    }
+    if channel.starts_with(&format!("{}-response#", node.key)) {
+        // This node issues no requests that wait for responses yet.
+        return;
+    }
+    let Some(rest) = channel.strip_prefix(&format!("{}#", node.key)) else {
+        return;
+    };
+    // `<nsp>#` or `<nsp>#<room>#`: find the namespace by its registered name.
+    let nsp = {
+        let namespaces = node.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        namespaces
+            .keys()
+            .filter(|n| rest.starts_with(&format!("{n}#")))
+            .max_by_key(|n| n.len())
+            .cloned()
+    };
+    let Some(nsp) = nsp else { return };
+    let room = &rest[nsp.len() + 1..];
+    let Some(local) = node.local(&nsp) else {
+        return;
+    };
+    // A message for one room this node has no member of is dropped before decoding.
+    if let Some(room) = room.strip_suffix('#').filter(|r| !r.is_empty()) {
+        let opts = BroadcastOptions {
+            rooms: vec![Room::from(room)],
+            ..Default::default()
+        };
+        if local.sockets(&opts).is_empty() {
+            return;
+        }
+    }
+    let Ok(rmpv::Value::Array(mut parts)) = rmpv::decode::read_value(&mut &payload[..]) else {
+        tracing::debug!(channel, "undecodable redis broadcast");
+        return;
+    };
+    if parts.len() < 3 {
+        return;
+    }
+    let mut attachments = Vec::new();
+    let opts = from_msgpack(parts.remove(2), &mut attachments);
+    let packet = from_msgpack(parts.remove(1), &mut attachments);
+    let uid = parts.remove(0);
+    if uid.as_str() == Some(node.uid.as_str()) {
+        return;
+    }
+    if packet.get("nsp").and_then(Value::as_str).unwrap_or("/") != nsp {
+        return;
+    }
+    let Some(data) = packet.get("data").cloned() else {
+        return;
+    };
+    node.metrics.received.inc();
+    let packet = Packet::event(nsp, data, None).with_attachments(attachments);
+    broadcast_local(&*local, &packet, &options_from(Some(&opts)));
+}
+
+fn handle_request(node: &Arc<Node>, nsp: &str, payload: &[u8]) {
+    let Some((request, attachments)) = decode_message(payload) else {
+        return;
+    };
+    let Some(local) = node.local(nsp) else { return };
+    if request.get("uid").and_then(Value::as_str) == Some(node.uid.as_str()) {
+        return;
+    }
+    let request_id = request.get("requestId").cloned().unwrap_or(Value::Null);
+    let respond = |response: Value| {
+        node.publish(
+            node.response_channel(nsp),
+            response.to_string().into_bytes(),
+        );
+    };
+    node.metrics.received.inc();
+    match request.get("type").and_then(Value::as_u64) {
+        // ALL_ROOMS
+        Some(1) => respond(json!({ "requestId": request_id, "rooms": rooms_json(&local.rooms()) })),
+        // REMOTE_JOIN / REMOTE_LEAVE (socketsJoin / socketsLeave)
+        Some(kind @ (2 | 3)) if request.get("opts").is_some() => {
+            let opts = options_from(request.get("opts"));
+            let rooms = room_list(request.get("rooms"));
+            if kind == 2 {
+                local.add_sockets(&opts, &rooms);
+            } else {
+                local.del_sockets(&opts, &rooms);
+            }
+        }
+        // REMOTE_DISCONNECT (disconnectSockets)
+        Some(4) if request.get("opts").is_some() => {
+            let close = request
+                .get("close")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            local.disconnect_sockets(&options_from(request.get("opts")), close);
+        }
+        // REMOTE_FETCH
+        Some(5) => {
+            let sockets: Vec<Value> = local
+                .sockets(&options_from(request.get("opts")))
+                .iter()
+                .map(|s| describe(s))
+                .collect();
+            respond(json!({ "requestId": request_id, "sockets": sockets }));
+        }
+        // BROADCAST with acks
+        Some(7) => broadcast_with_ack(node, nsp, &local, &request, attachments),
+        _ => {}
+    }
+}
+
+/// A socket as Node nodes expect it in a fetch-sockets answer.
+fn describe(socket: &Socket) -> Value {
+    let h = socket.handshake();
+    let headers: serde_json::Map<String, Value> = h
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                Value::String(v.to_str().unwrap_or("").to_owned()),
+            )
+        })
+        .collect();
+    let query: serde_json::Map<String, Value> = h
+        .query()
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    let time = h
+        .time()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    json!({
+        "id": socket.id(),
+        "handshake": {
+            "headers": headers,
+            "time": format!("{time}"),
+            "address": h.address().map(|a| a.ip().to_string()).unwrap_or_default(),
+            "xdomain": h.xdomain(),
+            "secure": h.secure(),
+            "issued": h.issued(),
+            "url": h.url(),
+            "query": query,
+            "auth": h.auth(),
+        },
+        "rooms": rooms_json(&socket.rooms()),
+        "data": socket.data(),
+    })
+}
+
+/// Answers a Node node's broadcast with acks: the local client count first, then each client's ack.
+fn broadcast_with_ack(
+    node: &Arc<Node>,
+    nsp: &str,
+    local: &LocalAdapter,
+    request: &Value,
+    attachments: Vec<Bytes>,
+) {
+    let request_id = request.get("requestId").cloned().unwrap_or(Value::Null);
+    let Some(data) = request.get("packet").and_then(|p| p.get("data")).cloned() else {
+        return;
+    };
+    let opts = options_from(request.get("opts"));
+    let timeout = request
+        .get("opts")
+        .and_then(|o| o.get("flags"))
+        .and_then(|f| f.get("timeout"))
+        .and_then(Value::as_u64)
+        .map_or(Duration::from_secs(5), Duration::from_millis);
+    let sockets = local.sockets(&opts);
+    node.publish(
+        node.response_channel(nsp),
+        json!({ "type": 8, "requestId": request_id, "clientCount": sockets.len() })
+            .to_string()
+            .into_bytes(),
+    );
+    let id = node.ack_ids.fetch_add(1, Ordering::Relaxed);
+    let packet = Packet::event(nsp.to_owned(), data, Some(id)).with_attachments(attachments);
+    let frames = encode_frames(&packet);
+    for socket in sockets {
+        let rx = socket.register_ack(id);
+        if !socket.send_frames(&frames, false) {
+            continue;
+        }
+        let node = node.clone();
+        let nsp = nsp.to_owned();
+        let request_id = request_id.clone();
+        tokio::spawn(async move {
+            let Ok(args) = socket.wait_ack(id, rx, timeout).await else {
+                return;
+            };
+            let Args { values, binary } = args;
+            let first = values.into_iter().next().unwrap_or(Value::Null);
+            let response = rmpv::Value::Map(vec![
+                (rmpv::Value::from("type"), rmpv::Value::from(9)),
+                (rmpv::Value::from("requestId"), to_msgpack(&request_id, &[])),
+                (rmpv::Value::from("packet"), to_msgpack(&first, &binary)),
+            ]);
+            node.publish(node.response_channel(&nsp), encode_msgpack(&response));
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_matches_the_captured_node_message() {
+        // `io.to("r1").emit("chat", "to r1 from s1", {n: 1})` as captured from a Node node.
+        let packet = Packet::event("/", json!(["chat", "to r1 from s1", {"n": 1}]), None);
+        let opts = BroadcastOptions {
+            rooms: vec![Room::from("r1")],
+            ..Default::default()
+        };
+        let bytes = encode_broadcast("esENMx", &packet, &opts);
+        let mut expected = vec![0x93, 0xa6];
+        expected.extend_from_slice(b"esENMx");
+        expected.extend_from_slice(&[0x83, 0xa4]);
+        expected.extend_from_slice(b"type");
+        expected.extend_from_slice(&[0x02, 0xa4]);
+        expected.extend_from_slice(b"data");
+        expected.extend_from_slice(&[0x93, 0xa4]);
+        expected.extend_from_slice(b"chat");
+        expected.push(0xad);
+        expected.extend_from_slice(b"to r1 from s1");
+        expected.extend_from_slice(&[0x81, 0xa1, b'n', 0x01, 0xa3]);
+        expected.extend_from_slice(b"nsp");
+        expected.extend_from_slice(&[0xa1, b'/', 0x83, 0xa5]);
+        expected.extend_from_slice(b"rooms");
+        expected.extend_from_slice(&[0x91, 0xa2]);
+        expected.extend_from_slice(b"r1");
+        expected.push(0xa6);
+        expected.extend_from_slice(b"except");
+        expected.extend_from_slice(&[0x90, 0xa5]);
+        expected.extend_from_slice(b"flags");
+        expected.push(0x80);
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn binary_round_trips_through_msgpack_bin() {
+        let attachments = vec![Bytes::from_static(&[1, 2, 3, 4])];
+        let data = json!(["bin", {"file": placeholder(0)}, [placeholder(0)]]);
+        let mp = to_msgpack(&data, &attachments);
+        let mut back = Vec::new();
+        let json = from_msgpack(mp, &mut back);
+        assert_eq!(
+            json,
+            json!(["bin", {"file": placeholder(0)}, [placeholder(1)]])
+        );
+        assert_eq!(back, [attachments[0].clone(), attachments[0].clone()]);
+        // A bin value is encoded as msgpack bin 8.
+        let bytes = encode_msgpack(&to_msgpack(&placeholder(0), &attachments));
+        assert_eq!(bytes, [0xc4, 0x04, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn decodes_json_and_msgpack_requests() {
+        let (v, _) = decode_message(br#"{"uid":"x","type":1,"requestId":"r"}"#).unwrap();
+        assert_eq!(v["type"], 1);
+        let mp = encode_msgpack(&rmpv::Value::Map(vec![(
+            rmpv::Value::from("type"),
+            rmpv::Value::from(7),
+        )]));
+        let (v, _) = decode_message(&mp).unwrap();
+        assert_eq!(v["type"], 7);
+        assert!(decode_message(b"\x92\x01").is_none());
+    }
+}

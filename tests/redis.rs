@@ -1,0 +1,296 @@
+//! Tidings nodes sharing rooms and broadcasts through a real Redis server (started by the test on a
+//! free loopback port, no persistence). Skipped with a message when `redis-server` is not installed;
+//! the project's test command installs it.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::json;
+use tidings::socketio::redis::{RedisAdapterFactory, RedisConfig};
+use tidings::socketio::{Args, Config, SocketIo};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start_on(port: u16) -> Option<Self> {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        // Wait until it accepts connections.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Self { child, port });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    fn start() -> Option<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        Self::start_on(port)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct TidingsNode {
+    port: u16,
+    io: SocketIo,
+    factory: RedisAdapterFactory,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TidingsNode {
+    async fn start(redis_url: &str) -> Self {
+        let factory = RedisAdapterFactory::connect(RedisConfig::new(redis_url))
+            .await
+            .expect("redis connect");
+        let mut config = Config::default();
+        config.adapter = Some(std::sync::Arc::new(factory.clone()));
+        let io = SocketIo::new(config);
+        let node = io.clone();
+        io.ns("/", move |socket| {
+            socket.on("join", |socket, args: Args, ack| {
+                socket.join(args.get::<String>(0).unwrap_or_default());
+                if let Some(ack) = ack {
+                    ack.send_one(true);
+                }
+            });
+            let node = node.clone();
+            socket.on("to", move |_, args: Args, ack| {
+                let room: String = args.get(0).unwrap_or_default();
+                let except: Option<String> = args.get(2).ok();
+                let mut op = if room.is_empty() {
+                    node.of("/").unwrap().broadcast()
+                } else {
+                    node.to(room.as_str())
+                };
+                if let Some(except) = except {
+                    op = op.except(except.as_str());
+                }
+                if let Some(ack) = ack {
+                    ack.send_one(true);
+                }
+                op.emit("msg", args.values.get(1).cloned().unwrap_or_default());
+            });
+        });
+        let listener = tidings::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = io.clone();
+        tokio::spawn(async move {
+            let _ = tidings::server::serve(listener, served, Default::default(), async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        Self {
+            port,
+            io,
+            factory,
+            stop: Some(stop),
+        }
+    }
+
+    async fn client(&self) -> Ws {
+        let url = format!(
+            "ws://127.0.0.1:{}/socket.io/?EIO=4&transport=websocket",
+            self.port
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        assert!(next(&mut ws).await.starts_with("0{"));
+        ws.send(Message::text("40")).await.unwrap();
+        assert!(next(&mut ws).await.starts_with("40{"));
+        ws
+    }
+}
+
+impl Drop for TidingsNode {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn next(ws: &mut Ws) -> String {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("timed out")
+            .expect("ended")
+            .expect("error");
+        let text = msg.to_text().unwrap().to_owned();
+        if text == "2" {
+            ws.send(Message::text("3")).await.unwrap();
+            continue;
+        }
+        return text;
+    }
+}
+
+/// Nothing but heartbeats for `d`.
+async fn nothing_for(ws: &mut Ws, d: Duration) {
+    if let Ok(Some(Ok(msg))) = tokio::time::timeout(d, ws.next()).await {
+        panic!("unexpected frame {msg:?}");
+    }
+}
+
+async fn call(ws: &mut Ws, id: u32, args: serde_json::Value) {
+    ws.send(Message::text(format!("42{id}{args}")))
+        .await
+        .unwrap();
+    assert_eq!(next(ws).await, format!("43{id}[true]"));
+}
+
+/// Waits until every node counts `n` subscribers on the request channel (subscriptions are async).
+async fn wait_for_members(redis: &Redis, n: usize) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for _ in 0..100 {
+        let counts: Vec<(String, usize)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg("socket.io-request#/#")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if counts.first().is_some_and(|(_, c)| *c >= n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nodes did not subscribe");
+}
+
+#[tokio::test]
+async fn broadcasts_and_room_operations_cross_nodes() {
+    let Some(redis) = Redis::start() else {
+        eprintln!("redis-server is not installed; skipping");
+        return;
+    };
+    let a = TidingsNode::start(&redis.url()).await;
+    let b = TidingsNode::start(&redis.url()).await;
+    let c = TidingsNode::start(&redis.url()).await;
+    let (mut a1, mut b1, mut b2, mut c1) = (
+        a.client().await,
+        b.client().await,
+        b.client().await,
+        c.client().await,
+    );
+    wait_for_members(&redis, 3).await;
+    call(&mut b1, 1, json!(["join", "r1"])).await;
+    call(&mut c1, 1, json!(["join", "r1"])).await;
+
+    // A room broadcast from node A reaches the room's members on B and C, and nobody else.
+    call(&mut a1, 2, json!(["to", "r1", "hello r1"])).await;
+    assert_eq!(next(&mut b1).await, r#"42["msg","hello r1"]"#);
+    assert_eq!(next(&mut c1).await, r#"42["msg","hello r1"]"#);
+    nothing_for(&mut b2, Duration::from_millis(300)).await;
+    nothing_for(&mut a1, Duration::from_millis(10)).await;
+
+    // Namespace-wide, with an exception.
+    call(&mut a1, 3, json!(["to", "", "all but r1", "r1"])).await;
+    assert_eq!(next(&mut a1).await, r#"42["msg","all but r1"]"#);
+    assert_eq!(next(&mut b2).await, r#"42["msg","all but r1"]"#);
+    nothing_for(&mut b1, Duration::from_millis(300)).await;
+    nothing_for(&mut c1, Duration::from_millis(10)).await;
+
+    // Remote join: node A makes every socket of r1 (on B and C) join r2.
+    a.io.to("r1").join("r2");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    call(&mut a1, 4, json!(["to", "r2", "to r2"])).await;
+    assert_eq!(next(&mut b1).await, r#"42["msg","to r2"]"#);
+    assert_eq!(next(&mut c1).await, r#"42["msg","to r2"]"#);
+    nothing_for(&mut b2, Duration::from_millis(300)).await;
+
+    // Remote disconnect.
+    a.io.to("r2").disconnect(false);
+    assert_eq!(next(&mut b1).await, "41");
+    assert_eq!(next(&mut c1).await, "41");
+    assert!(a.factory.metrics().published.get() > 0);
+    assert!(b.factory.metrics().received.get() > 0);
+}
+
+#[tokio::test]
+async fn survives_a_redis_restart() {
+    let Some(mut redis) = Redis::start() else {
+        eprintln!("redis-server is not installed; skipping");
+        return;
+    };
+    let port = redis.port;
+    let a = TidingsNode::start(&redis.url()).await;
+    let b = TidingsNode::start(&redis.url()).await;
+    let (mut a1, mut b1) = (a.client().await, b.client().await);
+    wait_for_members(&redis, 2).await;
+    call(&mut b1, 1, json!(["join", "r"])).await;
+    call(&mut a1, 2, json!(["to", "r", "before"])).await;
+    assert_eq!(next(&mut b1).await, r#"42["msg","before"]"#);
+
+    redis.stop();
+    // Local traffic is not blocked while Redis is away.
+    call(&mut a1, 3, json!(["to", "r", "lost"])).await;
+    call(&mut a1, 4, json!(["join", "mine"])).await;
+    drop(redis);
+    let redis = Redis::start_on(port).expect("redis restarts");
+    wait_for_members(&redis, 2).await;
+    // Broadcasts flow again once both nodes are back.
+    let mut delivered = false;
+    for i in 0..40 {
+        call(&mut a1, 10 + i, json!(["to", "r", "after"])).await;
+        if let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_millis(250), b1.next()).await
+        {
+            let text = msg.to_text().unwrap().to_owned();
+            if text == r#"42["msg","after"]"# {
+                delivered = true;
+                break;
+            }
+            if text == "2" {
+                b1.send(Message::text("3")).await.unwrap();
+            }
+        }
+    }
+    assert!(delivered, "no broadcast crossed nodes after the restart");
+    assert!(a.factory.metrics().publish_failures.get() >= 1);
+}
