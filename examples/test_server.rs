@@ -3,6 +3,7 @@
 //! Listens on 127.0.0.1 at `PORT` (0 = a free port) and prints `listening on 127.0.0.1:<port>`.
 //! Timings can be shortened for tests with `PING_INTERVAL_MS`, `PING_TIMEOUT_MS` and
 //! `CONNECT_TIMEOUT_MS`. `RECOVERY_WINDOW_MS` turns connection state recovery on with that window.
+//! `REDIS_URL` joins a Redis cluster (the Node redis-adapter's wire format).
 //!
 //! Namespaces and events:
 //! - `/`: emits `welcome` `{id}` on connect; see the handlers below for each test event.
@@ -111,7 +112,14 @@ fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog
         if let Some(except) = req.except {
             op = op.except(except.as_str());
         }
-        let n = op.emit(&req.event, req.data);
+        // Binary in `data` travels on: its placeholders keep pointing at the same attachments.
+        let n = op.emit_args(
+            &req.event,
+            Args {
+                values: vec![req.data],
+                binary: args.binary.clone(),
+            },
+        );
         let _ = socket;
         if let Some(ack) = ack {
             ack.send_one(n);
@@ -246,6 +254,14 @@ async fn main() -> std::io::Result<()> {
     }
     if let Some(d) = env_ms("CONNECT_TIMEOUT_MS") {
         config.connect_timeout = d;
+    }
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        let factory = tidings::socketio::redis::RedisAdapterFactory::connect(
+            tidings::socketio::redis::RedisConfig::new(url),
+        )
+        .await
+        .map_err(std::io::Error::other)?;
+        config.adapter = Some(Arc::new(factory));
     }
     if let Some(window) = env_ms("RECOVERY_WINDOW_MS") {
         let mut recovery = tidings::socketio::RecoveryConfig::default();

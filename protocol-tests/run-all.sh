@@ -30,6 +30,9 @@ if [[ -x protocol-tests/node/run.sh ]]; then
   step "Node conformance tests (stock clients)"
   protocol-tests/node/run.sh
 fi
+step "Cluster tests (Tidings and Node socket.io nodes through Redis)"
+protocol-tests/cluster/run.sh
+
 step "Browser test (dashboard in headless Chromium)"
 protocol-tests/browser/run.sh
 

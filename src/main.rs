@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use tidings::analytics::{Analytics, AnalyticsConfig};
 use tidings::engineio::{AllowedOrigins, Cors};
+use tidings::socketio::redis::{RedisAdapterFactory, RedisConfig};
 use tidings::socketio::{Config, RecoveryConfig, SocketIo};
 
 /// A Socket.IO server for live multi-tenant analytics dashboards.
@@ -58,6 +59,12 @@ struct Cli {
     /// Log format.
     #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Redis URL: join a cluster of Tidings (and Node socket.io) nodes through Redis.
+    #[arg(long, env = "TIDINGS_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Channel prefix of the Redis adapter.
+    #[arg(long, env = "TIDINGS_REDIS_KEY", default_value = "socket.io")]
+    redis_key: String,
     /// Directory holding the socket.io-client browser bundle.
     #[arg(long, env = "TIDINGS_CLIENT_DIR")]
     client_dir: Option<PathBuf>,
@@ -130,6 +137,15 @@ async fn run(cli: Cli) -> Result<(), String> {
     config.engine.validate()?;
     // Dashboards live on flaky networks: a reconnect within two minutes misses nothing. Middlewares
     // still run for recovered sockets, so an expired token cannot come back.
+    if let Some(url) = &cli.redis_url {
+        let mut redis = RedisConfig::new(url.clone());
+        redis.key = cli.redis_key.clone();
+        let factory = RedisAdapterFactory::connect(redis)
+            .await
+            .map_err(|e| format!("cannot connect to redis at {url}: {e}"))?;
+        tracing::info!(uid = factory.uid(), "joined the redis cluster");
+        config.adapter = Some(std::sync::Arc::new(factory));
+    }
     let mut recovery = RecoveryConfig::default();
     recovery.skip_middlewares = false;
     config.recovery = Some(recovery);
@@ -157,6 +173,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         api_key = mask(&cli.api_key),
         history_size = cli.history_size,
         history_age_secs = cli.history_age_secs,
+        redis = cli.redis_url.is_some(),
         demo,
         "effective configuration"
     );
