@@ -966,6 +966,34 @@ async fn upgrade_from_polling_to_websocket() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn server_close_during_an_upgrade_delivers_the_queued_packets_over_the_websocket() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    let pending = spawn_poll(addr, &sid);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let mut ws = ws_connect(addr, &format!("transport=websocket&sid={sid}")).await;
+    ws.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("3probe"));
+    assert_eq!(finish_poll(addr, &sid, pending).await, ["6"]);
+
+    // The application says goodbye and closes while the client is between probe and `5` (polling
+    // paused): as in the reference, the upgrade completes and the WebSocket carries what was
+    // queued, then closes.
+    let session = server.engine.session(&sid).unwrap();
+    session.send(Frame::message("1")).unwrap();
+    assert!(session.close(CloseReason::ForcedClose, true));
+    ws.send(Message::text("5")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("41"));
+    assert_eq!(ws_recv(&mut ws).await, Message::text("1"));
+    expect_ws_end(&mut ws).await;
+    assert_eq!(server.closed(), [CloseReason::ForcedClose]);
+    eventually(|| server.engine.session(&sid).is_none()).await;
+    server.stop().await;
+}
+
 // ===== heartbeat =====
 
 #[tokio::test]

@@ -78,6 +78,20 @@ pub enum SendError {
     Full,
 }
 
+impl State {
+    /// Whether a WebSocket upgrade now at `expected` may go on: the session is open, or was closed
+    /// in an orderly way (ForcedClose) with packets still queued, which the WebSocket delivers
+    /// before it closes, as the reference flushes its buffer to the new transport when an upgrade
+    /// completes while it is closing.
+    pub(crate) fn may_upgrade(&self, expected: Transport) -> bool {
+        self.transport == expected
+            && match self.closed {
+                None => true,
+                Some(reason) => reason == CloseReason::ForcedClose && !self.outbox.is_empty(),
+            }
+    }
+}
+
 pub(crate) struct State {
     pub(crate) transport: Transport,
     pub(crate) closed: Option<CloseReason>,
@@ -249,7 +263,7 @@ impl Session {
                 && reason == CloseReason::ForcedClose
                 && matches!(
                     state.transport,
-                    Transport::Polling | Transport::ProbePending
+                    Transport::Polling | Transport::ProbePending | Transport::Upgrading
                 )
                 && (!state.polling_get || !state.outbox.is_empty());
             if send_close_packet {
