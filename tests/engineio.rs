@@ -756,10 +756,37 @@ async fn server_close_without_pending_get_is_collected_by_the_next_get() {
     let (sid, _) = open_polling(addr).await;
     post(addr, &sid, "4bye").await.assert_ok();
     // The application closes the session between two polls (e.g. a Socket.IO disconnect, which
-    // queues `41` first): the next GET still gets what was queued, then the close packet.
+    // queues `41` first): the next GET still gets what was queued, and the one after it the close
+    // packet, in a response of its own as in the reference (the stock client would drop a `41`
+    // that shares a response with the close packet).
     let session = server.engine.session(&sid).unwrap();
     assert!(session.close(CloseReason::ForcedClose, true));
-    assert_eq!(poll(addr, &sid).await.assert_payload(), ["4bye", "1"]);
+    assert_eq!(poll(addr, &sid).await.assert_payload(), ["4bye"]);
+    assert_eq!(poll(addr, &sid).await.assert_payload(), ["1"]);
+    poll(addr, &sid)
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+    assert!(server.engine.session(&sid).is_none());
+    assert_eq!(server.closed(), [CloseReason::ForcedClose]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_close_with_a_pending_get_sends_queued_packets_before_the_close_packet() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    let pending = spawn_poll(addr, &sid);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // As Socket.IO's `socket.disconnect(true)` does: queue `41`, then close at once.
+    let session = server.engine.session(&sid).unwrap();
+    session.send(Frame::message("1")).unwrap();
+    assert!(session.close(CloseReason::ForcedClose, true));
+    assert_eq!(
+        bounded(WAIT, pending).await.unwrap().assert_payload(),
+        ["41"]
+    );
+    assert_eq!(poll(addr, &sid).await.assert_payload(), ["1"]);
     poll(addr, &sid)
         .await
         .assert_error(400, 1, "Session ID unknown");
@@ -936,6 +963,34 @@ async fn upgrade_from_polling_to_websocket() {
         server.engine.session(&sid).unwrap().transport(),
         TransportKind::WebSocket
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_close_during_an_upgrade_delivers_the_queued_packets_over_the_websocket() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    let pending = spawn_poll(addr, &sid);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let mut ws = ws_connect(addr, &format!("transport=websocket&sid={sid}")).await;
+    ws.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("3probe"));
+    assert_eq!(finish_poll(addr, &sid, pending).await, ["6"]);
+
+    // The application says goodbye and closes while the client is between probe and `5` (polling
+    // paused): as in the reference, the upgrade completes and the WebSocket carries what was
+    // queued, then closes.
+    let session = server.engine.session(&sid).unwrap();
+    session.send(Frame::message("1")).unwrap();
+    assert!(session.close(CloseReason::ForcedClose, true));
+    ws.send(Message::text("5")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("41"));
+    assert_eq!(ws_recv(&mut ws).await, Message::text("1"));
+    expect_ws_end(&mut ws).await;
+    assert_eq!(server.closed(), [CloseReason::ForcedClose]);
+    eventually(|| server.engine.session(&sid).is_none()).await;
     server.stop().await;
 }
 

@@ -9,7 +9,7 @@ use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt as _, Full, Limited};
 use tokio::time::Instant;
 
-use super::codec::{self, Frame};
+use super::codec::{self, Frame, PacketType};
 use super::engine::Inner;
 use super::error::{Body, HttpError};
 use super::session::{Session, Transport};
@@ -172,7 +172,21 @@ pub(crate) async fn get<H: Handler>(
                 Session::observe_drain(&mut state, session.metrics(), Instant::now());
             }
             let body = if !state.outbox.is_empty() {
-                let n = state.outbox.len().min(max);
+                let mut n = state.outbox.len().min(max);
+                // After an orderly close the close packet goes in a response of its own, after the
+                // packets queued before it, as in the reference. The stock client acts on a close
+                // packet at once but hands the Socket.IO packets decoded before it to the
+                // application a tick later, so a DISCONNECT (`41`) sharing the close packet's
+                // response would be lost: "transport close" (and a reconnection) instead of
+                // "io server disconnect".
+                if closed
+                    && n > 1
+                    && n == state.outbox.len()
+                    && state.outbox.back() == Some(&Frame::bare(PacketType::Close))
+                    && session.is_registered()
+                {
+                    n -= 1;
+                }
                 let mut out = Vec::with_capacity(
                     state
                         .outbox

@@ -78,6 +78,20 @@ pub enum SendError {
     Full,
 }
 
+impl State {
+    /// Whether a WebSocket upgrade now at `expected` may go on: the session is open, or was closed
+    /// in an orderly way (ForcedClose) with packets still queued, which the WebSocket delivers
+    /// before it closes, as the reference flushes its buffer to the new transport when an upgrade
+    /// completes while it is closing.
+    pub(crate) fn may_upgrade(&self, expected: Transport) -> bool {
+        self.transport == expected
+            && match self.closed {
+                None => true,
+                Some(reason) => reason == CloseReason::ForcedClose && !self.outbox.is_empty(),
+            }
+    }
+}
+
 pub(crate) struct State {
     pub(crate) transport: Transport,
     pub(crate) closed: Option<CloseReason>,
@@ -239,17 +253,19 @@ impl Session {
                 return false;
             }
             state.closed = Some(reason);
-            // An orderly close by the application over polling with no GET waiting keeps the
-            // session in the registry until the next GET collects what is queued and the close
-            // packet (or its grace period ends), as the reference's `socket.close()` does. A close
+            // An orderly close by the application over polling keeps the session in the registry
+            // until GETs have collected what is queued and then the close packet (or its grace
+            // period ends), as the reference's `socket.close()` does: it drains the buffer first
+            // and sends the close packet in a later response. So does a close with a GET waiting
+            // while packets are still queued (the GET takes those, the next one the close). A close
             // on error only tells a GET that is already waiting; the next request gets 400.
             let keep_for_get = send_close_packet
                 && reason == CloseReason::ForcedClose
                 && matches!(
                     state.transport,
-                    Transport::Polling | Transport::ProbePending
+                    Transport::Polling | Transport::ProbePending | Transport::Upgrading
                 )
-                && !state.polling_get;
+                && (!state.polling_get || !state.outbox.is_empty());
             if send_close_packet {
                 state.outbox.push_back(Frame::bare(PacketType::Close));
             }

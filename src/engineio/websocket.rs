@@ -188,7 +188,7 @@ async fn probe(session: &Session, ws: &mut Ws) -> bool {
                     return false;
                 }
                 let mut state = session.lock();
-                if state.closed.is_some() || state.transport != Transport::ProbePending {
+                if !state.may_upgrade(Transport::ProbePending) {
                     return false;
                 }
                 state.transport = Transport::Upgrading;
@@ -198,7 +198,7 @@ async fn probe(session: &Session, ws: &mut Ws) -> bool {
             }
             "5" => {
                 let mut state = session.lock();
-                if state.closed.is_some() || state.transport != Transport::Upgrading {
+                if !state.may_upgrade(Transport::Upgrading) {
                     return false;
                 }
                 state.transport = Transport::WebSocket;
@@ -213,12 +213,15 @@ async fn probe(session: &Session, ws: &mut Ws) -> bool {
 }
 
 /// Closes the session if the loop ends without doing so (a handler panicked, or the task was
-/// cancelled), so no session outlives its WebSocket.
+/// cancelled), and drops it from the registry, so no session outlives its WebSocket.
 struct CloseOnExit<'a>(&'a Session);
 
 impl Drop for CloseOnExit<'_> {
     fn drop(&mut self) {
         self.0.close(CloseReason::TransportError, false);
+        // A session closed during its upgrade stayed registered for its last packets, which the
+        // WebSocket has now delivered (or failed to).
+        self.0.forget();
     }
 }
 

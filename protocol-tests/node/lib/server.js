@@ -1,7 +1,8 @@
 // Spawns the Tidings server binary for a test and tells where it listens.
 //
-//   import { startServer } from "../lib/server.js";
+//   import { startServer, exampleBin } from "../lib/server.js";
 //   const server = await startServer();               // binary from $TIDINGS_BIN
+//   const server = await startServer({ bin: exampleBin("test_server", "TIDINGS_TEST_SERVER_BIN") });
 //   const server = await startServer({ bin, args: ["--flag"], env: { TIDINGS_PING_INTERVAL: "300" } });
 //   ... server.url  -> "http://127.0.0.1:PORT", server.port -> PORT
 //   await server.stop();
@@ -12,6 +13,8 @@
 
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 const LISTENING_RE = /listening on (\S+):(\d+)/;
 const DEFAULT_STARTUP_TIMEOUT_MS = 10_000;
@@ -20,6 +23,17 @@ const DEFAULT_STOP_TIMEOUT_MS = 5_000;
 /** Path of the server binary: explicit argument, else $TIDINGS_BIN, else undefined. */
 export function serverBin(bin) {
   return bin || process.env.TIDINGS_BIN || undefined;
+}
+
+/** The repository root (this file is protocol-tests/node/lib/server.js). */
+export const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+
+/**
+ * Path of a Cargo example binary: $envVar when set (run.sh sets it), else the debug build
+ * `target/debug/examples/<name>` of this repository. A missing file makes startServer fail loudly.
+ */
+export function exampleBin(name, envVar) {
+  return (envVar && process.env[envVar]) || join(REPO_ROOT, "target", "debug", "examples", name);
 }
 
 /** Host as usable in a URL: unspecified addresses map to loopback, IPv6 gets brackets. */

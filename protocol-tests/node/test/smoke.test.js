@@ -1,15 +1,16 @@
 // Smoke test: the server binary starts, prints its listening line, answers an Engine.IO
-// polling handshake and a WebSocket handshake, and stops. Skipped unless TIDINGS_BIN is set.
+// polling handshake and a WebSocket handshake, and stops on SIGTERM. The binary is $TIDINGS_BIN
+// (with $TIDINGS_PATH, default /socket.io/) or else examples/conformance.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, serverBin } from "../lib/server.js";
+import { startServer, serverBin, exampleBin } from "../lib/server.js";
 import { httpRequest, eioPath, RawWebSocket } from "../lib/raw.js";
 
-const skip = serverBin() ? false : "TIDINGS_BIN is not set";
+const BIN = serverBin() ?? exampleBin("conformance", "TIDINGS_CONFORMANCE_BIN");
 const PATH = process.env.TIDINGS_PATH || "/socket.io/";
 
-test("server starts and answers Engine.IO handshakes", { skip, timeout: 30_000 }, async (t) => {
-  const server = await startServer();
+test("server starts and answers Engine.IO handshakes", { timeout: 30_000 }, async (t) => {
+  const server = await startServer({ bin: BIN });
   t.after(() => server.stop());
 
   const res = await httpRequest(server.url, "GET", eioPath({ path: PATH }));
