@@ -197,6 +197,20 @@ fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog
             }
         });
     });
+    // The ids of the sockets in a room, on every node of a cluster.
+    let io2 = io.clone();
+    socket.on("fetch-sockets", move |_, args: Args, ack| {
+        let room: String = args.get(0).unwrap_or_default();
+        let op = io2.to(room.as_str());
+        tokio::spawn(async move {
+            let (sockets, complete) = op.fetch_sockets().await;
+            let mut ids: Vec<String> = sockets.into_iter().map(|s| s.id).collect();
+            ids.sort();
+            if let Some(ack) = ack {
+                ack.send_one(json!({ "ids": ids, "complete": complete }));
+            }
+        });
+    });
     socket.on("handshake", |socket, _, ack| {
         let h = socket.handshake();
         let headers: serde_json::Map<String, Value> = h

@@ -245,6 +245,40 @@ async fn broadcasts_and_room_operations_cross_nodes() {
     assert_eq!(next(&mut c1).await, r#"42["msg","to r2"]"#);
     nothing_for(&mut b2, Duration::from_millis(300)).await;
 
+    // Fetch sockets across the cluster: r2's members live on B and C.
+    let (found, complete) = a.io.to("r2").fetch_sockets().await;
+    assert!(complete);
+    assert_eq!(found.len(), 2);
+    assert!(found.iter().all(|s| s.rooms.contains(&"r2".to_owned())));
+
+    // A broadcast with acks from A gathers the answers of r2's members on B and C.
+    let asking = tokio::spawn({
+        let io = a.io.clone();
+        async move {
+            io.to("r2")
+                .timeout(Duration::from_secs(3))
+                .emit_with_ack("question", Args::one("2+2?"))
+                .await
+        }
+    });
+    for (ws, name) in [(&mut b1, "b1"), (&mut c1, "c1")] {
+        let q = next(ws).await;
+        let rest = q.strip_prefix("42").unwrap();
+        let id: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        assert_eq!(&rest[id.len()..], r#"["question","2+2?"]"#);
+        ws.send(Message::text(format!(r#"43{id}["{name}: 4"]"#)))
+            .await
+            .unwrap();
+    }
+    let (answers, outcome) = asking.await.unwrap();
+    assert!(outcome.is_ok(), "{outcome:?}");
+    let mut answers: Vec<String> = answers
+        .iter()
+        .map(|a| a.get::<String>(0).unwrap())
+        .collect();
+    answers.sort();
+    assert_eq!(answers, ["b1: 4", "c1: 4"]);
+
     // Remote disconnect.
     a.io.to("r2").disconnect(false);
     assert_eq!(next(&mut b1).await, "41");

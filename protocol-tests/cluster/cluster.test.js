@@ -160,6 +160,14 @@ test("Tidings and Node nodes share broadcasts, fetchSockets and acks; the emitte
   const answers = await node.io.to("r").timeout(3000).emitWithAck("question", "hi");
   assert.deepEqual(answers.sort(), ["node says hi", "tidings says hi"]);
 
+  // And the other way: Tidings' fetch and broadcast with acks reach the Node node's clients.
+  const fetched = await onTidings.emitWithAck("fetch-sockets", "r");
+  assert.deepEqual(fetched, { ids: [onTidings.id, onNode.id].sort(), complete: true });
+  onTidings.on("q2", (q, ack) => ack(`tidings: ${q}`));
+  onNode.on("q2", (q, ack) => ack(`node: ${q}`));
+  const gathered = await onTidings.emitWithAck("broadcast-with-ack", { room: "r", event: "q2", data: "ok?", timeout_ms: 3000 });
+  assert.deepEqual(gathered, { complete: true, answers: ["node: ok?", "tidings: ok?"] });
+
   // Node's socketsJoin reaches Tidings sockets.
   node.io.in("r").socketsJoin("r2");
   await new Promise((r) => setTimeout(r, 200));

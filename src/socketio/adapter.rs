@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::rooms::{Room, Rooms};
 
+use super::namespace::BoxFuture;
 use super::packet::Packet;
 use super::socket::{Socket, encode_frames};
 
@@ -57,6 +58,27 @@ pub trait Adapter: Send + Sync + 'static {
                 self.del(socket.id(), room);
             }
         }
+    }
+
+    /// A cluster adapter's part of a broadcast with acks: sends `packet` to the other nodes' sockets
+    /// that `opts` selects and gathers their acks within `timeout` (answers, and whether every
+    /// recipient answered). `None` for an adapter with no other nodes.
+    fn remote_broadcast_with_ack(
+        &self,
+        _packet: &Packet,
+        _opts: &BroadcastOptions,
+        _timeout: std::time::Duration,
+    ) -> Option<BoxFuture<(Vec<super::Args>, bool)>> {
+        None
+    }
+
+    /// A cluster adapter's part of a fetch: the other nodes' sockets that `opts` selects (and whether
+    /// every node answered in time). `None` for an adapter with no other nodes.
+    fn remote_fetch_sockets(
+        &self,
+        _opts: &BroadcastOptions,
+    ) -> Option<BoxFuture<(Vec<super::SocketInfo>, bool)>> {
+        None
     }
 
     /// Disconnects the sockets `opts` selects (on every node, for a cluster adapter).

@@ -12,7 +12,7 @@ use super::adapter::BroadcastOptions;
 use super::args::Args;
 use super::namespace::Namespace;
 use super::packet::Packet;
-use super::socket::{AckError, IntoRooms, SocketRef, encode_frames};
+use super::socket::{AckError, IntoRooms, SocketInfo, SocketRef, encode_frames};
 
 /// Selects recipients and emits to them. Build with [`Namespace::to`], [`super::Socket::to`], ...
 #[derive(Debug, Clone)]
@@ -102,6 +102,13 @@ impl BroadcastOperator {
         let id = self.ns.next_ack_id();
         let packet = Packet::event(self.ns.name(), args.to_event_data(event), Some(id))
             .with_attachments(args.binary);
+        let remote = if self.opts.local {
+            None
+        } else {
+            self.ns
+                .adapter()
+                .remote_broadcast_with_ack(&packet, &self.opts, timeout)
+        };
         let frames = encode_frames(&packet);
         let mut waits = Vec::new();
         for socket in self.ns.adapter().sockets(&self.opts) {
@@ -110,7 +117,14 @@ impl BroadcastOperator {
                 waits.push(async move { socket.wait_ack(id, rx, timeout).await });
             }
         }
-        let results = futures_util::future::join_all(waits).await;
+        let (results, remote) = match remote {
+            Some(remote) => {
+                let (results, remote) =
+                    futures_util::future::join(futures_util::future::join_all(waits), remote).await;
+                (results, Some(remote))
+            }
+            None => (futures_util::future::join_all(waits).await, None),
+        };
         let mut answers = Vec::with_capacity(results.len());
         let mut outcome = Ok(());
         for result in results {
@@ -119,7 +133,30 @@ impl BroadcastOperator {
                 Err(err) => outcome = Err(err),
             }
         }
+        if let Some((remote_answers, complete)) = remote {
+            answers.extend(remote_answers);
+            if !complete {
+                outcome = Err(AckError::Timeout);
+            }
+        }
         (answers, outcome)
+    }
+
+    /// Descriptions of the selected sockets on every node of a cluster (this node's first). The
+    /// flag says whether every node answered in time.
+    pub async fn fetch_sockets(&self) -> (Vec<SocketInfo>, bool) {
+        let mut sockets: Vec<SocketInfo> = self.sockets().iter().map(|s| s.info()).collect();
+        if self.opts.local {
+            return (sockets, true);
+        }
+        match self.ns.adapter().remote_fetch_sockets(&self.opts) {
+            Some(remote) => {
+                let (remote, complete) = remote.await;
+                sockets.extend(remote);
+                (sockets, complete)
+            }
+            None => (sockets, true),
+        }
     }
 
     /// The sockets this operator selects.

@@ -27,4 +27,6 @@ pub use config::{Config, OnExceed, RateLimit};
 pub use io::{SocketIo, SocketIoHandler};
 pub use namespace::{BoxFuture, ConnectError, Namespace, SocketIoMetrics};
 pub use recovery::RecoveryConfig;
-pub use socket::{AckError, AckSender, DisconnectReason, Handshake, IntoRooms, Socket, SocketRef};
+pub use socket::{
+    AckError, AckSender, DisconnectReason, Handshake, IntoRooms, Socket, SocketInfo, SocketRef,
+};

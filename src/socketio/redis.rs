@@ -16,8 +16,9 @@
 //! reconnecting connection; what cannot be published while Redis is down is counted and logged. The
 //! subscriber reconnects by itself and subscribes again.
 //!
-//! Not yet cluster-wide from the Tidings side: `fetch_sockets`, broadcasts with acks and all-rooms
-//! queries see this node's sockets only (Node nodes' such requests are answered, though).
+//! Requests this node makes (fetch sockets, broadcast with acks) wait for as many answers as the
+//! request channel has other subscribers (`PUBSUB NUMSUB`), up to the request timeout, as the Node
+//! adapter does.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,9 +74,16 @@ pub struct RedisMetrics {
     pub reconnects: Counter,
 }
 
+/// Where the answers to one of this node's requests go.
+type Pending = mpsc::UnboundedSender<(Value, Vec<Bytes>)>;
+
 struct Node {
     uid: String,
     key: String,
+    request_timeout: Duration,
+    /// A connection for queries (`PUBSUB NUMSUB`).
+    query: redis::aio::ConnectionManager,
+    pending: Mutex<HashMap<String, Pending>>,
     publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
     subscribe: mpsc::UnboundedSender<String>,
     namespaces: Mutex<HashMap<String, Arc<LocalAdapter>>>,
@@ -109,6 +117,9 @@ impl RedisAdapterFactory {
         let node = Arc::new(Node {
             uid: crate::engineio::sid::generate()[..6].to_owned(),
             key: config.key,
+            request_timeout: config.request_timeout,
+            query: publisher.clone(),
+            pending: Mutex::new(HashMap::new()),
             publish,
             subscribe,
             namespaces: Mutex::new(HashMap::new()),
@@ -168,6 +179,39 @@ impl Node {
 
     fn response_channel(&self, nsp: &str) -> String {
         format!("{}-response#{nsp}#", self.key)
+    }
+
+    /// How many other nodes serve `nsp` (subscribers of its request channel, minus this one).
+    async fn other_nodes(&self, nsp: &str) -> usize {
+        let mut conn = self.query.clone();
+        let counts: redis::RedisResult<Vec<(String, usize)>> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(self.request_channel(nsp))
+            .query_async(&mut conn)
+            .await;
+        counts
+            .ok()
+            .and_then(|c| c.first().map(|(_, n)| *n))
+            .unwrap_or(0)
+            .saturating_sub(1)
+    }
+
+    /// Registers a request and returns its id and the receiver of its answers.
+    fn register(&self) -> (String, mpsc::UnboundedReceiver<(Value, Vec<Bytes>)>) {
+        let id = crate::engineio::sid::generate()[..6].to_owned();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), tx);
+        (id, rx)
+    }
+
+    fn unregister(&self, id: &str) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
     }
 
     fn local(&self, nsp: &str) -> Option<Arc<LocalAdapter>> {
@@ -249,6 +293,134 @@ impl Adapter for RedisAdapter {
                 "uid": self.node.uid, "type": 3, "opts": Self::opts_json(opts), "rooms": rooms_json(rooms),
             }));
         }
+    }
+
+    fn remote_broadcast_with_ack(
+        &self,
+        packet: &Packet,
+        opts: &BroadcastOptions,
+        timeout: Duration,
+    ) -> Option<super::namespace::BoxFuture<(Vec<Args>, bool)>> {
+        let node = self.node.clone();
+        let nsp = self.nsp.clone();
+        let data = packet
+            .data
+            .as_ref()
+            .map_or(rmpv::Value::Nil, |d| to_msgpack(d, &packet.attachments));
+        let opts = opts.clone();
+        Some(Box::pin(async move {
+            let servers = node.other_nodes(&nsp).await;
+            if servers == 0 {
+                return (Vec::new(), true);
+            }
+            let (request_id, mut answers) = node.register();
+            let rooms = |rs: &[Room]| {
+                rmpv::Value::Array(rs.iter().map(|r| rmpv::Value::from(&**r)).collect())
+            };
+            let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+            let request = rmpv::Value::Map(vec![
+                (
+                    rmpv::Value::from("uid"),
+                    rmpv::Value::from(node.uid.as_str()),
+                ),
+                (
+                    rmpv::Value::from("requestId"),
+                    rmpv::Value::from(request_id.as_str()),
+                ),
+                (rmpv::Value::from("type"), rmpv::Value::from(7)),
+                (
+                    rmpv::Value::from("packet"),
+                    rmpv::Value::Map(vec![
+                        (rmpv::Value::from("type"), rmpv::Value::from(2)),
+                        (rmpv::Value::from("data"), data),
+                        (rmpv::Value::from("nsp"), rmpv::Value::from(nsp.as_str())),
+                    ]),
+                ),
+                (
+                    rmpv::Value::from("opts"),
+                    rmpv::Value::Map(vec![
+                        (rmpv::Value::from("rooms"), rooms(&opts.rooms)),
+                        (rmpv::Value::from("except"), rooms(&opts.except)),
+                        (
+                            rmpv::Value::from("flags"),
+                            rmpv::Value::Map(vec![(
+                                rmpv::Value::from("timeout"),
+                                rmpv::Value::from(ms),
+                            )]),
+                        ),
+                    ]),
+                ),
+            ]);
+            node.publish(node.request_channel(&nsp), encode_msgpack(&request));
+            let deadline = tokio::time::Instant::now() + timeout;
+            let (mut counted, mut expected, mut acks) = (0usize, 0usize, Vec::new());
+            let complete = loop {
+                if counted == servers && acks.len() >= expected {
+                    break true;
+                }
+                match tokio::time::timeout_at(deadline, answers.recv()).await {
+                    Ok(Some((answer, binary))) => {
+                        match answer.get("type").and_then(Value::as_u64) {
+                            Some(8) => {
+                                counted += 1;
+                                expected += answer
+                                    .get("clientCount")
+                                    .and_then(Value::as_u64)
+                                    .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+                            }
+                            Some(9) => acks.push(Args::from_wire(
+                                vec![answer.get("packet").cloned().unwrap_or(Value::Null)],
+                                binary,
+                            )),
+                            _ => {}
+                        }
+                    }
+                    Ok(None) | Err(_) => break false,
+                }
+            };
+            node.unregister(&request_id);
+            (acks, complete)
+        }))
+    }
+
+    fn remote_fetch_sockets(
+        &self,
+        opts: &BroadcastOptions,
+    ) -> Option<super::namespace::BoxFuture<(Vec<super::SocketInfo>, bool)>> {
+        let node = self.node.clone();
+        let nsp = self.nsp.clone();
+        let opts = Self::opts_json(opts);
+        Some(Box::pin(async move {
+            let servers = node.other_nodes(&nsp).await;
+            if servers == 0 {
+                return (Vec::new(), true);
+            }
+            let (request_id, mut answers) = node.register();
+            node.publish(
+                node.request_channel(&nsp),
+                json!({ "uid": node.uid, "requestId": request_id, "type": 5, "opts": opts })
+                    .to_string()
+                    .into_bytes(),
+            );
+            let deadline = tokio::time::Instant::now() + node.request_timeout;
+            let (mut received, mut sockets) = (0, Vec::new());
+            while received < servers {
+                match tokio::time::timeout_at(deadline, answers.recv()).await {
+                    Ok(Some((answer, _))) => {
+                        received += 1;
+                        if let Some(Value::Array(list)) = answer.get("sockets") {
+                            sockets.extend(
+                                list.iter()
+                                    .filter_map(|s| serde_json::from_value(s.clone()).ok()),
+                            );
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            node.unregister(&request_id);
+            (sockets, received == servers)
+        }))
     }
 
     fn disconnect_sockets(&self, opts: &BroadcastOptions, close: bool) {
@@ -530,7 +702,22 @@ fn handle_message(node: &Arc<Node>, msg: &redis::Msg) {
         return;
     }
     if channel.starts_with(&format!("{}-response#", node.key)) {
-        // This node issues no requests that wait for responses yet.
+        // Answers to this node's requests go to whoever waits for them; others' are ignored.
+        if let Some((answer, binary)) = decode_message(payload) {
+            let id = answer
+                .get("requestId")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let waiter = node
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(id)
+                .cloned();
+            if let Some(waiter) = waiter {
+                let _ = waiter.send((answer, binary));
+            }
+        }
         return;
     }
     let Some(rest) = channel.strip_prefix(&format!("{}#", node.key)) else {
@@ -627,7 +814,7 @@ fn handle_request(node: &Arc<Node>, nsp: &str, payload: &[u8]) {
             let sockets: Vec<Value> = local
                 .sockets(&options_from(request.get("opts")))
                 .iter()
-                .map(|s| describe(s))
+                .map(|s| serde_json::to_value(s.info()).unwrap_or(Value::Null))
                 .collect();
             respond(json!({ "requestId": request_id, "sockets": sockets }));
         }
@@ -635,46 +822,6 @@ fn handle_request(node: &Arc<Node>, nsp: &str, payload: &[u8]) {
         Some(7) => broadcast_with_ack(node, nsp, &local, &request, attachments),
         _ => {}
     }
-}
-
-/// A socket as Node nodes expect it in a fetch-sockets answer.
-fn describe(socket: &Socket) -> Value {
-    let h = socket.handshake();
-    let headers: serde_json::Map<String, Value> = h
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                Value::String(v.to_str().unwrap_or("").to_owned()),
-            )
-        })
-        .collect();
-    let query: serde_json::Map<String, Value> = h
-        .query()
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
-    let time = h
-        .time()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    json!({
-        "id": socket.id(),
-        "handshake": {
-            "headers": headers,
-            "time": format!("{time}"),
-            "address": h.address().map(|a| a.ip().to_string()).unwrap_or_default(),
-            "xdomain": h.xdomain(),
-            "secure": h.secure(),
-            "issued": h.issued(),
-            "url": h.url(),
-            "query": query,
-            "auth": h.auth(),
-        },
-        "rooms": rooms_json(&socket.rooms()),
-        "data": socket.data(),
-    })
 }
 
 /// Answers a Node node's broadcast with acks: the local client count first, then each client's ack.

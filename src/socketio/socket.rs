@@ -661,6 +661,57 @@ impl Socket {
     }
 }
 
+/// A socket described as data (as cluster nodes exchange them in fetch-sockets answers).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SocketInfo {
+    /// The socket id.
+    pub id: String,
+    /// The handshake: headers, time, address, xdomain, secure, issued, url, query, auth.
+    pub handshake: Value,
+    /// The rooms it is in.
+    pub rooms: Vec<String>,
+    /// Its application data.
+    pub data: Value,
+}
+
+impl Socket {
+    /// This socket described as data.
+    pub fn info(&self) -> SocketInfo {
+        let h = &self.handshake;
+        let headers: serde_json::Map<String, Value> = h
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    Value::String(v.to_str().unwrap_or("").to_owned()),
+                )
+            })
+            .collect();
+        let query: serde_json::Map<String, Value> = h
+            .query()
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        SocketInfo {
+            id: self.id.to_string(),
+            handshake: serde_json::json!({
+                "headers": headers,
+                "time": h.issued().to_string(),
+                "address": h.address().map(|a| a.ip().to_string()).unwrap_or_default(),
+                "xdomain": h.xdomain(),
+                "secure": h.secure(),
+                "issued": h.issued(),
+                "url": h.url(),
+                "query": query,
+                "auth": h.auth(),
+            }),
+            rooms: self.rooms().iter().map(|r| r.to_string()).collect(),
+            data: self.data(),
+        }
+    }
+}
+
 /// Answers a client's ack request. Dropping it without sending sends nothing.
 #[derive(Debug)]
 pub struct AckSender {
