@@ -290,6 +290,15 @@ async fn main() -> std::io::Result<()> {
         register_root_handlers(&io2, &socket, &reasons)
     });
 
+    // Other cluster nodes' server-side emits are answered with who we are.
+    if let Some(root) = io.of("/") {
+        root.on_server_side_emit(|event, _, ack| {
+            if let Some(ack) = ack {
+                ack.send(json!(format!("tidings heard {event}")));
+            }
+        });
+    }
+
     let admin = io.ns("/admin", |socket| {
         socket.emit("admin-welcome", json!({ "id": socket.id() }));
         socket.on("echo", |socket, args: Args, _| {

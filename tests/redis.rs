@@ -279,6 +279,47 @@ async fn broadcasts_and_room_operations_cross_nodes() {
     answers.sort();
     assert_eq!(answers, ["b1: 4", "c1: 4"]);
 
+    // Server-side emits between nodes, with and without acks.
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    for (node, name) in [(&b, "b"), (&c, "c")] {
+        let seen = seen_tx.clone();
+        node.io
+            .of("/")
+            .unwrap()
+            .on_server_side_emit(move |event, args, ack| {
+                let _ = seen.send(format!(
+                    "{name}:{event}:{}",
+                    args.get::<i64>(0).unwrap_or(-1)
+                ));
+                if let Some(ack) = ack {
+                    ack.send(json!(format!("{name} got {event}")));
+                }
+            });
+    }
+    a.io.of("/")
+        .unwrap()
+        .server_side_emit("ping-nodes", Args::one(1));
+    let mut seen = vec![
+        tokio::time::timeout(WAIT, seen_rx.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+        tokio::time::timeout(WAIT, seen_rx.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+    ];
+    seen.sort();
+    assert_eq!(seen, ["b:ping-nodes:1", "c:ping-nodes:1"]);
+    let (mut answers, complete) =
+        a.io.of("/")
+            .unwrap()
+            .server_side_emit_with_ack("count", Args::one(2), Duration::from_secs(2))
+            .await;
+    assert!(complete);
+    answers.sort_by_key(|v| v.to_string());
+    assert_eq!(answers, [json!("b got count"), json!("c got count")]);
+
     // Remote disconnect.
     a.io.to("r2").disconnect(false);
     assert_eq!(next(&mut b1).await, "41");

@@ -168,6 +168,10 @@ test("Tidings and Node nodes share broadcasts, fetchSockets and acks; the emitte
   const gathered = await onTidings.emitWithAck("broadcast-with-ack", { room: "r", event: "q2", data: "ok?", timeout_ms: 3000 });
   assert.deepEqual(gathered, { complete: true, answers: ["node: ok?", "tidings: ok?"] });
 
+  // Server-side emits with acks from the Node node are answered by the Tidings node.
+  const heard = await node.io.serverSideEmitWithAck("who");
+  assert.deepEqual(heard, ["tidings heard who"]);
+
   // Node's socketsJoin reaches Tidings sockets.
   node.io.in("r").socketsJoin("r2");
   await new Promise((r) => setTimeout(r, 200));

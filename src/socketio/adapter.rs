@@ -81,6 +81,20 @@ pub trait Adapter: Send + Sync + 'static {
         None
     }
 
+    /// Installs the receiver of other nodes' server-side emits (cluster adapters only).
+    fn set_server_side_handler(&self, _handler: ServerSideHandler) {}
+
+    /// Emits to the other nodes (not to clients); with `ack_timeout`, gathers one answer per node
+    /// (answers, and whether every node answered). `None` for an adapter with no other nodes.
+    fn server_side_emit(
+        &self,
+        _event: &str,
+        _args: &super::Args,
+        _ack_timeout: Option<std::time::Duration>,
+    ) -> Option<BoxFuture<(Vec<serde_json::Value>, bool)>> {
+        None
+    }
+
     /// Disconnects the sockets `opts` selects (on every node, for a cluster adapter).
     fn disconnect_sockets(&self, opts: &BroadcastOptions, close: bool) {
         for socket in self.sockets(opts) {
@@ -105,6 +119,32 @@ pub fn broadcast_local<A: Adapter + ?Sized>(
         .iter()
         .filter(|socket| socket.send_frames(&frames, opts.volatile))
         .count()
+}
+
+/// Receives the events other nodes emit with `server_side_emit`: the event, its arguments, and a way
+/// to answer when the emitting node asked for acks.
+pub type ServerSideHandler =
+    std::sync::Arc<dyn Fn(&str, super::Args, Option<ServerSideAck>) + Send + Sync>;
+
+/// Answers a server-side emit from another node.
+pub struct ServerSideAck(Box<dyn FnOnce(serde_json::Value) + Send>);
+
+impl std::fmt::Debug for ServerSideAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerSideAck")
+    }
+}
+
+impl ServerSideAck {
+    /// An ack that calls `reply` with the answer.
+    pub fn new(reply: impl FnOnce(serde_json::Value) + Send + 'static) -> Self {
+        Self(Box::new(reply))
+    }
+
+    /// Sends the answer to the node that emitted.
+    pub fn send(self, answer: serde_json::Value) {
+        (self.0)(answer);
+    }
 }
 
 /// Creates the adapter of each namespace (a cluster adapter, say); the default is [`LocalAdapter`].

@@ -20,7 +20,10 @@ mod recovery;
 pub mod redis;
 mod socket;
 
-pub use adapter::{Adapter, AdapterFactory, BroadcastOptions, LocalAdapter, broadcast_local};
+pub use adapter::{
+    Adapter, AdapterFactory, BroadcastOptions, LocalAdapter, ServerSideAck, ServerSideHandler,
+    broadcast_local,
+};
 pub use args::Args;
 pub use broadcast::BroadcastOperator;
 pub use config::{Config, OnExceed, RateLimit};

@@ -159,6 +159,37 @@ impl Namespace {
         self.ack_ids.fetch_add(1, Ordering::Relaxed)
     }
 
+    // ===== between nodes =====
+
+    /// Handles the events other nodes of a cluster emit with `server_side_emit`.
+    pub fn on_server_side_emit<F>(&self, handler: F)
+    where
+        F: Fn(&str, super::Args, Option<super::adapter::ServerSideAck>) + Send + Sync + 'static,
+    {
+        self.adapter.set_server_side_handler(Arc::new(handler));
+    }
+
+    /// Emits an event to the other nodes of a cluster (not to clients).
+    pub fn server_side_emit(&self, event: &str, args: super::Args) {
+        if let Some(sent) = self.adapter.server_side_emit(event, &args, None) {
+            tokio::spawn(sent);
+        }
+    }
+
+    /// Emits an event to the other nodes and gathers one answer per node within `timeout`; the flag
+    /// says whether every node answered.
+    pub async fn server_side_emit_with_ack(
+        &self,
+        event: &str,
+        args: super::Args,
+        timeout: std::time::Duration,
+    ) -> (Vec<Value>, bool) {
+        match self.adapter.server_side_emit(event, &args, Some(timeout)) {
+            Some(answers) => answers.await,
+            None => (Vec::new(), true),
+        }
+    }
+
     // ===== broadcasting =====
 
     /// A broadcast to every socket of the namespace.

@@ -84,6 +84,7 @@ struct Node {
     /// A connection for queries (`PUBSUB NUMSUB`).
     query: redis::aio::ConnectionManager,
     pending: Mutex<HashMap<String, Pending>>,
+    server_side: Mutex<HashMap<String, super::adapter::ServerSideHandler>>,
     publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
     subscribe: mpsc::UnboundedSender<String>,
     namespaces: Mutex<HashMap<String, Arc<LocalAdapter>>>,
@@ -120,6 +121,7 @@ impl RedisAdapterFactory {
             request_timeout: config.request_timeout,
             query: publisher.clone(),
             pending: Mutex::new(HashMap::new()),
+            server_side: Mutex::new(HashMap::new()),
             publish,
             subscribe,
             namespaces: Mutex::new(HashMap::new()),
@@ -420,6 +422,60 @@ impl Adapter for RedisAdapter {
             }
             node.unregister(&request_id);
             (sockets, received == servers)
+        }))
+    }
+
+    fn set_server_side_handler(&self, handler: super::adapter::ServerSideHandler) {
+        self.node
+            .server_side
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.nsp.clone(), handler);
+    }
+
+    fn server_side_emit(
+        &self,
+        event: &str,
+        args: &Args,
+        ack_timeout: Option<Duration>,
+    ) -> Option<super::namespace::BoxFuture<(Vec<Value>, bool)>> {
+        let node = self.node.clone();
+        let nsp = self.nsp.clone();
+        let data = args.to_event_data(event);
+        Some(Box::pin(async move {
+            let Some(timeout) = ack_timeout else {
+                node.publish(
+                    node.request_channel(&nsp),
+                    json!({ "uid": node.uid, "type": 6, "data": data })
+                        .to_string()
+                        .into_bytes(),
+                );
+                return (Vec::new(), true);
+            };
+            let servers = node.other_nodes(&nsp).await;
+            if servers == 0 {
+                return (Vec::new(), true);
+            }
+            let (request_id, mut answers) = node.register();
+            node.publish(
+                node.request_channel(&nsp),
+                json!({ "uid": node.uid, "requestId": request_id, "type": 6, "data": data })
+                    .to_string()
+                    .into_bytes(),
+            );
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut got = Vec::new();
+            while got.len() < servers {
+                match tokio::time::timeout_at(deadline, answers.recv()).await {
+                    Ok(Some((answer, _))) => {
+                        got.push(answer.get("data").cloned().unwrap_or(Value::Null))
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            node.unregister(&request_id);
+            let complete = got.len() == servers;
+            (got, complete)
         }))
     }
 
@@ -817,6 +873,38 @@ fn handle_request(node: &Arc<Node>, nsp: &str, payload: &[u8]) {
                 .map(|s| serde_json::to_value(s.info()).unwrap_or(Value::Null))
                 .collect();
             respond(json!({ "requestId": request_id, "sockets": sockets }));
+        }
+        // SERVER_SIDE_EMIT
+        Some(6) => {
+            let handler = node
+                .server_side
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(nsp)
+                .cloned();
+            let Some(Value::Array(mut data)) = request.get("data").cloned() else {
+                return;
+            };
+            let (Some(handler), false) = (handler, data.is_empty()) else {
+                return;
+            };
+            let event = match data.remove(0) {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            let ack = request.get("requestId").map(|_| {
+                let node = node.clone();
+                let nsp = nsp.to_owned();
+                super::adapter::ServerSideAck::new(move |answer| {
+                    node.publish(
+                        node.response_channel(&nsp),
+                        json!({ "type": 6, "requestId": request_id, "data": answer })
+                            .to_string()
+                            .into_bytes(),
+                    );
+                })
+            });
+            handler(&event, Args::from_wire(data, attachments), ack);
         }
         // BROADCAST with acks
         Some(7) => broadcast_with_ack(node, nsp, &local, &request, attachments),
