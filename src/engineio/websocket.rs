@@ -228,21 +228,27 @@ impl Drop for CloseOnExit<'_> {
 /// Serves a session over its WebSocket until either side closes it.
 async fn run_session(session: &Session, ws: &mut Ws) {
     let _guard = CloseOnExit(session);
+    // Swapped with the session's outbox so a busy connection reuses two buffers instead of
+    // allocating one per batch; a burst's capacity is let go once written.
+    let mut batch: std::collections::VecDeque<Frame> = std::collections::VecDeque::new();
     let reason = loop {
         let notified = session.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
 
-        let (frames, closed, deadline) = {
+        let (closed, deadline) = {
             let mut state = session.lock();
             if !state.outbox.is_empty() {
                 Session::observe_drain(&mut state, session.metrics(), Instant::now());
+                std::mem::swap(&mut state.outbox, &mut batch);
             }
-            let frames = std::mem::take(&mut state.outbox);
-            (frames, state.closed, state.heartbeat.poll_timeout())
+            (state.closed, state.heartbeat.poll_timeout())
         };
-        if !frames.is_empty() && write_all(ws, frames, session.metrics()).await.is_err() {
+        if !batch.is_empty() && write_all(ws, &mut batch, session.metrics()).await.is_err() {
             break CloseReason::TransportClose;
+        }
+        if batch.capacity() > 32 {
+            batch = std::collections::VecDeque::new();
         }
         if closed.is_some() {
             let _ = ws.close(None).await;
@@ -264,16 +270,21 @@ async fn run_session(session: &Session, ws: &mut Ws) {
     session.close(reason, false);
 }
 
+/// Writes (and empties) a batch of frames, flushing once at the end.
 async fn write_all(
     ws: &mut Ws,
-    frames: std::collections::VecDeque<Frame>,
+    frames: &mut std::collections::VecDeque<Frame>,
     metrics: &super::EngineMetrics,
 ) -> Result<(), tungstenite::Error> {
     metrics.packets_out.add(frames.len() as u64);
-    for frame in frames {
-        metrics.bytes_out.add(match &frame {
-            Frame::Text(b) | Frame::Binary(b) => b.len() as u64,
-        });
+    let bytes: usize = frames
+        .iter()
+        .map(|f| match f {
+            Frame::Text(b) | Frame::Binary(b) => b.len(),
+        })
+        .sum();
+    metrics.bytes_out.add(bytes as u64);
+    for frame in frames.drain(..) {
         let msg = match frame {
             Frame::Text(bytes) => match Utf8Bytes::try_from(bytes) {
                 Ok(text) => Message::Text(text),

@@ -77,18 +77,20 @@ impl Client {
     }
 
     /// Closes the connection if it joins no namespace within the connect timeout.
+    ///
+    /// One sweeper per server checks every connection's deadline (they expire in the order they were
+    /// set, the timeout being the same for all), instead of a timer task per connection.
     fn spawn_connect_timeout(&self) {
-        let me = self.me.clone();
-        let timeout = self.io.config.connect_timeout;
-        tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            let Some(client) = me.upgrade() else { return };
-            let idle = client.lock().sockets.is_empty();
-            if idle && !client.session.is_closed() {
-                tracing::debug!(sid = client.session.id(), "no namespace joined in time");
-                client.session.close(CloseReason::ForcedClose, true);
-            }
-        });
+        self.io.watch_connect(self.me.clone());
+    }
+
+    /// The connect deadline passed: close the connection if it joined no namespace.
+    pub(crate) fn check_connected(&self) {
+        let idle = self.lock().sockets.is_empty();
+        if idle && !self.session.is_closed() {
+            tracing::debug!(sid = self.session.id(), "no namespace joined in time");
+            self.session.close(CloseReason::ForcedClose, true);
+        }
     }
 
     fn socket_of(&self, nsp: &str) -> Option<SocketRef> {

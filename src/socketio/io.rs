@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -34,9 +34,25 @@ pub(crate) struct IoInner {
     allow_request: RwLock<Option<AllowRequest>>,
     dynamic_created: AtomicUsize,
     metrics: Arc<SocketIoMetrics>,
+    /// Connections waiting to join a namespace, by deadline (oldest first).
+    connect_deadlines:
+        std::sync::Mutex<std::collections::VecDeque<(tokio::time::Instant, Weak<Client>)>>,
+    sweeper_started: std::sync::atomic::AtomicBool,
 }
 
 impl IoInner {
+    /// Checks `client` when the connect timeout has passed (see [`Client`]).
+    pub(crate) fn watch_connect(self: &Arc<Self>, client: Weak<Client>) {
+        let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
+        self.connect_deadlines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((deadline, client));
+        if !self.sweeper_started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(sweep_connect_deadlines(Arc::downgrade(self)));
+        }
+    }
+
     /// The namespace named `name`: a static one, or one created now by a matching dynamic pattern.
     pub(crate) fn namespace_for(&self, name: &str) -> Option<Arc<Namespace>> {
         if let Some(ns) = read(&self.namespaces).get(name) {
@@ -68,6 +84,36 @@ impl IoInner {
                 })
                 .clone(),
         )
+    }
+}
+
+/// Closes the connections that joined no namespace before their deadline, until the server is gone.
+async fn sweep_connect_deadlines(io: Weak<IoInner>) {
+    loop {
+        let next = {
+            let Some(io) = io.upgrade() else { return };
+            let now = tokio::time::Instant::now();
+            let mut expired = Vec::new();
+            let next = {
+                let mut queue = io
+                    .connect_deadlines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                while queue.front().is_some_and(|(deadline, _)| *deadline <= now) {
+                    if let Some((_, client)) = queue.pop_front() {
+                        expired.push(client);
+                    }
+                }
+                queue
+                    .front()
+                    .map_or(now + io.config.connect_timeout, |(deadline, _)| *deadline)
+            };
+            for client in expired.iter().filter_map(Weak::upgrade) {
+                client.check_connected();
+            }
+            next
+        };
+        tokio::time::sleep_until(next).await;
     }
 }
 
@@ -147,6 +193,8 @@ impl SocketIo {
             allow_request: RwLock::new(None),
             dynamic_created: AtomicUsize::new(0),
             metrics: Arc::default(),
+            connect_deadlines: std::sync::Mutex::default(),
+            sweeper_started: std::sync::atomic::AtomicBool::new(false),
         });
         let engine = EngineIo::new(config.engine, SocketIoHandler { io: inner.clone() });
         Self { inner, engine }
