@@ -383,6 +383,7 @@ def main():
     ap.add_argument("--raw", default="benches/results/raw")
     ap.add_argument("--out", default="benches/results")
     ap.add_argument("--config", default="{}")
+    ap.add_argument("--strict", action="store_true", help="exit 1 unless every run passed")
     args = ap.parse_args()
     root = Path(__file__).resolve().parent.parent
     out = Path(args.out)
@@ -407,6 +408,33 @@ def main():
     (out / "results.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
     doc["_out"] = str(out)
     (out / "results.md").write_text(markdown(doc))
+    passed, failed = check(results)
+    for f in failed:
+        print("failed run:", f)
+    print(f"bench: {passed} passed, {len(failed)} failed")
+    if args.strict and failed:
+        raise SystemExit(1)
+
+
+def check(results):
+    """A run passes when the load generator finished and every connection it asked for was made and
+    kept (loss and latency are results, not failures)."""
+    passed, failed = 0, []
+    for scenario, peers in results.items():
+        for peer, r in peers.items():
+            for i, d in enumerate(r["raw"], 1):
+                want = d.get("conns", d.get("subs", d.get("clients")))
+                got = d.get("connected", d.get("joined"))
+                why = d.get("error") or (
+                    f"{d.get('failed')} failed handshakes" if d.get("failed") else None
+                ) or (f"{d.get('drops')} dropped" if d.get("drops") else None) or (
+                    f"{got} of {want} connected" if want is not None and got is not None and got < want else None
+                )
+                if why:
+                    failed.append(f"{scenario} {peer} run {i}: {why}")
+                else:
+                    passed += 1
+    return passed, failed
 
 
 if __name__ == "__main__":

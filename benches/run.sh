@@ -223,6 +223,8 @@ if [[ $ANALYTICS == 1 && " $PEERS " == *" tidings "* ]]; then
 fi
 
 step "report"
-python3 benches/report.py --raw "$RAW" --out "$OUT" \
+STRICT=()
+[[ $QUICK == 1 ]] && STRICT=(--strict)
+python3 benches/report.py "${STRICT[@]}" --raw "$RAW" --out "$OUT" \
   --config "{\"quick\": $QUICK, \"repeat\": $REPEAT, \"idle_conns\": $IDLE_CONNS, \"idle_hold_secs\": $IDLE_HOLD, \"subs\": $SUBS, \"rate\": $RATE, \"clients\": $CLIENTS, \"secs\": $SECS, \"loadgen_threads\": $THREADS, \"analytics\": $ANALYTICS}"
 echo "results: $OUT/results.md" >&2
