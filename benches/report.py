@@ -82,7 +82,7 @@ TITLES = {
     "fanout-100": "Fan-out at a fixed rate",
     "fanout-max": "Fan-out at the maximum sustainable rate",
     "echo": "Echo, clients in closed loop",
-    "soak": "Soak: 18 000 connections held for 10 minutes",
+    "soak": "Soak: connections held through heartbeats for minutes",
 }
 CHART = {
     "idle": ["kib_per_conn", "connect_rate", "hs_p99"],
@@ -346,6 +346,8 @@ def markdown(doc):
         "Produced by `benches/run.sh`; raw results in `raw/`, server and load-generator logs in `logs/`.",
         "",
     ]
+    if c.get("note"):
+        lines += [f"**Note:** {c['note']}", ""]
     if doc["targets"]:
         lines += ["## Tidings against the targets", "", "| target | Tidings | goal | met |", "|---|---|---|---|"]
         for t in doc["targets"]:
@@ -383,11 +385,14 @@ def main():
     ap.add_argument("--raw", default="benches/results/raw")
     ap.add_argument("--out", default="benches/results")
     ap.add_argument("--config", default="{}")
+    ap.add_argument("--note", default="")
     ap.add_argument("--strict", action="store_true", help="exit 1 unless every run passed")
     args = ap.parse_args()
     root = Path(__file__).resolve().parent.parent
     out = Path(args.out)
     config = json.loads(args.config)
+    if args.note:
+        config["note"] = args.note
     results = aggregate(load_raw(args.raw))
     doc = {
         "machine": machine(),
@@ -396,7 +401,8 @@ def main():
         "targets": targets(results, config),
         "results": results,
     }
-    analytics = out / "analytics.json"
+    # benches/analytics/bench.js always writes beside the committed results.
+    analytics = root / "benches/results/analytics.json"
     if config.get("analytics") and analytics.exists():
         try:
             doc["analytics"] = json.loads(analytics.read_text())

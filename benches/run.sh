@@ -18,8 +18,10 @@
 #   --secs S            seconds of each fan-out and echo run                           [BENCH_SECS=10]
 #   --threads T         worker threads of each load-generator process                  [LOADGEN_THREADS=1]
 #   --soak              also hold 18 000 connections to Tidings for 10 minutes         [BENCH_SOAK=0]
+#                       (BENCH_SOAK_CONNS=18000, BENCH_SOAK_SECS=600 to change that)
 #   --analytics / --no-analytics   the analytics service's own load (Tidings only)    [BENCH_ANALYTICS]
 #   --out DIR           where results go           [BENCH_OUT=benches/results; --quick: target/bench-quick]
+#   --note TEXT         a line for the report (e.g. why this run was made)               [BENCH_NOTE]
 #   --no-build          use what is already built
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,6 +41,7 @@ THREADS="${LOADGEN_THREADS:-1}"
 SOAK="${BENCH_SOAK:-0}"
 ANALYTICS="${BENCH_ANALYTICS:-}"
 OUT="${BENCH_OUT:-}"
+NOTE="${BENCH_NOTE:-}"
 BUILD=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -57,8 +60,9 @@ while [[ $# -gt 0 ]]; do
     --analytics) ANALYTICS=1 ;;
     --no-analytics) ANALYTICS=0 ;;
     --out) OUT="$2"; shift ;;
+    --note) NOTE="$2"; shift ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
   shift
@@ -156,15 +160,15 @@ scenario_args() {
     fanout-100) echo "fanout --subs $SUBS --rate $RATE --secs $SECS" ;;
     fanout-max) echo "fanout --subs $SUBS --rate max --secs $SECS" ;;
     echo) echo "echo --clients $CLIENTS --secs $SECS" ;;
-    soak) echo "idle --conns 18000 --hold 600" ;;
+    soak) echo "idle --conns ${BENCH_SOAK_CONNS:-18000} --hold ${BENCH_SOAK_SECS:-600}" ;;
     *) echo "unknown scenario: $1" >&2; return 1 ;;
   esac
 }
 
-run_one() { # scenario peer repetition
-  local scenario="$1" peer="$2" r="$3"
+run_one() { # scenario peer repetition of
+  local scenario="$1" peer="$2" r="$3" of="$4"
   local tag="$scenario-$peer-$r"
-  step "$scenario × $peer (run $r of $REPEAT)"
+  step "$scenario × $peer (run $r of $of)"
   if ! start_server "$peer" "$LOGS/$tag.server.log"; then
     echo "{\"mode\":\"$scenario\",\"label\":\"$peer\",\"error\":\"server did not start\"}" >"$RAW/$tag.json"
     return 0
@@ -207,13 +211,13 @@ EOF
 for scenario in $SCENARIOS; do
   for peer in $PEERS; do
     for r in $(seq 1 "$REPEAT"); do
-      run_one "$scenario" "$peer" "$r"
+      run_one "$scenario" "$peer" "$r" "$REPEAT"
     done
   done
 done
 if [[ $SOAK == 1 ]]; then
   for peer in $PEERS; do
-    [[ $peer == tidings ]] && run_one soak tidings 1
+    if [[ $peer == tidings ]]; then run_one soak tidings 1 1; fi
   done
 fi
 if [[ $ANALYTICS == 1 && " $PEERS " == *" tidings "* ]]; then
@@ -225,6 +229,6 @@ fi
 step "report"
 STRICT=()
 [[ $QUICK == 1 ]] && STRICT=(--strict)
-python3 benches/report.py "${STRICT[@]}" --raw "$RAW" --out "$OUT" \
+python3 benches/report.py "${STRICT[@]}" --raw "$RAW" --out "$OUT" --note "$NOTE" \
   --config "{\"quick\": $QUICK, \"repeat\": $REPEAT, \"idle_conns\": $IDLE_CONNS, \"idle_hold_secs\": $IDLE_HOLD, \"subs\": $SUBS, \"rate\": $RATE, \"clients\": $CLIENTS, \"secs\": $SECS, \"loadgen_threads\": $THREADS, \"analytics\": $ANALYTICS}"
 echo "results: $OUT/results.md" >&2
