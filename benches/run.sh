@@ -122,7 +122,7 @@ start_server() { # peer log
   SERVER_PID=$!
   SERVER_PORT=""
   for _ in $(seq 1 200); do
-    SERVER_PORT="$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$2" | head -n1)"
+    SERVER_PORT="$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$2" 2>/dev/null | head -n1)"
     [[ -n "$SERVER_PORT" ]] && return 0
     kill -0 "$SERVER_PID" 2>/dev/null || break
     sleep 0.1
