@@ -390,6 +390,7 @@ def main():
     args = ap.parse_args()
     root = Path(__file__).resolve().parent.parent
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     config = json.loads(args.config)
     if args.note:
         config["note"] = args.note
