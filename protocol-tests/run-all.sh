@@ -40,5 +40,8 @@ if [[ -x protocol-tests/python/run.sh ]]; then
   step "Python conformance tests (python-socketio)"
   protocol-tests/python/run.sh
 fi
+step "Benchmark harness smoke (every peer, every scenario, small)"
+benches/run.sh --quick
+
 echo
 echo "all test stages passed"
