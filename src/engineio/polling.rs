@@ -210,6 +210,7 @@ pub(crate) async fn get<H: Handler>(
                 // Released by a close or an upgrade with nothing to say: noop.
                 Some(Bytes::from_static(b"6"))
             } else {
+                state.drainer_parked = true;
                 None
             };
             if let Some(body) = body {

@@ -102,6 +102,10 @@ pub(crate) struct State {
     handler: Option<Arc<dyn SessionHandler>>,
     /// When the oldest frame now in the outbox was queued (for the write-latency histogram).
     pub(crate) queued_since: Option<Instant>,
+    /// Whether the outbox's drainer is parked waiting for frames: only then does queueing a frame
+    /// wake it. A drainer that is busy finds new frames on its next look, with no wake-up (and no
+    /// thread hand-off) per message.
+    pub(crate) drainer_parked: bool,
 }
 
 /// A live Engine.IO session. Shared as `Arc<Session>`.
@@ -146,6 +150,7 @@ impl Session {
                 heartbeat,
                 handler: None,
                 queued_since: None,
+                drainer_parked: false,
             }),
             notify: Notify::new(),
             map,
@@ -217,8 +222,11 @@ impl Session {
             self.close(CloseReason::TransportError, false);
             return Err(SendError::Full);
         }
+        let wake = std::mem::take(&mut state.drainer_parked);
         drop(state);
-        self.notify.notify_one();
+        if wake {
+            self.notify.notify_one();
+        }
         Ok(())
     }
 

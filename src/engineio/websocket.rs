@@ -238,6 +238,8 @@ async fn run_session(session: &Session, ws: &mut Ws) {
 
         let (closed, deadline) = {
             let mut state = session.lock();
+            // From here until the next look, frames queued by others must wake this loop.
+            state.drainer_parked = true;
             if !state.outbox.is_empty() {
                 Session::observe_drain(&mut state, session.metrics(), Instant::now());
                 std::mem::swap(&mut state.outbox, &mut batch);
@@ -257,6 +259,9 @@ async fn run_session(session: &Session, ws: &mut Ws) {
 
         tokio::select! {
             incoming = ws.next() => {
+                // What the handlers queue while this loop runs them is found on the next look:
+                // no wake-up of this task by itself.
+                session.lock().drainer_parked = false;
                 if let Err(reason) = handle_incoming(session, ws, incoming).await {
                     break reason;
                 }
