@@ -284,7 +284,12 @@ impl Session {
         }
         match state.heartbeat.handle_timeout(now) {
             Action::SendPing => {
-                state.outbox.push_back(Frame::bare(PacketType::Ping));
+                // At the front, not behind the backlog: the pong deadline starts now, and a polling
+                // client drains at most `max_packets_per_poll` frames per GET, so a ping queued
+                // behind a long backlog could reach an active client only after the deadline. A
+                // ping is not a message, so moving it ahead of messages reorders nothing the
+                // client's Socket.IO layer sees.
+                state.outbox.push_front(Frame::bare(PacketType::Ping));
                 let next = state.heartbeat.poll_timeout();
                 drop(state);
                 self.notify.notify_one();
@@ -297,5 +302,44 @@ impl Session {
             }
             Action::Wait => Some(state.heartbeat.poll_timeout()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ping_goes_ahead_of_the_backlog() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let request = Arc::new(RequestInfo {
+            headers: HeaderMap::new(),
+            uri: Uri::from_static("/socket.io/?EIO=4&transport=polling"),
+            remote_addr: None,
+            secure: false,
+            issued: SystemTime::now(),
+        });
+        let session = Session::new(
+            "sid".to_owned(),
+            request,
+            TransportKind::Polling,
+            Heartbeat::new(t0, ms(300), ms(2000)),
+            Arc::new(SessionMap::new()),
+            8192,
+        );
+        for i in 0..1000 {
+            session
+                .send(Frame::text(PacketType::Message, &i.to_string()))
+                .unwrap();
+        }
+        assert!(session.drive_heartbeat(t0 + ms(300)).is_some());
+        let state = session.lock();
+        assert_eq!(state.outbox.len(), 1001);
+        assert_eq!(state.outbox[0], Frame::bare(PacketType::Ping));
+        // The messages keep their order behind it.
+        assert_eq!(state.outbox[1], Frame::text(PacketType::Message, "0"));
+        assert_eq!(state.outbox[1000], Frame::text(PacketType::Message, "999"));
     }
 }
