@@ -103,6 +103,8 @@ def start_server():
         return server
 
     yield start
+    for s in started:  # pytest shows this only for a failed test (set RUST_LOG for more)
+        print(f"test_server output:\n{''.join(s.output)}")
     crashed = [s for s in started if s.proc.poll() is not None]
     for s in started:
         _stop(s.proc)
