@@ -196,24 +196,71 @@ where
 /// forgotten after a grace period.
 pub(crate) fn spawn_driver<H: Handler>(inner: &Inner<H>, session: Arc<Session>) {
     let grace = inner.config.ping_timeout.min(Duration::from_secs(30));
-    tokio::spawn(async move {
-        loop {
-            let deadline = {
-                let state = session.lock();
-                if state.closed.is_some() {
-                    break;
-                }
-                if state.transport == Transport::WebSocket {
-                    return;
-                }
-                state.heartbeat.poll_timeout()
-            };
-            tokio::time::sleep_until(deadline).await;
-            if session.drive_heartbeat(Instant::now()).is_none() {
+    tokio::spawn(drive(session, grace));
+}
+
+async fn drive(session: Arc<Session>, grace: Duration) {
+    loop {
+        let deadline = {
+            let state = session.lock();
+            if state.closed.is_some() {
                 break;
             }
+            if state.transport == Transport::WebSocket {
+                return;
+            }
+            state.heartbeat.poll_timeout()
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {
+                if session.drive_heartbeat(Instant::now()).is_none() {
+                    break;
+                }
+            }
+            // A pong re-armed the next ping, earlier than the pong deadline slept on: recompute.
+            () = session.heartbeat_changed.notified() => {}
         }
-        tokio::time::sleep(grace).await;
-        session.forget();
-    });
+    }
+    tokio::time::sleep(grace).await;
+    session.forget();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engineio::{CloseReason, PacketType, Payload};
+
+    async fn wait_for_ping(session: &Session, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if session
+                .lock()
+                .outbox
+                .contains(&Frame::bare(PacketType::Ping))
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_pong_rearms_the_next_ping() {
+        let ms = Duration::from_millis;
+        let session = Session::for_test(Instant::now(), ms(50), ms(5000));
+        tokio::spawn(drive(session.clone(), ms(10)));
+        assert!(wait_for_ping(&session, ms(2000)).await);
+        session.lock().outbox.clear();
+        session
+            .handle_packet(
+                PacketType::Pong,
+                Payload::Text(Bytes::new()),
+                Instant::now(),
+            )
+            .unwrap();
+        // Due 50 ms after the pong, not when the driver's 5 s pong deadline would have ended.
+        assert!(wait_for_ping(&session, ms(2000)).await);
+        session.close(CloseReason::ServerShutdown, false);
+    }
 }

@@ -95,6 +95,8 @@ pub struct Session {
     state: Mutex<State>,
     /// Wakes whoever drains the outbox (a pending GET, or the WebSocket loop).
     pub(crate) notify: Notify,
+    /// Wakes the polling heartbeat driver when a pong moved the next deadline.
+    pub(crate) heartbeat_changed: Notify,
     map: Arc<SessionMap>,
     max_buffered: usize,
     started_on: TransportKind,
@@ -131,6 +133,7 @@ impl Session {
                 handler: None,
             }),
             notify: Notify::new(),
+            heartbeat_changed: Notify::new(),
             map,
             max_buffered,
             started_on: transport,
@@ -264,6 +267,7 @@ impl Session {
             }
             PacketType::Pong => {
                 self.lock().heartbeat.handle_pong(now);
+                self.heartbeat_changed.notify_one();
                 Ok(())
             }
             PacketType::Close => Err(CloseReason::TransportClose),
@@ -306,6 +310,32 @@ impl Session {
 }
 
 #[cfg(test)]
+impl Session {
+    /// A polling session opened at `now`, for unit tests.
+    pub(crate) fn for_test(
+        now: Instant,
+        interval: std::time::Duration,
+        timeout: std::time::Duration,
+    ) -> Arc<Self> {
+        let request = Arc::new(RequestInfo {
+            headers: HeaderMap::new(),
+            uri: Uri::from_static("/socket.io/?EIO=4&transport=polling"),
+            remote_addr: None,
+            secure: false,
+            issued: SystemTime::now(),
+        });
+        Arc::new(Self::new(
+            "sid".to_owned(),
+            request,
+            TransportKind::Polling,
+            Heartbeat::new(now, interval, timeout),
+            Arc::new(SessionMap::new()),
+            8192,
+        ))
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
@@ -314,21 +344,7 @@ mod tests {
     fn ping_goes_ahead_of_the_backlog() {
         let ms = Duration::from_millis;
         let t0 = Instant::now();
-        let request = Arc::new(RequestInfo {
-            headers: HeaderMap::new(),
-            uri: Uri::from_static("/socket.io/?EIO=4&transport=polling"),
-            remote_addr: None,
-            secure: false,
-            issued: SystemTime::now(),
-        });
-        let session = Session::new(
-            "sid".to_owned(),
-            request,
-            TransportKind::Polling,
-            Heartbeat::new(t0, ms(300), ms(2000)),
-            Arc::new(SessionMap::new()),
-            8192,
-        );
+        let session = Session::for_test(t0, ms(300), ms(2000));
         for i in 0..1000 {
             session
                 .send(Frame::text(PacketType::Message, &i.to_string()))
