@@ -47,13 +47,18 @@ class WireTap:
     Wraps the engineio client's `_receive_packet` (private, but the pinned python-engineio calls it
     from the transport's read loop, once per packet, in order) before handing each packet on."""
 
-    def __init__(self, sio):
+    def __init__(self, sio, swallow_pings=False):
         self.messages = []
+        self.pings = 0
         original = sio.eio._receive_packet
 
         def tap(pkt):
             if pkt.packet_type == engineio.packet.MESSAGE:
                 self.messages.append(pkt.data)
+            elif pkt.packet_type == engineio.packet.PING:
+                self.pings += 1
+                if swallow_pings:
+                    return None  # the client never sees it, so never pongs
             return original(pkt)
 
         sio.eio._receive_packet = tap
@@ -360,6 +365,15 @@ def test_dynamic_namespace(new_client, connect):
     assert hello.wait_for(1) == [({"nsp": "/dyn-abc"},)]
 
 
+def test_unknown_namespace_is_refused(new_client, connect):
+    sio = new_client()
+    errors = []
+    sio.on("connect_error", errors.append, namespace="/nope")
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        connect(sio, namespaces=["/nope"])
+    assert errors == [{"message": "Invalid namespace"}]
+
+
 # --- disconnect -----------------------------------------------------------------------------------
 
 
@@ -429,7 +443,10 @@ def test_client_disconnect_api(new_client, server_url):
     assert wait_for_reason(observer, sid) == ["client namespace disconnect"]
 
 
-def test_server_disconnect(new_client, connect):
+@pytest.mark.parametrize("event", ["disconnect-me", "close-me"])
+def test_server_disconnect(new_client, connect, event):
+    """socket.disconnect(false) and socket.disconnect(true) on the server: the client hears "io
+    server disconnect", the server records "server namespace disconnect"."""
     kicked, observer = new_client(), new_client()
     reasons = []
     gone = threading.Event()
@@ -442,7 +459,7 @@ def test_server_disconnect(new_client, connect):
     connect(kicked)
     connect(observer)
     sid = kicked.get_sid("/")
-    kicked.emit("disconnect-me")
+    kicked.emit(event)
     assert gone.wait(WAIT)
     assert reasons == [kicked.reason.SERVER_DISCONNECT]
     assert wait_for_reason(observer, sid) == ["server namespace disconnect"]
@@ -454,14 +471,27 @@ def test_server_disconnect(new_client, connect):
 def test_session_survives_heartbeats(start_server, new_client, transports):
     server = start_server(PING_INTERVAL_MS=100, PING_TIMEOUT_MS=1000)
     sio = new_client()
+    tap = WireTap(sio)
     disconnected = threading.Event()
     sio.on("disconnect", lambda *a: disconnected.set())
     sio.connect(server.url, transports=transports, wait_timeout=WAIT)
     sid = sio.get_sid("/")
-    # Ten ping intervals; the client must pong each ping, or the server drops it after 1 s.
-    assert not disconnected.wait(1.0)
+    # A client that did not pong would be dropped 1.1 s after opening; this one must not be.
+    assert not disconnected.wait(1.5)
+    assert tap.pings >= 5
     assert sio.connected and sio.get_sid("/") == sid
     assert sio.call("add", (20, 22), timeout=WAIT) == 42
+
+
+def test_client_that_never_pongs_is_dropped(start_server, new_client, transports):
+    server = start_server(PING_INTERVAL_MS=100, PING_TIMEOUT_MS=300)
+    mute, observer = new_client(), new_client()
+    tap = WireTap(mute, swallow_pings=True)
+    mute.connect(server.url, transports=transports, wait_timeout=WAIT)
+    observer.connect(server.url, transports=["websocket"], wait_timeout=WAIT)
+    sid = mute.get_sid("/")
+    assert wait_for_reason(observer, sid) == ["ping timeout"]
+    assert tap.pings >= 1
 
 
 BURST = 1000
