@@ -30,6 +30,7 @@ pub(crate) fn text_response(body: Bytes) -> Response<Body> {
 struct Pending {
     session: Arc<Session>,
     get: bool,
+    /// Set by a GET in the same critical section that takes its body and clears `polling_get`.
     answered: bool,
 }
 
@@ -37,10 +38,10 @@ impl Drop for Pending {
     fn drop(&mut self) {
         {
             let mut state = self.session.lock();
-            if self.get {
-                state.polling_get = false;
-            } else {
+            if !self.get {
                 state.polling_post = false;
+            } else if !self.answered {
+                state.polling_get = false;
             }
         }
         if self.get && !self.answered {
@@ -52,12 +53,16 @@ impl Drop for Pending {
 /// Marks a GET or POST pending, refusing an overlapping one (which closes the session).
 fn begin(session: &Arc<Session>, get: bool) -> Result<Pending, HttpError> {
     // A session whose pong is overdue is dead now, even if its timer has not fired yet.
-    if session.drive_heartbeat(Instant::now()).is_none() {
-        return Err(HttpError::SessionIdUnknown);
-    }
+    let alive = session.drive_heartbeat(Instant::now()).is_some();
     let mut state = session.lock();
-    if state.closed.is_some() {
-        return Err(HttpError::SessionIdUnknown);
+    if !alive || state.closed.is_some() {
+        // Except that a server-initiated close stays for the next GET to collect its close packet,
+        // which is then the last frame queued (nothing can be queued after a close).
+        let close_waits =
+            get && state.outbox.back() == Some(&Frame::bare(codec::PacketType::Close));
+        if !close_waits {
+            return Err(HttpError::SessionIdUnknown);
+        }
     }
     let flag = if get {
         &mut state.polling_get
@@ -83,8 +88,11 @@ pub(crate) async fn get<H: Handler>(
     inner: &Inner<H>,
     session: Arc<Session>,
 ) -> Result<Response<Body>, HttpError> {
+    answer_get(session, inner.config.max_packets_per_poll).await
+}
+
+async fn answer_get(session: Arc<Session>, max: usize) -> Result<Response<Body>, HttpError> {
     let mut pending = begin(&session, true)?;
-    let max = inner.config.max_packets_per_poll;
     loop {
         let notified = session.notify.notified();
         tokio::pin!(notified);
@@ -113,12 +121,15 @@ pub(crate) async fn get<H: Handler>(
                 None
             };
             if let Some(body) = body {
+                // This GET carries nothing more from now on: a close that comes after this point
+                // must keep the session for the next GET to collect the close packet.
+                state.polling_get = false;
+                pending.answered = true;
                 let drained = state.outbox.is_empty();
                 drop(state);
                 if closed && drained {
                     session.forget();
                 }
-                pending.answered = true;
                 return Ok(text_response(body));
             }
         }
@@ -243,6 +254,30 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         false
+    }
+
+    async fn body(res: Response<Body>) -> Bytes {
+        res.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_server_close_between_polls_reaches_the_next_get() {
+        let ms = Duration::from_millis;
+        let session = Session::for_test(Instant::now(), ms(25_000), ms(60_000));
+        session.send(Frame::text(PacketType::Message, "1")).unwrap();
+        let first = answer_get(session.clone(), 16).await.unwrap();
+        assert_eq!(body(first).await, "41");
+        // The server closes the session before the client polls again: the next GET gets `1`.
+        assert!(session.close(CloseReason::ForcedClose, true));
+        assert!(session.in_registry());
+        assert!(
+            begin(&session, false).is_err(),
+            "a POST to a closed session is refused"
+        );
+        let last = answer_get(session.clone(), 16).await.unwrap();
+        assert_eq!(body(last).await, "1");
+        assert!(!session.in_registry());
+        assert!(begin(&session, true).is_err(), "nothing left to collect");
     }
 
     #[tokio::test]

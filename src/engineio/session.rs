@@ -311,7 +311,7 @@ impl Session {
 
 #[cfg(test)]
 impl Session {
-    /// A polling session opened at `now`, for unit tests.
+    /// A polling session opened at `now`, in a registry of its own, for unit tests.
     pub(crate) fn for_test(
         now: Instant,
         interval: std::time::Duration,
@@ -324,14 +324,22 @@ impl Session {
             secure: false,
             issued: SystemTime::now(),
         });
-        Arc::new(Self::new(
+        let map = Arc::new(SessionMap::new());
+        let session = Arc::new(Self::new(
             "sid".to_owned(),
             request,
             TransportKind::Polling,
             Heartbeat::new(now, interval, timeout),
-            Arc::new(SessionMap::new()),
+            map.clone(),
             8192,
-        ))
+        ));
+        map.insert(session.clone());
+        session
+    }
+
+    /// Whether requests with this session's sid still find it.
+    pub(crate) fn in_registry(&self) -> bool {
+        self.map.get(&self.id).is_some()
     }
 }
 
