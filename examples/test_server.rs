@@ -6,7 +6,8 @@
 //! `REDIS_URL` joins a Redis cluster (the Node redis-adapter's wire format).
 //!
 //! Namespaces and events:
-//! - `/`: emits `welcome` `{id}` on connect; see the handlers below for each test event.
+//! - `/`: emits `welcome` `{id}` on connect; see the handlers below for each test event
+//!   (`burst` `n` emits `burst` `0..n` to the caller, then acks `n`).
 //! - `/admin`: a middleware requires `auth.token == "secret"`, otherwise CONNECT_ERROR
 //!   `{"message":"unauthorized","data":{"reason":"bad token"}}`.
 //! - dynamic namespaces matching `/dyn-*`: emit `hello` `{nsp}` on connect.
@@ -231,6 +232,17 @@ fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog
                 "secure": h.secure(),
                 "xdomain": h.xdomain(),
             }));
+        }
+    });
+    // A burst for the transport tests: emits `burst` with 0, 1, ..., n-1 to this socket at once
+    // (n capped at 10 000), then acks `n`, so the ack arrives after every burst event.
+    socket.on("burst", |socket, args: Args, ack| {
+        let n = args.get::<u64>(0).unwrap_or(0).min(10_000);
+        for i in 0..n {
+            socket.emit("burst", i);
+        }
+        if let Some(ack) = ack {
+            ack.send_one(n);
         }
     });
     socket.on("disconnect-me", |socket, _, _| socket.disconnect(false));

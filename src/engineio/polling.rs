@@ -104,6 +104,7 @@ impl Encoding {
 struct Pending {
     session: Arc<Session>,
     get: bool,
+    /// Set by a GET in the same critical section that takes its body and clears `polling_get`.
     answered: bool,
 }
 
@@ -111,10 +112,10 @@ impl Drop for Pending {
     fn drop(&mut self) {
         {
             let mut state = self.session.lock();
-            if self.get {
-                state.polling_get = false;
-            } else {
+            if !self.get {
                 state.polling_post = false;
+            } else if !self.answered {
+                state.polling_get = false;
             }
         }
         if self.get && !self.answered {
@@ -159,8 +160,23 @@ pub(crate) async fn get<H: Handler>(
     session: Arc<Session>,
     encoding: Encoding,
 ) -> Result<Response<Body>, HttpError> {
+    let threshold = inner.config.http_compression_threshold;
+    answer_get(
+        session,
+        inner.config.max_packets_per_poll,
+        encoding,
+        threshold,
+    )
+    .await
+}
+
+async fn answer_get(
+    session: Arc<Session>,
+    max: usize,
+    encoding: Encoding,
+    threshold: Option<usize>,
+) -> Result<Response<Body>, HttpError> {
     let mut pending = begin(&session, true)?;
-    let max = inner.config.max_packets_per_poll;
     loop {
         let notified = session.notify.notified();
         tokio::pin!(notified);
@@ -214,13 +230,15 @@ pub(crate) async fn get<H: Handler>(
                 None
             };
             if let Some(body) = body {
+                // This GET carries nothing more from now on: a close that comes after this point
+                // must keep the session for the next GET to collect the close packet.
+                state.polling_get = false;
+                pending.answered = true;
                 let drained = state.outbox.is_empty();
                 drop(state);
                 if closed && drained {
                     session.forget();
                 }
-                pending.answered = true;
-                let threshold = inner.config.http_compression_threshold;
                 return Ok(match threshold {
                     Some(min) if body.len() >= min => encoding.respond(body),
                     _ => text_response(body),
@@ -302,24 +320,99 @@ where
 /// forgotten after a grace period.
 pub(crate) fn spawn_driver<H: Handler>(inner: &Inner<H>, session: Arc<Session>) {
     let grace = inner.config.ping_timeout.min(Duration::from_secs(30));
-    tokio::spawn(async move {
-        loop {
-            let deadline = {
-                let state = session.lock();
-                if state.closed.is_some() {
-                    break;
-                }
-                if state.transport == Transport::WebSocket {
-                    return;
-                }
-                state.heartbeat.poll_timeout()
-            };
-            tokio::time::sleep_until(deadline).await;
-            if session.drive_heartbeat(Instant::now()).is_none() {
+    tokio::spawn(drive(session, grace));
+}
+
+async fn drive(session: Arc<Session>, grace: Duration) {
+    loop {
+        let deadline = {
+            let state = session.lock();
+            if state.closed.is_some() {
                 break;
             }
+            if state.transport == Transport::WebSocket {
+                return;
+            }
+            state.heartbeat.poll_timeout()
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {
+                if session.drive_heartbeat(Instant::now()).is_none() {
+                    break;
+                }
+            }
+            // A pong re-armed the next ping, earlier than the pong deadline slept on: recompute.
+            () = session.heartbeat_changed.notified() => {}
         }
-        tokio::time::sleep(grace).await;
-        session.forget();
-    });
+    }
+    tokio::time::sleep(grace).await;
+    session.forget();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engineio::{CloseReason, PacketType, Payload};
+
+    async fn wait_for_ping(session: &Session, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if session
+                .lock()
+                .outbox
+                .contains(&Frame::bare(PacketType::Ping))
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    async fn body(res: Response<Body>) -> Bytes {
+        res.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_server_close_between_polls_reaches_the_next_get() {
+        let ms = Duration::from_millis;
+        let session = Session::for_test(Instant::now(), ms(25_000), ms(60_000));
+        session.send(Frame::text(PacketType::Message, "1")).unwrap();
+        let first = answer_get(session.clone(), 16, Encoding::Identity, None)
+            .await
+            .unwrap();
+        assert_eq!(body(first).await, "41");
+        // The server closes the session before the client polls again: the next GET gets `1`.
+        assert!(session.close(CloseReason::ForcedClose, true));
+        assert!(session.in_registry());
+        assert!(
+            begin(&session, false).is_err(),
+            "a POST to a closed session is refused"
+        );
+        let last = answer_get(session.clone(), 16, Encoding::Identity, None)
+            .await
+            .unwrap();
+        assert_eq!(body(last).await, "1");
+        assert!(!session.in_registry());
+        assert!(begin(&session, true).is_err(), "nothing left to collect");
+    }
+
+    #[tokio::test]
+    async fn a_pong_rearms_the_next_ping() {
+        let ms = Duration::from_millis;
+        let session = Session::for_test(Instant::now(), ms(50), ms(5000));
+        tokio::spawn(drive(session.clone(), ms(10)));
+        assert!(wait_for_ping(&session, ms(2000)).await);
+        session.lock().outbox.clear();
+        session
+            .handle_packet(
+                PacketType::Pong,
+                Payload::Text(Bytes::new()),
+                Instant::now(),
+            )
+            .unwrap();
+        // Due 50 ms after the pong, not when the driver's 5 s pong deadline would have ended.
+        assert!(wait_for_ping(&session, ms(2000)).await);
+        session.close(CloseReason::ServerShutdown, false);
+    }
 }

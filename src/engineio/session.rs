@@ -115,6 +115,8 @@ pub struct Session {
     state: Mutex<State>,
     /// Wakes whoever drains the outbox (a pending GET, or the WebSocket loop).
     pub(crate) notify: Notify,
+    /// Wakes the polling heartbeat driver when a pong moved the next deadline.
+    pub(crate) heartbeat_changed: Notify,
     map: Arc<SessionMap>,
     max_buffered: usize,
     started_on: TransportKind,
@@ -153,6 +155,7 @@ impl Session {
                 drainer_parked: false,
             }),
             notify: Notify::new(),
+            heartbeat_changed: Notify::new(),
             map,
             max_buffered,
             started_on: transport,
@@ -318,6 +321,7 @@ impl Session {
             }
             PacketType::Pong => {
                 self.lock().heartbeat.handle_pong(now);
+                self.heartbeat_changed.notify_one();
                 Ok(())
             }
             PacketType::Close => Err(CloseReason::TransportClose),
@@ -338,7 +342,12 @@ impl Session {
         }
         match state.heartbeat.handle_timeout(now) {
             Action::SendPing => {
-                state.outbox.push_back(Frame::bare(PacketType::Ping));
+                // At the front, not behind the backlog: the pong deadline starts now, and a polling
+                // client drains at most `max_packets_per_poll` frames per GET, so a ping queued
+                // behind a long backlog could reach an active client only after the deadline. A
+                // ping is not a message, so moving it ahead of messages reorders nothing the
+                // client's Socket.IO layer sees.
+                state.outbox.push_front(Frame::bare(PacketType::Ping));
                 let next = state.heartbeat.poll_timeout();
                 drop(state);
                 self.notify.notify_one();
@@ -354,5 +363,64 @@ impl Session {
             }
             Action::Wait => Some(state.heartbeat.poll_timeout()),
         }
+    }
+}
+
+#[cfg(test)]
+impl Session {
+    /// A polling session opened at `now`, in a registry of its own, for unit tests.
+    pub(crate) fn for_test(
+        now: Instant,
+        interval: std::time::Duration,
+        timeout: std::time::Duration,
+    ) -> Arc<Self> {
+        let request = Arc::new(RequestInfo {
+            headers: HeaderMap::new(),
+            uri: Uri::from_static("/socket.io/?EIO=4&transport=polling"),
+            remote_addr: None,
+            secure: false,
+            issued: SystemTime::now(),
+        });
+        let map = Arc::new(SessionMap::new());
+        let session = Arc::new(Self::new(
+            "sid".to_owned(),
+            request,
+            TransportKind::Polling,
+            Heartbeat::new(now, interval, timeout),
+            map.clone(),
+            8192,
+        ));
+        map.insert(session.clone());
+        session
+    }
+
+    /// Whether requests with this session's sid still find it.
+    pub(crate) fn in_registry(&self) -> bool {
+        self.map.get(&self.id).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ping_goes_ahead_of_the_backlog() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let session = Session::for_test(t0, ms(300), ms(2000));
+        for i in 0..1000 {
+            session
+                .send(Frame::text(PacketType::Message, &i.to_string()))
+                .unwrap();
+        }
+        assert!(session.drive_heartbeat(t0 + ms(300)).is_some());
+        let state = session.lock();
+        assert_eq!(state.outbox.len(), 1001);
+        assert_eq!(state.outbox[0], Frame::bare(PacketType::Ping));
+        // The messages keep their order behind it.
+        assert_eq!(state.outbox[1], Frame::text(PacketType::Message, "0"));
+        assert_eq!(state.outbox[1000], Frame::text(PacketType::Message, "999"));
     }
 }
