@@ -369,3 +369,19 @@ async fn survives_a_redis_restart() {
     assert!(delivered, "no broadcast crossed nodes after the restart");
     assert!(a.factory.metrics().publish_failures.get() >= 1);
 }
+
+#[tokio::test]
+async fn recovery_is_off_with_a_cluster_adapter() {
+    let Some(redis) = Redis::start() else {
+        eprintln!("redis-server is not installed; skipping");
+        return;
+    };
+    let factory = RedisAdapterFactory::connect(RedisConfig::new(redis.url()))
+        .await
+        .unwrap();
+    let mut config = Config::default();
+    config.adapter = Some(std::sync::Arc::new(factory));
+    config.recovery = Some(tidings::socketio::RecoveryConfig::default());
+    let io = SocketIo::new(config);
+    assert!(io.config().recovery.is_none());
+}

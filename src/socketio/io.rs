@@ -185,7 +185,16 @@ impl std::fmt::Debug for SocketIo {
 
 impl SocketIo {
     /// A server with `config`. Add namespaces with [`SocketIo::ns`].
-    pub fn new(config: Config) -> Self {
+    ///
+    /// Connection state recovery is turned off when a cluster adapter is configured: packets
+    /// broadcast by other nodes are not kept for replay, so a "recovered" socket could silently miss
+    /// them (the reference's classic Redis adapter does not recover sessions either).
+    pub fn new(mut config: Config) -> Self {
+        if config.adapter.is_some() && config.recovery.take().is_some() {
+            tracing::warn!(
+                "connection state recovery is not available with a cluster adapter; turned off"
+            );
+        }
         let inner = Arc::new(IoInner {
             config: config.clone(),
             namespaces: RwLock::new(HashMap::new()),
