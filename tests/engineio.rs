@@ -917,6 +917,18 @@ async fn websocket_close_packet_ends_the_session() {
 }
 
 #[tokio::test]
+async fn websocket_dropped_without_a_close_frame_is_a_transport_close() {
+    let server = start().await;
+    let (ws, sid, _) = open_websocket(server.addr).await;
+    // The TCP connection just ends (a killed client, a lost network): the client closed the
+    // transport, it did not break the protocol.
+    drop(ws);
+    eventually(|| server.engine.session(&sid).is_none()).await;
+    assert_eq!(server.closed(), [CloseReason::TransportClose]);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn second_websocket_for_an_upgraded_session_is_closed() {
     let server = start().await;
     let addr = server.addr;

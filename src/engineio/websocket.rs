@@ -17,6 +17,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
+use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes};
@@ -327,6 +328,9 @@ async fn handle_incoming(
             let code = match &err {
                 tungstenite::Error::Capacity(_) => Some(CloseCode::Size),
                 tungstenite::Error::Utf8(_) => Some(CloseCode::Invalid),
+                // The client went away without a close frame (its TCP connection ended): it closed
+                // the transport, as the reference reports it; there is nobody left to tell.
+                tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
                 tungstenite::Error::Protocol(_) => Some(CloseCode::Protocol),
                 _ => None,
             };
