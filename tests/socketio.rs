@@ -483,3 +483,46 @@ async fn room_and_dynamic_namespace_limits() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connect_reply_comes_before_any_broadcast() {
+    let io = SocketIo::new(Config::default());
+    io.ns("/", |_| {});
+    let listener = tidings::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(tidings::server::serve(
+        listener,
+        io.clone(),
+        Default::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    // Broadcasts to the whole namespace, back to back, from another task (and thread).
+    let flood = io.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            flood.emit("tick", 0);
+            tokio::task::yield_now().await;
+        }
+    });
+    let url = format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket");
+    for _ in 0..200 {
+        let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(next_text(&mut ws).await.starts_with("0{"));
+        send(&mut ws, "40").await;
+        // A broadcast may only reach a socket once the client knows it is connected.
+        let first = next_text(&mut ws).await;
+        assert!(
+            first.starts_with("40{"),
+            "before the CONNECT reply: {first}"
+        );
+    }
+    ticker.abort();
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(WAIT, server).await;
+}

@@ -236,10 +236,13 @@ impl Client {
 
     /// Registers the socket, replays what a recovered socket missed, replies CONNECT, then runs the
     /// connection handler: handlers are in place before the next packet of this client is read.
+    ///
+    /// The socket joins its own room (which makes it a target of namespace-wide broadcasts) only
+    /// once the CONNECT reply is queued: a broadcast from another thread must not reach the client
+    /// before it knows it is connected.
     fn finish_connect(&self, socket: SocketRef, missed: Option<Vec<StoredPacket>>) {
         self.lock().sockets.push(socket.clone());
         let ns = socket.ns().clone();
-        ns.adapter().add_all(&socket, &[socket.id().into()]);
         socket.set_connected();
         for packet in missed.unwrap_or_default() {
             self.send(
@@ -252,6 +255,12 @@ impl Client {
             None => json!({ "sid": socket.id() }),
         };
         self.send(&Packet::connect(ns.name().to_owned(), Some(reply)));
+        ns.adapter().add_all(&socket, &[socket.id().into()]);
+        if !socket.connected() {
+            // Its connection closed on another thread meanwhile, and the disconnect left its rooms
+            // before the join above: leave them again.
+            ns.adapter().del_all(socket.id());
+        }
         tracing::info!(
             sid = self.session.id(),
             socket = socket.id(),
