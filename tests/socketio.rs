@@ -526,3 +526,19 @@ async fn the_connect_reply_comes_before_any_broadcast() {
     let _ = stop.send(());
     let _ = tokio::time::timeout(WAIT, server).await;
 }
+
+#[tokio::test]
+async fn connect_timeout_closes_only_connections_that_never_joined() {
+    let server = TestServer::start_with(|c| c.connect_timeout = Duration::from_millis(300)).await;
+    let mut never = server.connect().await;
+    let mut left = server.connect().await;
+    connect_root(&mut left, None).await;
+    next_text(&mut left).await;
+    send(&mut left, "41").await;
+    // The first never joined a namespace: closed. The second joined, so its timer is gone for good,
+    // as in the reference: leaving every namespace keeps the connection.
+    assert_eq!(next_text(&mut never).await, "1");
+    expect_closed(&mut never).await;
+    idle(&mut left, Duration::from_millis(600)).await;
+    server.stop().await;
+}

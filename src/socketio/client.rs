@@ -25,6 +25,8 @@ struct State {
     /// Set while a CONNECT runs its async middlewares; later packets queue behind it.
     connecting: bool,
     backlog: VecDeque<Packet>,
+    /// Whether a namespace was ever joined: from then on the connect timeout no longer applies.
+    joined: bool,
 }
 
 /// The Socket.IO side of one Engine.IO session.
@@ -49,6 +51,7 @@ impl Client {
                 sockets: Vec::new(),
                 connecting: false,
                 backlog: VecDeque::new(),
+                joined: false,
             }),
         });
         client.spawn_connect_timeout();
@@ -84,10 +87,12 @@ impl Client {
         self.io.watch_connect(self.me.clone());
     }
 
-    /// The connect deadline passed: close the connection if it joined no namespace.
+    /// The connect deadline passed: close the connection if it never joined a namespace. One that
+    /// joined and left them all keeps its connection, as the reference clears its timer on the
+    /// first CONNECT.
     pub(crate) fn check_connected(&self) {
-        let idle = self.lock().sockets.is_empty();
-        if idle && !self.session.is_closed() {
+        let never_joined = !self.lock().joined;
+        if never_joined && !self.session.is_closed() {
             tracing::debug!(sid = self.session.id(), "no namespace joined in time");
             self.session.close(CloseReason::ForcedClose, true);
         }
@@ -241,7 +246,11 @@ impl Client {
     /// once the CONNECT reply is queued: a broadcast from another thread must not reach the client
     /// before it knows it is connected.
     fn finish_connect(&self, socket: SocketRef, missed: Option<Vec<StoredPacket>>) {
-        self.lock().sockets.push(socket.clone());
+        {
+            let mut state = self.lock();
+            state.sockets.push(socket.clone());
+            state.joined = true;
+        }
         let ns = socket.ns().clone();
         socket.set_connected();
         for packet in missed.unwrap_or_default() {
