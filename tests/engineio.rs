@@ -750,6 +750,25 @@ async fn client_close_packet_releases_the_pending_get_with_noop() {
 }
 
 #[tokio::test]
+async fn a_closed_polling_session_leaves_no_task_behind() {
+    // A long ping timeout: the grace period for collecting a close packet follows it.
+    let mut config = config();
+    config.ping_timeout = Duration::from_secs(20);
+    let server = start_with(config, Echo::default()).await;
+    let addr = server.addr;
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let before = runtime.num_alive_tasks();
+    for _ in 0..20 {
+        let (sid, _) = open_polling(addr).await;
+        post(addr, &sid, "1").await.assert_ok();
+    }
+    // Closed by the client and gone from the registry: nothing of them may wait for a GET.
+    eventually(|| server.engine.session_count() == 0).await;
+    eventually(|| runtime.num_alive_tasks() <= before).await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn server_close_without_pending_get_is_collected_by_the_next_get() {
     let server = start().await;
     let addr = server.addr;

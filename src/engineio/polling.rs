@@ -345,8 +345,12 @@ async fn drive(session: Arc<Session>, grace: Duration) {
             () = session.heartbeat_changed.notified() => {}
         }
     }
-    tokio::time::sleep(grace).await;
-    session.forget();
+    // Only a session closed in an orderly way is still registered, for the GET that collects its
+    // close packet; any other is gone already, and so is this task.
+    if session.is_registered() {
+        tokio::time::sleep(grace).await;
+        session.forget();
+    }
 }
 
 #[cfg(test)]
