@@ -1508,6 +1508,9 @@ async fn observe_fate(server: &Server, sid: Option<&str>, expected: Fate) -> Fat
 async fn hostile_catalogue() {
     let began = Instant::now();
     let (server, stop) = Server::start().await;
+    let runtime = tokio::runtime::Handle::current().metrics();
+    // The server, the canary's connection and the ticker.
+    let tasks_at_start = runtime.num_alive_tasks();
     let cases = catalogue();
     let total = cases.len();
     assert!(total >= 50, "the catalogue has {total} cases");
@@ -1606,6 +1609,13 @@ async fn hostile_catalogue() {
     }
     if let Err(err) = server.check_canary().await {
         failures.push(format!("canary at the end: {err}"));
+    }
+    // Nothing of the offenders runs on: no connection task, timer or heartbeat driver.
+    if !wait_until(WAIT, || runtime.num_alive_tasks() <= tasks_at_start).await {
+        failures.push(format!(
+            "{} tasks alive at the end, {tasks_at_start} at the start",
+            runtime.num_alive_tasks()
+        ));
     }
     let ticks = server.canary.lock().unwrap().received;
     println!(
