@@ -185,7 +185,17 @@ impl Session {
 
     /// Queues several frames at once, contiguously (e.g. a packet and its binary attachments).
     pub fn send_all(&self, frames: impl IntoIterator<Item = Frame>) -> Result<(), SendError> {
-        let mut state = self.lock();
+        self.enqueue(self.lock(), frames)
+    }
+
+    /// Appends to the outbox under the caller's lock, then wakes the drainer. More than
+    /// `max_buffered` frames make the session a slow consumer, which is closed. Every outbound frame
+    /// goes through here except the close packet, the session's last.
+    fn enqueue(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        frames: impl IntoIterator<Item = Frame>,
+    ) -> Result<(), SendError> {
         if state.closed.is_some() {
             return Err(SendError::Closed);
         }
@@ -293,11 +303,11 @@ impl Session {
         }
         match state.heartbeat.handle_timeout(now) {
             Action::SendPing => {
-                state.outbox.push_back(Frame::bare(PacketType::Ping));
                 let next = state.heartbeat.poll_timeout();
-                drop(state);
-                self.notify.notify_one();
-                Some(next)
+                let ping = Frame::bare(PacketType::Ping);
+                self.enqueue(state, std::iter::once(ping))
+                    .ok()
+                    .map(|()| next)
             }
             Action::TimedOut => {
                 // As in the reference, a polling GET that is waiting gets the close packet; a
@@ -309,5 +319,53 @@ impl Session {
             }
             Action::Wait => Some(state.heartbeat.poll_timeout()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn session(max_buffered: usize, now: Instant) -> Arc<Session> {
+        let request = RequestInfo {
+            headers: HeaderMap::new(),
+            uri: Uri::from_static("/engine.io/?EIO=4&transport=polling"),
+            remote_addr: None,
+            secure: false,
+            issued: SystemTime::UNIX_EPOCH,
+        };
+        let map = Arc::new(SessionMap::new());
+        let heartbeat = Heartbeat::new(now, Duration::from_millis(64), Duration::from_millis(31));
+        let session = Arc::new(Session::new(
+            "s".to_owned(),
+            Arc::new(request),
+            TransportKind::Polling,
+            heartbeat,
+            map.clone(),
+            max_buffered,
+        ));
+        map.insert(session.clone());
+        session
+    }
+
+    #[test]
+    fn a_ping_counts_against_the_outbound_limit() {
+        // Found by fuzzing (session_sequence; seed `ping-over-limit`): the heartbeat queued its ping
+        // whatever the queue held, so a client that pongs but never reads grew it past the limit.
+        let t0 = Instant::now();
+        let full = session(1, t0);
+        full.send(Frame::message("a")).unwrap();
+        assert_eq!(full.drive_heartbeat(t0 + Duration::from_millis(64)), None);
+        assert!(full.is_closed());
+        assert!(!full.is_registered());
+
+        let room = session(2, t0);
+        room.send(Frame::message("a")).unwrap();
+        let next = room.drive_heartbeat(t0 + Duration::from_millis(64));
+        assert_eq!(next, Some(t0 + Duration::from_millis(95)));
+        assert_eq!(room.buffered(), 2);
+        assert!(!room.is_closed());
     }
 }
