@@ -260,6 +260,13 @@ fuzz_target!(|input: SessionInput| {
             }
         }
     }
+
+    // The server shuts down: every session leaves the registry (which also breaks the
+    // session-registry cycle, so nothing outlives the run) and its handler hears it once.
+    let was_open = !session.is_closed();
+    assert_eq!(session.close(CloseReason::ServerShutdown, false), was_open);
+    assert!(!fuzzing::is_registered(&session));
+    assert!(echo.closed.lock().unwrap().is_some());
 });
 
 /// A polling POST: decode the payload, then feed its packets in order until one closes the session.
