@@ -26,6 +26,9 @@ cargo build --all-targets
 step "Rust tests"
 cargo test --all-targets
 
+step "Fuzz targets (each briefly, from the committed seeds)"
+bash fuzz/run.sh "${FUZZ_SECONDS:-15}"
+
 if [[ -x protocol-tests/node/run.sh ]]; then
   step "Node conformance tests (stock clients)"
   protocol-tests/node/run.sh

@@ -14,6 +14,9 @@ pub mod codec;
 mod config;
 mod engine;
 pub mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod heartbeat;
 mod polling;
 pub mod query;

@@ -210,14 +210,31 @@ impl Session {
 
     /// Queues several frames at once, contiguously (e.g. a packet and its binary attachments).
     pub fn send_all(&self, frames: impl IntoIterator<Item = Frame>) -> Result<(), SendError> {
-        let mut state = self.lock();
+        self.enqueue(self.lock(), frames, false)
+    }
+
+    /// Appends to the outbox under the caller's lock, then wakes the drainer. More than
+    /// `max_buffered` frames make the session a slow consumer, which is closed. Every outbound frame
+    /// goes through here except the close packet, the session's last.
+    fn enqueue(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        frames: impl IntoIterator<Item = Frame>,
+        front: bool,
+    ) -> Result<(), SendError> {
         if state.closed.is_some() {
             return Err(SendError::Closed);
         }
         if state.outbox.is_empty() {
             state.queued_since = Some(Instant::now());
         }
-        state.outbox.extend(frames);
+        if front {
+            for frame in frames {
+                state.outbox.push_front(frame);
+            }
+        } else {
+            state.outbox.extend(frames);
+        }
         if state.outbox.len() > self.max_buffered {
             drop(state);
             self.map.metrics.slow_consumers.inc();
@@ -342,16 +359,16 @@ impl Session {
         }
         match state.heartbeat.handle_timeout(now) {
             Action::SendPing => {
+                let next = state.heartbeat.poll_timeout();
                 // At the front, not behind the backlog: the pong deadline starts now, and a polling
                 // client drains at most `max_packets_per_poll` frames per GET, so a ping queued
                 // behind a long backlog could reach an active client only after the deadline. A
                 // ping is not a message, so moving it ahead of messages reorders nothing the
-                // client's Socket.IO layer sees.
-                state.outbox.push_front(Frame::bare(PacketType::Ping));
-                let next = state.heartbeat.poll_timeout();
-                drop(state);
-                self.notify.notify_one();
-                Some(next)
+                // client's Socket.IO layer sees. It still counts against the queue limit.
+                let ping = Frame::bare(PacketType::Ping);
+                self.enqueue(state, std::iter::once(ping), true)
+                    .ok()
+                    .map(|()| next)
             }
             Action::TimedOut => {
                 // As in the reference, a polling GET that is waiting gets the close packet; a
@@ -374,6 +391,16 @@ impl Session {
         interval: std::time::Duration,
         timeout: std::time::Duration,
     ) -> Arc<Self> {
+        Self::for_test_with(now, interval, timeout, 8192)
+    }
+
+    /// The same with an outbound queue limit.
+    pub(crate) fn for_test_with(
+        now: Instant,
+        interval: std::time::Duration,
+        timeout: std::time::Duration,
+        max_buffered: usize,
+    ) -> Arc<Self> {
         let request = Arc::new(RequestInfo {
             headers: HeaderMap::new(),
             uri: Uri::from_static("/socket.io/?EIO=4&transport=polling"),
@@ -388,7 +415,7 @@ impl Session {
             TransportKind::Polling,
             Heartbeat::new(now, interval, timeout),
             map.clone(),
-            8192,
+            max_buffered,
         ));
         map.insert(session.clone());
         session
@@ -422,5 +449,33 @@ mod tests {
         // The messages keep their order behind it.
         assert_eq!(state.outbox[1], Frame::text(PacketType::Message, "0"));
         assert_eq!(state.outbox[1000], Frame::text(PacketType::Message, "999"));
+    }
+
+    fn session(max_buffered: usize, now: Instant) -> Arc<Session> {
+        Session::for_test_with(
+            now,
+            Duration::from_millis(64),
+            Duration::from_millis(31),
+            max_buffered,
+        )
+    }
+
+    #[test]
+    fn a_ping_counts_against_the_outbound_limit() {
+        // Found by fuzzing (session_sequence; seed `ping-over-limit`): the heartbeat queued its ping
+        // whatever the queue held, so a client that pongs but never reads grew it past the limit.
+        let t0 = Instant::now();
+        let full = session(1, t0);
+        full.send(Frame::message("a")).unwrap();
+        assert_eq!(full.drive_heartbeat(t0 + Duration::from_millis(64)), None);
+        assert!(full.is_closed());
+        assert!(!full.is_registered());
+
+        let room = session(2, t0);
+        room.send(Frame::message("a")).unwrap();
+        let next = room.drive_heartbeat(t0 + Duration::from_millis(64));
+        assert_eq!(next, Some(t0 + Duration::from_millis(95)));
+        assert_eq!(room.buffered(), 2);
+        assert!(!room.is_closed());
     }
 }

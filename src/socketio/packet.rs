@@ -1101,6 +1101,35 @@ mod tests {
         assert_eq!(check_placeholders(&value, 1), Ok(1));
     }
 
+    // ----- numbers -----
+
+    #[test]
+    fn numbers_survive_decode_and_re_encode() {
+        // Found by fuzzing (sio_packet, sio_attachments; seeds `float-*`): serde_json's default
+        // float parser is not correctly rounded, so a relayed number could come out one ulp away
+        // from what the client sent, and change again on every hop.
+        let cases = [
+            r#"2["f",1.2345789167890123e33]"#,
+            r#"2["f",1234578916789012345678901234567891]"#,
+            r#"0{"n":-2.524200815892184e-29}"#,
+            r#"2["f",1.5e300,-0,1e-320,0.1,5e-324,1.7976931348623157e308]"#,
+        ];
+        for text in cases {
+            let packet = decode_one(text).unwrap().unwrap();
+            let again = encode_str(&packet);
+            assert_eq!(decode_one(&again), Ok(Some(packet)), "{text} -> {again}");
+        }
+        // The shortest form of a double, as JSON.stringify writes it, reads back as that double.
+        let packet = decode_one(r#"0{"n":-2.524200815892184e-29}"#)
+            .unwrap()
+            .unwrap();
+        let n = packet.data.as_ref().and_then(|d| d["n"].as_f64());
+        assert_eq!(
+            n.map(f64::to_bits),
+            Some((-2.524200815892184e-29_f64).to_bits())
+        );
+    }
+
     // ----- encoding details -----
 
     #[test]

@@ -1,0 +1,828 @@
+//! The committed seeds (`fuzz/seeds/<target>/<name>`), written from the protocol notes' examples and
+//! the unit-test tables.
+//!
+//! The raw targets take the bytes as they are. The structured targets read their input through
+//! `arbitrary`, so their seeds are written by [`Writer`], which lays bytes out the way
+//! `arbitrary` 1.x reads them (integers little-endian from the front, enum tags as a `u32`, a
+//! continue-flag before each `Vec` element, string and [`Blob`] lengths taken from the end).
+//! `tests::structured_seeds_read_back` checks that layout against the `arbitrary` in use.
+//!
+//! `TIDINGS_WRITE_SEEDS=1 cargo test --manifest-path fuzz/Cargo.toml` rewrites the files;
+//! `tests::committed_seeds_are_current` fails when they are out of date. Inputs kept from crashes sit
+//! beside them under their own names and are not touched.
+
+use crate::{
+    AttachmentMessage, AttachmentsInput, Blob, ClientFrame, Json, SessionConfig, SessionInput,
+    SessionStep, SioText, TextMessage,
+};
+
+/// One read, in the order `arbitrary` makes them.
+enum Op {
+    /// Bytes read from the front.
+    Front(Vec<u8>),
+    /// A collection length, read from the end.
+    Len(usize),
+}
+
+/// Lays out bytes so that `arbitrary` reads back the values written into it.
+#[derive(Default)]
+pub struct Writer {
+    ops: Vec<Op>,
+}
+
+impl Writer {
+    fn front(&mut self, bytes: &[u8]) {
+        self.ops.push(Op::Front(bytes.to_vec()));
+    }
+
+    /// An enum variant `index` of `count`: `arbitrary` picks `(u32 * count) >> 32`.
+    fn variant(&mut self, index: u32, count: u32) {
+        let tag = (u64::from(index) << 32).div_ceil(u64::from(count));
+        self.front(&u32::try_from(tag).expect("index < count").to_le_bytes());
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.ops.push(Op::Len(bytes.len()));
+        self.front(bytes);
+    }
+
+    /// The finished input.
+    pub fn finish(self) -> Vec<u8> {
+        let front: usize = self
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::Front(b) => b.len(),
+                Op::Len(_) => 0,
+            })
+            .sum();
+        // How many bytes each length takes depends on how much is left when it is read, which
+        // depends on the lengths' own sizes: iterate to the fixed point (sizes only grow).
+        let lens = self
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::Len(_)))
+            .count();
+        let mut widths = vec![1usize; lens];
+        loop {
+            let total = front + widths.iter().sum::<usize>();
+            let mut next = Vec::with_capacity(lens);
+            let (mut front_read, mut back_read) = (0, 0);
+            for op in &self.ops {
+                match op {
+                    Op::Front(b) => front_read += b.len(),
+                    Op::Len(_) => {
+                        let remaining = total - front_read - back_read;
+                        let width = match remaining {
+                            0 => 0,
+                            1..=256 => 1,
+                            257..=65_537 => 2,
+                            _ => panic!("seed too long for this writer"),
+                        };
+                        back_read += width;
+                        next.push(width);
+                    }
+                }
+            }
+            if next == widths {
+                break;
+            }
+            widths = next;
+        }
+        let mut out = Vec::new();
+        let mut tail = Vec::new();
+        let mut width = widths.iter();
+        for op in &self.ops {
+            match op {
+                Op::Front(b) => out.extend_from_slice(b),
+                Op::Len(n) => {
+                    let w = *width.next().expect("one width per length");
+                    let bytes = (*n as u64).to_be_bytes();
+                    // Lengths are read from the end: the first one read is the last in the input.
+                    let mut chunk = bytes[8 - w..].to_vec();
+                    chunk.extend_from_slice(&tail);
+                    tail = chunk;
+                }
+            }
+        }
+        out.extend_from_slice(&tail);
+        out
+    }
+}
+
+/// A value that can be written as `arbitrary` input.
+pub trait ToSeed {
+    /// Appends the reads that produce `self`.
+    fn write(&self, w: &mut Writer);
+
+    /// The input bytes for `self` alone.
+    fn to_seed(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        self.write(&mut w);
+        w.finish()
+    }
+}
+
+macro_rules! int_seed {
+    ($($t:ty),*) => {$(
+        impl ToSeed for $t {
+            fn write(&self, w: &mut Writer) {
+                w.front(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+int_seed!(u8, u16, u64, i64);
+
+impl ToSeed for f64 {
+    fn write(&self, w: &mut Writer) {
+        self.to_bits().write(w);
+    }
+}
+
+impl ToSeed for bool {
+    fn write(&self, w: &mut Writer) {
+        u8::from(*self).write(w);
+    }
+}
+
+impl<T: ToSeed> ToSeed for Option<T> {
+    fn write(&self, w: &mut Writer) {
+        self.is_some().write(w);
+        if let Some(v) = self {
+            v.write(w);
+        }
+    }
+}
+
+impl<T: ToSeed> ToSeed for Vec<T> {
+    fn write(&self, w: &mut Writer) {
+        for item in self {
+            true.write(w);
+            item.write(w);
+        }
+        false.write(w);
+    }
+}
+
+impl<T: ToSeed> ToSeed for Box<T> {
+    fn write(&self, w: &mut Writer) {
+        (**self).write(w);
+    }
+}
+
+impl<A: ToSeed, B: ToSeed> ToSeed for (A, B) {
+    fn write(&self, w: &mut Writer) {
+        self.0.write(w);
+        self.1.write(w);
+    }
+}
+
+impl ToSeed for String {
+    fn write(&self, w: &mut Writer) {
+        w.bytes(self.as_bytes());
+    }
+}
+
+impl ToSeed for Blob {
+    fn write(&self, w: &mut Writer) {
+        w.bytes(&self.0);
+    }
+}
+
+impl ToSeed for Json {
+    fn write(&self, w: &mut Writer) {
+        const COUNT: u32 = 10;
+        match self {
+            Self::Null => w.variant(0, COUNT),
+            Self::Bool(b) => {
+                w.variant(1, COUNT);
+                b.write(w);
+            }
+            Self::Int(n) => {
+                w.variant(2, COUNT);
+                n.write(w);
+            }
+            Self::UInt(n) => {
+                w.variant(3, COUNT);
+                n.write(w);
+            }
+            Self::Float(f) => {
+                w.variant(4, COUNT);
+                f.write(w);
+            }
+            Self::Str(s) => {
+                w.variant(5, COUNT);
+                s.write(w);
+            }
+            Self::Array(items) => {
+                w.variant(6, COUNT);
+                items.write(w);
+            }
+            Self::Object(entries) => {
+                w.variant(7, COUNT);
+                entries.write(w);
+            }
+            Self::Placeholder(n) => {
+                w.variant(8, COUNT);
+                n.write(w);
+            }
+            Self::OddPlaceholder(num) => {
+                w.variant(9, COUNT);
+                num.write(w);
+            }
+        }
+    }
+}
+
+impl ToSeed for SioText {
+    fn write(&self, w: &mut Writer) {
+        self.kind.write(w);
+        self.count.write(w);
+        self.nsp.write(w);
+        self.root_slash.write(w);
+        self.comma.write(w);
+        self.id.write(w);
+        self.data.write(w);
+        self.tail.write(w);
+    }
+}
+
+impl ToSeed for TextMessage {
+    fn write(&self, w: &mut Writer) {
+        match self {
+            Self::Raw(bytes) => {
+                w.variant(0, 2);
+                bytes.write(w);
+            }
+            Self::Built(text) => {
+                w.variant(1, 2);
+                text.write(w);
+            }
+        }
+    }
+}
+
+impl ToSeed for ClientFrame {
+    fn write(&self, w: &mut Writer) {
+        match self {
+            Self::Message(text) => {
+                w.variant(0, 3);
+                text.write(w);
+            }
+            Self::Control { kind, data } => {
+                w.variant(1, 3);
+                kind.write(w);
+                data.write(w);
+            }
+            Self::Binary(bytes) => {
+                w.variant(2, 3);
+                bytes.write(w);
+            }
+        }
+    }
+}
+
+impl ToSeed for AttachmentMessage {
+    fn write(&self, w: &mut Writer) {
+        match self {
+            Self::Text(text) => {
+                w.variant(0, 2);
+                text.write(w);
+            }
+            Self::Binary(bytes) => {
+                w.variant(1, 2);
+                bytes.write(w);
+            }
+        }
+    }
+}
+
+impl ToSeed for AttachmentsInput {
+    fn write(&self, w: &mut Writer) {
+        self.max_attachments.write(w);
+        self.first.write(w);
+        self.rest.write(w);
+    }
+}
+
+impl ToSeed for SessionConfig {
+    fn write(&self, w: &mut Writer) {
+        self.websocket.write(w);
+        self.ping_interval_ms.write(w);
+        self.ping_timeout_ms.write(w);
+        self.max_buffered.write(w);
+        self.max_packets.write(w);
+        self.max_attachments.write(w);
+    }
+}
+
+impl ToSeed for SessionStep {
+    fn write(&self, w: &mut Writer) {
+        const COUNT: u32 = 8;
+        match self {
+            Self::Post(body) => {
+                w.variant(0, COUNT);
+                body.write(w);
+            }
+            Self::PostFrames(frames) => {
+                w.variant(1, COUNT);
+                frames.write(w);
+            }
+            Self::WsMessage(text) => {
+                w.variant(2, COUNT);
+                text.write(w);
+            }
+            Self::WsText(text) => {
+                w.variant(3, COUNT);
+                text.write(w);
+            }
+            Self::WsBinary(bytes) => {
+                w.variant(4, COUNT);
+                bytes.write(w);
+            }
+            Self::Pong => w.variant(5, COUNT),
+            Self::Elapse(ms) => {
+                w.variant(6, COUNT);
+                ms.write(w);
+            }
+            Self::Collect(n) => {
+                w.variant(7, COUNT);
+                n.write(w);
+            }
+        }
+    }
+}
+
+impl ToSeed for SessionInput {
+    fn write(&self, w: &mut Writer) {
+        self.config.write(w);
+        self.steps.write(w);
+    }
+}
+
+// ===== the seeds =====
+
+/// A seed file: its name and its bytes.
+pub type Seed = (&'static str, Vec<u8>);
+
+fn raw(list: &[(&'static str, &[u8])]) -> Vec<Seed> {
+    list.iter().map(|(n, b)| (*n, b.to_vec())).collect()
+}
+
+/// `4hello`-style Engine.IO packets, as WebSocket frames carry them.
+pub fn eio_packet() -> Vec<Seed> {
+    raw(&[
+        ("message", b"4hello"),
+        ("message-multibyte", "4€ünï🦀".as_bytes()),
+        (
+            "open",
+            br#"0{"sid":"lv_VI97HAXpY6yYWAAAC","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#,
+        ),
+        ("close", b"1"),
+        ("ping", b"2"),
+        ("ping-probe", b"2probe"),
+        ("pong-probe", b"3probe"),
+        ("upgrade", b"5"),
+        ("noop", b"6"),
+        ("unknown-type", b"7"),
+        ("empty", b""),
+        ("binary-frame", &[1, 2, 3, 4]),
+        ("not-utf8", b"4\xff\xfe"),
+        ("socketio-event", br#"42["foo",{"a":[1,2]}]"#),
+    ])
+}
+
+/// Polling payloads, with `b` + base64 binary packets.
+pub fn eio_payload() -> Vec<Seed> {
+    raw(&[
+        ("notes-text-and-binary", b"4hello\x1ebAQIDBA=="),
+        ("notes-three-packets", b"4hello\x1e2\x1e4world"),
+        (
+            "socketio-binary-event",
+            b"451-[\"baz\",{\"_placeholder\":true,\"num\":0}]\x1ebAQIDBA==",
+        ),
+        (
+            "multibyte",
+            "40\x1e42[\"héllo\",\"日本語\",\"🦀\"]".as_bytes(),
+        ),
+        ("bad-base64", b"b!!!!"),
+        ("base64-unpadded", b"bAQIDBA\x1e3"),
+        ("base64-non-canonical", b"bAR=="),
+        ("empty-base64", b"b"),
+        ("trailing-separator", b"4a\x1e"),
+        ("empty", b""),
+        ("not-utf8", b"4\xff\xfe"),
+        (
+            "nine-packets",
+            b"4a\x1e4b\x1e4c\x1e4d\x1e4e\x1e4f\x1e4g\x1e4h\x1e4i",
+        ),
+        ("close", b"1"),
+        ("pong-and-noop", b"3\x1e6"),
+    ])
+}
+
+/// Socket.IO packet texts: the canonical forms, the lenient ones, and hostile ones.
+pub fn sio_packet() -> Vec<Seed> {
+    raw(&[
+        ("connect", b"0"),
+        ("connect-auth", br#"0{"token":"123"}"#),
+        ("connect-nsp", b"0/admin,"),
+        ("connect-nsp-auth", br#"0/admin,{"token":"abc"}"#),
+        ("connect-nsp-to-end", b"0/custom"),
+        ("disconnect-nsp", b"1/admin,"),
+        ("event", br#"2["foo",1]"#),
+        ("event-ack-id", br#"212["foo"]"#),
+        ("event-numeric-name", br#"2[1,"a"]"#),
+        ("ack-nsp", br#"3/admin,13["bar"]"#),
+        ("ack-no-data", b"3/admin,13"),
+        ("connect-error", br#"4{"message":"Not authorized"}"#),
+        (
+            "connect-error-data",
+            br#"4/admin,{"message":"Not authorized","data":{"a":1}}"#,
+        ),
+        ("connect-error-legacy", br#"4"legacy""#),
+        (
+            "binary-event",
+            br#"51-["baz",{"_placeholder":true,"num":0}]"#,
+        ),
+        (
+            "binary-event-nsp-ack",
+            br#"52-/admin,7["a",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
+        ),
+        (
+            "binary-ack",
+            br#"61-15["bar",{"_placeholder":true,"num":0}]"#,
+        ),
+        (
+            "binary-nested",
+            br#"51-["n",{"deep":[{"x":{"_placeholder":true,"num":0}}]}]"#,
+        ),
+        ("binary-zero", br#"50-["none"]"#),
+        (
+            "multibyte",
+            r#"2/ñamespace€,["héllo","日本語","🦀"]"#.as_bytes(),
+        ),
+        ("ack-id-max", br#"218446744073709551615["max"]"#),
+        ("ack-id-overflow", br#"218446744073709551616["a"]"#),
+        (
+            "floats",
+            br#"2["f",1.5e300,-0,1e-320,0.1,123456789012345678901234567890]"#,
+        ),
+        ("unrooted-nsp", br#"2admin,["a"]"#),
+        ("reserved-name", br#"2["connect"]"#),
+        (
+            "placeholder-out-of-range",
+            br#"51-["a",{"_placeholder":true,"num":5}]"#,
+        ),
+        ("huge-count", br#"5999999999999999999999-["a"]"#),
+        ("lone-surrogate", br#"2["\ud800"]"#),
+        ("not-utf8", b"2[\"\xc3\x28\"]"),
+        ("truncated-utf8", b"\xf0\x9f\xa6"),
+    ])
+}
+
+/// Handshake query strings.
+pub fn handshake_query() -> Vec<Seed> {
+    raw(&[
+        ("polling", b"EIO=4&transport=polling&t=N8hyd6w"),
+        ("polling-sid", b"EIO=4&transport=polling&sid=ab%2Dc"),
+        (
+            "websocket",
+            b"EIO=4&transport=websocket&sid=lv_VI97HAXpY6yYWAAAC",
+        ),
+        ("lenient-escapes", b"a=%E2%82%AC&b=x+y&c=%zz&d=%4&e=%ff&&=v"),
+        ("repeated-keys", b"EIO=4&EIO=3&transport"),
+        ("old-protocol", b"EIO=3&transport=polling&b64=1&j=0"),
+        ("multibyte", "sid=é€🦀&transport=poll%69ng".as_bytes()),
+        ("not-utf8-escape", b"sid=%C3%28%F0%9F%A6"),
+        ("lone-percent", b"%"),
+    ])
+}
+
+fn text(s: &str) -> TextMessage {
+    TextMessage::Raw(Blob(s.as_bytes().to_vec()))
+}
+
+fn blob(b: &[u8]) -> Blob {
+    Blob(b.to_vec())
+}
+
+/// Binary packets and their attachments, in and out of order.
+pub fn sio_attachments() -> Vec<(&'static str, AttachmentsInput)> {
+    use AttachmentMessage::{Binary, Text};
+    let input = |max, first: &str, rest| AttachmentsInput {
+        max_attachments: max,
+        first: text(first),
+        rest,
+    };
+    vec![
+        (
+            "notes-binary-event",
+            input(
+                10,
+                r#"51-["baz",{"_placeholder":true,"num":0}]"#,
+                vec![Binary(blob(&[1, 2, 3, 4]))],
+            ),
+        ),
+        (
+            "nsp-ack-two-parts",
+            input(
+                10,
+                r#"52-/admin,7["a",{"_placeholder":true,"num":1},{"_placeholder":true,"num":0}]"#,
+                vec![Binary(blob(b"first")), Binary(blob(b""))],
+            ),
+        ),
+        (
+            "binary-ack",
+            input(
+                10,
+                r#"61-15["bar",{"_placeholder":true,"num":0}]"#,
+                vec![Binary(blob(&[0xff]))],
+            ),
+        ),
+        (
+            "text-mid-binary",
+            input(
+                10,
+                r#"51-["a",{"_placeholder":true,"num":0}]"#,
+                vec![
+                    Text(text(r#"2["b"]"#)),
+                    Binary(blob(b"late")),
+                    Text(text(r#"2["c"]"#)),
+                ],
+            ),
+        ),
+        (
+            "over-limit",
+            input(2, r#"53-["a"]"#, vec![Binary(blob(b"x"))]),
+        ),
+        (
+            "limit-zero",
+            input(0, r#"51-["a"]"#, vec![Binary(blob(b"x"))]),
+        ),
+        (
+            "zero-attachments",
+            input(10, r#"50-["none"]"#, vec![Binary(blob(b"x"))]),
+        ),
+        (
+            "two-packets",
+            input(
+                10,
+                r#"51-["a",{"_placeholder":true,"num":0}]"#,
+                vec![
+                    Binary(blob("€".as_bytes())),
+                    Text(text(
+                        r#"62-/x,9[{"_placeholder":true,"num":1},{"_placeholder":true,"num":0}]"#,
+                    )),
+                    Binary(blob(b"\x00\xff")),
+                    Binary(blob(b"b")),
+                ],
+            ),
+        ),
+        (
+            "built-nested",
+            AttachmentsInput {
+                max_attachments: 10,
+                first: TextMessage::Built(SioText {
+                    kind: 5,
+                    count: Some(2),
+                    nsp: Some("/日本".to_owned()),
+                    root_slash: true,
+                    comma: true,
+                    id: Some(42),
+                    data: Some(Json::Array(vec![
+                        Json::Str("upload".to_owned()),
+                        Json::Object(vec![(
+                            "file".to_owned(),
+                            Json::Array(vec![Json::Placeholder(1)]),
+                        )]),
+                        Json::Placeholder(0),
+                        Json::Float(0.5),
+                    ])),
+                    tail: None,
+                }),
+                rest: vec![Binary(blob(&[0; 8])), Binary(blob(&[1; 3]))],
+            },
+        ),
+    ]
+}
+
+/// Whole sessions, polling and WebSocket.
+pub fn session_sequence() -> Vec<(&'static str, SessionInput)> {
+    use SessionStep::*;
+    let config = |websocket| SessionConfig {
+        websocket,
+        ping_interval_ms: 50,
+        ping_timeout_ms: 30,
+        max_buffered: 63,
+        max_packets: 15,
+        max_attachments: 10,
+    };
+    vec![
+        (
+            "polling-connect-event-binary",
+            SessionInput {
+                config: config(false),
+                steps: vec![
+                    Post(blob(b"40")),
+                    Post(blob(
+                        b"42[\"foo\"]\x1e451-[\"baz\",{\"_placeholder\":true,\"num\":0}]\x1ebAQIDBA==",
+                    )),
+                    Collect(16),
+                    Elapse(51),
+                    Collect(16),
+                    Pong,
+                    Post(blob("42/ñ,3[\"héllo\",\"🦀\"]".as_bytes())),
+                    Collect(16),
+                    Post(blob(b"1")),
+                ],
+            },
+        ),
+        (
+            "polling-frames",
+            SessionInput {
+                config: config(false),
+                steps: vec![
+                    PostFrames(vec![
+                        ClientFrame::Message(text(r#"0/admin,{"token":"abc"}"#)),
+                        ClientFrame::Message(text(r#"52-["a",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#)),
+                        ClientFrame::Binary(blob(b"x")),
+                        ClientFrame::Binary(blob(&[0xf0, 0x9f])),
+                        ClientFrame::Control {
+                            kind: 6,
+                            data: String::new(),
+                        },
+                    ]),
+                    Collect(3),
+                    Collect(16),
+                ],
+            },
+        ),
+        (
+            "polling-bad-payload",
+            SessionInput {
+                config: config(false),
+                steps: vec![Post(blob(b"4\xff\xfe")), Post(blob(b"b!!!!")), Collect(4)],
+            },
+        ),
+        (
+            "polling-never-pongs",
+            SessionInput {
+                config: config(false),
+                steps: vec![Post(blob(b"40")), Elapse(40), Elapse(40), Elapse(40), Collect(8)],
+            },
+        ),
+        (
+            "websocket-session",
+            SessionInput {
+                config: config(true),
+                steps: vec![
+                    WsText(r#"40/admin,{"token":"abc"}"#.to_owned()),
+                    WsMessage(text(r#"451-["baz",{"_placeholder":true,"num":0}]"#)),
+                    WsBinary(blob(&[1, 2, 3, 4])),
+                    Collect(16),
+                    WsText("2probe".to_owned()),
+                    Elapse(51),
+                    Pong,
+                    Collect(16),
+                    WsText("4abc".to_owned()),
+                ],
+            },
+        ),
+        (
+            "websocket-text-mid-binary",
+            SessionInput {
+                config: config(true),
+                steps: vec![
+                    WsMessage(text(r#"52-["a",{"_placeholder":true,"num":0}]"#)),
+                    WsBinary(blob(b"one")),
+                    WsMessage(text(r#"2["b"]"#)),
+                    WsBinary(blob(b"two")),
+                ],
+            },
+        ),
+        (
+            "websocket-slow-consumer",
+            SessionInput {
+                config: SessionConfig {
+                    max_buffered: 2,
+                    ..config(true)
+                },
+                steps: vec![
+                    WsMessage(text(r#"2["a"]"#)),
+                    WsMessage(text(r#"2["b"]"#)),
+                    WsMessage(text(r#"2["c"]"#)),
+                    WsMessage(text(r#"2["d"]"#)),
+                    Collect(8),
+                ],
+            },
+        ),
+    ]
+}
+
+/// Every seed, by target.
+pub fn all() -> Vec<(&'static str, Vec<Seed>)> {
+    vec![
+        ("eio_packet", eio_packet()),
+        ("eio_payload", eio_payload()),
+        ("sio_packet", sio_packet()),
+        ("handshake_query", handshake_query()),
+        (
+            "sio_attachments",
+            sio_attachments()
+                .into_iter()
+                .map(|(name, input)| (name, input.to_seed()))
+                .collect(),
+        ),
+        (
+            "session_sequence",
+            session_sequence()
+                .into_iter()
+                .map(|(name, input)| (name, input.to_seed()))
+                .collect(),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use arbitrary::{Arbitrary, Unstructured};
+
+    use super::*;
+
+    fn read_back<'a, T: Arbitrary<'a>>(bytes: &'a [u8]) -> T {
+        T::arbitrary_take_rest(Unstructured::new(bytes)).expect("seed reads back")
+    }
+
+    #[test]
+    fn structured_seeds_read_back() {
+        for (name, input) in sio_attachments() {
+            let bytes = input.to_seed();
+            let back: AttachmentsInput = read_back(&bytes);
+            assert_eq!(format!("{back:?}"), format!("{input:?}"), "{name}");
+        }
+        for (name, input) in session_sequence() {
+            let bytes = input.to_seed();
+            let back: SessionInput = read_back(&bytes);
+            assert_eq!(format!("{back:?}"), format!("{input:?}"), "{name}");
+        }
+    }
+
+    #[test]
+    fn long_inputs_read_back() {
+        // Lengths that take two bytes, and every JSON variant.
+        let input = AttachmentsInput {
+            max_attachments: 3,
+            first: TextMessage::Built(SioText {
+                kind: 2,
+                count: None,
+                nsp: Some("n".repeat(300)),
+                root_slash: true,
+                comma: false,
+                id: None,
+                data: Some(Json::Array(vec![
+                    Json::Null,
+                    Json::Bool(true),
+                    Json::Int(-3),
+                    Json::UInt(u64::MAX),
+                    Json::Float(-2.5),
+                    Json::Str("s".into()),
+                    Json::Object(vec![("k".into(), Json::Array(vec![]))]),
+                    Json::Placeholder(2),
+                    Json::OddPlaceholder(Box::new(Json::Str("0".into()))),
+                ])),
+                tail: Some(blob(&[0xff; 70])),
+            }),
+            rest: vec![AttachmentMessage::Binary(blob(&[7; 400]))],
+        };
+        let bytes = input.to_seed();
+        assert!(bytes.len() > 700);
+        let back: AttachmentsInput = read_back(&bytes);
+        assert_eq!(format!("{back:?}"), format!("{input:?}"));
+    }
+
+    #[test]
+    fn committed_seeds_are_current() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds");
+        let write = std::env::var_os("TIDINGS_WRITE_SEEDS").is_some();
+        for (target, seeds) in all() {
+            let dir = root.join(target);
+            if write {
+                std::fs::create_dir_all(&dir).unwrap();
+            }
+            for (name, bytes) in seeds {
+                let path = dir.join(name);
+                if write {
+                    std::fs::write(&path, &bytes).unwrap();
+                }
+                let committed = std::fs::read(&path).unwrap_or_else(|e| {
+                    panic!("{}: {e} (TIDINGS_WRITE_SEEDS=1 writes it)", path.display())
+                });
+                assert_eq!(committed, bytes, "{} is out of date", path.display());
+            }
+        }
+    }
+}

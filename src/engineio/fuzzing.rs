@@ -1,0 +1,69 @@
+//! Hooks for the fuzz targets (`fuzz/`), compiled only under `cfg(fuzzing)`: they reach the session
+//! state machine without sockets, timers or an HTTP server.
+//!
+//! Each hook is a thin wrapper around the crate-private call the transports make, so a fuzz target
+//! drives the same code a polling POST or a WebSocket frame does. Nothing outside `fuzz/` may use
+//! this module, and it must never hold logic of its own.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::codec::{Frame, Packet};
+use super::heartbeat::Heartbeat;
+use super::registry::SessionMap;
+use super::session::{RequestInfo, Session};
+use super::{CloseReason, SessionHandler, TransportKind};
+
+/// A registered session opened at `now`, its messages going to `handler`.
+pub fn open_session(
+    handler: Arc<dyn SessionHandler>,
+    transport: TransportKind,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+    max_buffered: usize,
+    now: Instant,
+) -> Arc<Session> {
+    let request = RequestInfo {
+        headers: http::HeaderMap::new(),
+        uri: http::Uri::from_static("/socket.io/?EIO=4&transport=polling"),
+        remote_addr: None,
+        secure: false,
+        issued: SystemTime::UNIX_EPOCH,
+    };
+    let map = Arc::new(SessionMap::new());
+    let session = Arc::new(Session::new(
+        "fuzz".to_owned(),
+        Arc::new(request),
+        transport,
+        Heartbeat::new(now, ping_interval, ping_timeout),
+        map.clone(),
+        max_buffered,
+    ));
+    session.set_handler(handler);
+    map.insert(session.clone());
+    session
+}
+
+/// Feeds one received packet into the session, as the polling POST and the WebSocket reader do.
+pub fn handle_packet(session: &Session, packet: Packet, now: Instant) -> Result<(), CloseReason> {
+    session.handle_packet(packet.kind, packet.data, now)
+}
+
+/// Runs the heartbeat at `now`; `None` once the session is closed.
+pub fn drive_heartbeat(session: &Session, now: Instant) -> Option<Instant> {
+    session.drive_heartbeat(now)
+}
+
+/// Takes up to `max` queued frames, as a polling GET does.
+pub fn drain(session: &Session, max: usize) -> Vec<Frame> {
+    let mut state = session.lock();
+    let n = state.outbox.len().min(max);
+    state.outbox.drain(..n).collect()
+}
+
+/// Whether the session is still in its registry.
+pub fn is_registered(session: &Session) -> bool {
+    session.is_registered()
+}
