@@ -198,6 +198,36 @@ impl Node {
             .saturating_sub(1)
     }
 
+    /// Publishes the request `make(request_id)` on `nsp`'s request channel and gathers one answer
+    /// per other node until `timeout`; the flag says whether every node answered.
+    async fn gather(
+        &self,
+        nsp: &str,
+        timeout: Duration,
+        make: impl FnOnce(&str) -> Value,
+    ) -> (Vec<(Value, Vec<Bytes>)>, bool) {
+        let servers = self.other_nodes(nsp).await;
+        if servers == 0 {
+            return (Vec::new(), true);
+        }
+        let (request_id, mut answers) = self.register();
+        self.publish(
+            self.request_channel(nsp),
+            make(&request_id).to_string().into_bytes(),
+        );
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut got = Vec::new();
+        while got.len() < servers {
+            match tokio::time::timeout_at(deadline, answers.recv()).await {
+                Ok(Some(answer)) => got.push(answer),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.unregister(&request_id);
+        let complete = got.len() == servers;
+        (got, complete)
+    }
+
     /// Registers a request and returns its id and the receiver of its answers.
     fn register(&self) -> (String, mpsc::UnboundedReceiver<(Value, Vec<Bytes>)>) {
         let id = crate::engineio::sid::generate()[..6].to_owned();
@@ -393,35 +423,20 @@ impl Adapter for RedisAdapter {
         let nsp = self.nsp.clone();
         let opts = Self::opts_json(opts);
         Some(Box::pin(async move {
-            let servers = node.other_nodes(&nsp).await;
-            if servers == 0 {
-                return (Vec::new(), true);
-            }
-            let (request_id, mut answers) = node.register();
-            node.publish(
-                node.request_channel(&nsp),
-                json!({ "uid": node.uid, "requestId": request_id, "type": 5, "opts": opts })
-                    .to_string()
-                    .into_bytes(),
-            );
-            let deadline = tokio::time::Instant::now() + node.request_timeout;
-            let (mut received, mut sockets) = (0, Vec::new());
-            while received < servers {
-                match tokio::time::timeout_at(deadline, answers.recv()).await {
-                    Ok(Some((answer, _))) => {
-                        received += 1;
-                        if let Some(Value::Array(list)) = answer.get("sockets") {
-                            sockets.extend(
-                                list.iter()
-                                    .filter_map(|s| serde_json::from_value(s.clone()).ok()),
-                            );
-                        }
-                    }
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            node.unregister(&request_id);
-            (sockets, received == servers)
+            let (answers, complete) = node
+                .gather(
+                    &nsp,
+                    node.request_timeout,
+                    |id| json!({ "uid": node.uid, "requestId": id, "type": 5, "opts": opts }),
+                )
+                .await;
+            let sockets = answers
+                .iter()
+                .filter_map(|(answer, _)| answer.get("sockets")?.as_array())
+                .flatten()
+                .filter_map(|s| serde_json::from_value(s.clone()).ok())
+                .collect();
+            (sockets, complete)
         }))
     }
 
@@ -452,30 +467,18 @@ impl Adapter for RedisAdapter {
                 );
                 return (Vec::new(), true);
             };
-            let servers = node.other_nodes(&nsp).await;
-            if servers == 0 {
-                return (Vec::new(), true);
-            }
-            let (request_id, mut answers) = node.register();
-            node.publish(
-                node.request_channel(&nsp),
-                json!({ "uid": node.uid, "requestId": request_id, "type": 6, "data": data })
-                    .to_string()
-                    .into_bytes(),
-            );
-            let deadline = tokio::time::Instant::now() + timeout;
-            let mut got = Vec::new();
-            while got.len() < servers {
-                match tokio::time::timeout_at(deadline, answers.recv()).await {
-                    Ok(Some((answer, _))) => {
-                        got.push(answer.get("data").cloned().unwrap_or(Value::Null))
-                    }
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            node.unregister(&request_id);
-            let complete = got.len() == servers;
-            (got, complete)
+            let (answers, complete) = node
+                .gather(
+                    &nsp,
+                    timeout,
+                    |id| json!({ "uid": node.uid, "requestId": id, "type": 6, "data": data }),
+                )
+                .await;
+            let answers = answers
+                .into_iter()
+                .map(|(answer, _)| answer.get("data").cloned().unwrap_or(Value::Null))
+                .collect();
+            (answers, complete)
         }))
     }
 
