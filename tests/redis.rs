@@ -320,6 +320,15 @@ async fn broadcasts_and_room_operations_cross_nodes() {
     answers.sort_by_key(|v| v.to_string());
     assert_eq!(answers, [json!("b got count"), json!("c got count")]);
 
+    // Remote leave: node A makes r1's members leave r3 after joining it; r3 broadcasts then reach nobody.
+    a.io.to("r1").join("r3");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.io.to("r1").leave("r3");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    call(&mut a1, 5, json!(["to", "r3", "to r3"])).await;
+    nothing_for(&mut b1, Duration::from_millis(300)).await;
+    nothing_for(&mut c1, Duration::from_millis(10)).await;
+
     // Remote disconnect.
     a.io.to("r2").disconnect(false);
     assert_eq!(next(&mut b1).await, "41");
