@@ -198,6 +198,66 @@ fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog
             }
         });
     });
+    // Room operations on every node of a cluster: `{room, target}` makes the sockets in `room` join or
+    // leave `target`, or disconnects them.
+    let io2 = io.clone();
+    socket.on("sockets-join", move |_, args: Args, ack| {
+        let room: String = args
+            .get::<Value>(0)
+            .ok()
+            .and_then(|v| v.get("room")?.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let target: String = args
+            .get::<Value>(0)
+            .ok()
+            .and_then(|v| v.get("target")?.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        io2.to(room.as_str()).join(target.as_str());
+        if let Some(ack) = ack {
+            ack.send_one(true);
+        }
+    });
+    let io2 = io.clone();
+    socket.on("sockets-leave", move |_, args: Args, ack| {
+        let room: String = args
+            .get::<Value>(0)
+            .ok()
+            .and_then(|v| v.get("room")?.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let target: String = args
+            .get::<Value>(0)
+            .ok()
+            .and_then(|v| v.get("target")?.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        io2.to(room.as_str()).leave(target.as_str());
+        if let Some(ack) = ack {
+            ack.send_one(true);
+        }
+    });
+    let io2 = io.clone();
+    socket.on("disconnect-sockets", move |_, args: Args, ack| {
+        let room: String = args.get(0).unwrap_or_default();
+        if let Some(ack) = ack {
+            ack.send_one(true);
+        }
+        io2.to(room.as_str()).disconnect(false);
+    });
+    // A server-side emit to the other nodes, acked with their answers.
+    let io2 = io.clone();
+    socket.on("server-side-ack", move |_, args: Args, ack| {
+        let event: String = args.get(0).unwrap_or_default();
+        let io2 = io2.clone();
+        tokio::spawn(async move {
+            let Some(root) = io2.of("/") else { return };
+            let (mut answers, complete) = root
+                .server_side_emit_with_ack(&event, Args::new(), Duration::from_secs(3))
+                .await;
+            answers.sort_by_key(|v| v.to_string());
+            if let Some(ack) = ack {
+                ack.send_one(json!({ "answers": answers, "complete": complete }));
+            }
+        });
+    });
     // The ids of the sockets in a room, on every node of a cluster.
     let io2 = io.clone();
     socket.on("fetch-sockets", move |_, args: Args, ack| {

@@ -220,3 +220,75 @@ test("the analytics service runs clustered: an event posted to node A reaches da
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(leaked, 0);
 });
+
+test("three Tidings nodes: rooms, except, namespace-wide, remote join/leave/disconnect, fetch, acks", { skip, timeout: 60_000 }, async () => {
+  const counts = await redis.probe.pubSubNumSub("socket.io-request#/#");
+  const already = counts["socket.io-request#/#"] ?? 0;
+  const nodes = [];
+  for (let i = 0; i < 3; i++) {
+    const n = await startServer({ bin: TEST_SERVER, env: { REDIS_URL: redis.url } });
+    cleanups.push(() => n.stop());
+    nodes.push(n);
+  }
+  // The earlier tests' nodes still share this Redis: wait until these three have subscribed too.
+  await members(redis.probe, already + 3);
+  const [a, b, c] = await Promise.all(nodes.map((n) => client(n.url)));
+  const b2 = await client(nodes[1].url);
+  for (const s of [b, c]) assert.equal(await s.emitWithAck("join", "room"), true);
+  const seen = new Map([[a, []], [b, []], [b2, []], [c, []]]);
+  for (const [s, list] of seen) s.on("m", (x) => list.push(x));
+  const settle = async () => {
+    // One round trip per client: everything sent before it has arrived.
+    for (const s of seen.keys()) await s.emitWithAck("rooms");
+  };
+
+  // Room broadcast from A reaches the room on B and C, nobody else.
+  await a.emitWithAck("to-room", { room: "room", event: "m", data: 1 });
+  await new Promise((r) => setTimeout(r, 200));
+  await settle();
+  assert.deepEqual([seen.get(a), seen.get(b), seen.get(b2), seen.get(c)], [[], [1], [], [1]]);
+
+  // Except: the room minus C's own room.
+  await a.emitWithAck("to-room", { room: "room", except: c.id, event: "m", data: 2 });
+  await new Promise((r) => setTimeout(r, 200));
+  await settle();
+  assert.deepEqual([seen.get(b), seen.get(c)], [[1, 2], [1]]);
+
+  // Namespace-wide, from a socket on B (everyone but the sender).
+  const before = [...seen.values()].map((l) => l.length);
+  const bcast = [a, b2, c].map((s) => once(s, "broadcast"));
+  await b.emitWithAck("broadcast", "hello all");
+  assert.deepEqual((await Promise.all(bcast)).map(([x]) => x), ["hello all", "hello all", "hello all"]);
+  assert.deepEqual([...seen.values()].map((l) => l.length), before);
+
+  // Remote join and leave, issued on A for sockets on B and C.
+  await a.emitWithAck("sockets-join", { room: "room", target: "extra" });
+  await new Promise((r) => setTimeout(r, 200));
+  assert.ok((await b.emitWithAck("rooms")).includes("extra"));
+  assert.ok((await c.emitWithAck("rooms")).includes("extra"));
+  await a.emitWithAck("sockets-leave", { room: "room", target: "extra" });
+  await new Promise((r) => setTimeout(r, 200));
+  assert.ok(!(await b.emitWithAck("rooms")).includes("extra"));
+  assert.ok(!(await c.emitWithAck("rooms")).includes("extra"));
+
+  // Fetch sockets and broadcast with acks across nodes.
+  const fetched = await a.emitWithAck("fetch-sockets", "room");
+  assert.deepEqual(fetched, { ids: [b.id, c.id].sort(), complete: true });
+  b.on("q", (x, ack) => ack(`b:${x}`));
+  c.on("q", (x, ack) => ack(`c:${x}`));
+  const acked = await a.emitWithAck("broadcast-with-ack", { room: "room", event: "q", data: 7, timeout_ms: 3000 });
+  assert.deepEqual(acked, { complete: true, answers: ["b:7", "c:7"] });
+
+  // Server-side emit with acks: the other Tidings nodes answer (this Redis also holds the earlier
+  // tests' nodes, some of which have no handler for it, so only the answers are checked).
+  const heard = await a.emitWithAck("server-side-ack", "roll-call");
+  assert.ok(heard.answers.length >= 2, JSON.stringify(heard));
+  assert.ok(heard.answers.every((x) => x === "tidings heard roll-call"), JSON.stringify(heard));
+
+  // Remote disconnect of the room's sockets, issued on A.
+  const gone = [b, c].map((s) => once(s, "disconnect"));
+  await a.emitWithAck("disconnect-sockets", "room");
+  assert.deepEqual((await Promise.all(gone)).map(([reason]) => reason), ["io server disconnect", "io server disconnect"]);
+  assert.equal(b2.connected, true);
+  assert.equal(a.connected, true);
+});
