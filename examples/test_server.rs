@@ -35,6 +35,13 @@ struct RoomEmit {
     data: Value,
 }
 
+/// `{room, target}`: the sockets in `room` join or leave `target`.
+#[derive(Deserialize)]
+struct RoomTarget {
+    room: String,
+    target: String,
+}
+
 #[derive(Deserialize)]
 struct MultiEmit {
     rooms: Vec<String>,
@@ -202,34 +209,18 @@ fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog
     // leave `target`, or disconnects them.
     let io2 = io.clone();
     socket.on("sockets-join", move |_, args: Args, ack| {
-        let room: String = args
-            .get::<Value>(0)
-            .ok()
-            .and_then(|v| v.get("room")?.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let target: String = args
-            .get::<Value>(0)
-            .ok()
-            .and_then(|v| v.get("target")?.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        io2.to(room.as_str()).join(target.as_str());
+        if let Ok(req) = args.get::<RoomTarget>(0) {
+            io2.to(req.room.as_str()).join(req.target.as_str());
+        }
         if let Some(ack) = ack {
             ack.send_one(true);
         }
     });
     let io2 = io.clone();
     socket.on("sockets-leave", move |_, args: Args, ack| {
-        let room: String = args
-            .get::<Value>(0)
-            .ok()
-            .and_then(|v| v.get("room")?.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let target: String = args
-            .get::<Value>(0)
-            .ok()
-            .and_then(|v| v.get("target")?.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        io2.to(room.as_str()).leave(target.as_str());
+        if let Ok(req) = args.get::<RoomTarget>(0) {
+            io2.to(req.room.as_str()).leave(req.target.as_str());
+        }
         if let Some(ack) = ack {
             ack.send_one(true);
         }
