@@ -63,8 +63,9 @@ pub struct EngineConfig {
     /// tungstenite's read buffer per WebSocket connection. It dominates idle memory: default 1 KiB
     /// (4 KiB costs about 3 KiB more RSS per idle client; large messages still work, in more reads).
     pub ws_read_buffer_size: usize,
-    /// How many bytes tungstenite buffers before writing to the socket. Default 0 (write through);
-    /// frames are fed in batches and flushed once per batch anyway.
+    /// How many bytes of queued frames are gathered before a write to the socket. Default 16 KiB:
+    /// the frames drained in one batch go out in one write (0 would write each frame on its own,
+    /// one system call per delivery); a batch is flushed at its end whatever its size.
     pub ws_write_buffer_size: usize,
     /// CORS policy; `None` (the default) sends no CORS headers.
     pub cors: Option<Cors>,
@@ -93,7 +94,7 @@ impl Default for EngineConfig {
             max_packets_per_poll: 16,
             max_buffered_frames: 8192,
             ws_read_buffer_size: 1024,
-            ws_write_buffer_size: 0,
+            ws_write_buffer_size: 16 * 1024,
             cors: None,
             http_compression_threshold: Some(1024),
             max_connections: usize::MAX,
