@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -208,13 +207,7 @@ impl<H: Handler> EngineIo<H> {
         if transport == TransportKind::WebSocket && !upgrade {
             return Err(fail(HttpError::BadRequest));
         }
-        let info = Arc::new(RequestInfo {
-            headers: req.headers().clone(),
-            uri: req.uri().clone(),
-            remote_addr,
-            secure: req.uri().scheme() == Some(&http::uri::Scheme::HTTPS),
-            issued: SystemTime::now(),
-        });
+        let info = Arc::new(RequestInfo::new(req.uri(), req.headers(), remote_addr));
         if let Err(message) = self.inner.handler.allow_request(&info) {
             return Err(fail(HttpError::Forbidden(message)));
         }

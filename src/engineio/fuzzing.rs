@@ -6,7 +6,7 @@
 //! this module, and it must never hold logic of its own.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -25,13 +25,11 @@ pub fn open_session(
     max_buffered: usize,
     now: Instant,
 ) -> Arc<Session> {
-    let request = RequestInfo {
-        headers: http::HeaderMap::new(),
-        uri: http::Uri::from_static("/socket.io/?EIO=4&transport=polling"),
-        remote_addr: None,
-        secure: false,
-        issued: SystemTime::UNIX_EPOCH,
-    };
+    let request = RequestInfo::new(
+        &http::Uri::from_static("/socket.io/?EIO=4&transport=polling"),
+        &http::HeaderMap::new(),
+        None,
+    );
     let map = Arc::new(SessionMap::new());
     let session = Arc::new(Session::new(
         "fuzz".to_owned(),

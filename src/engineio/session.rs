@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use http::{HeaderMap, Uri};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Uri};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -55,10 +56,12 @@ pub(crate) enum Transport {
 }
 
 /// The HTTP request that opened a session, as the handshake exposes it.
+///
+/// It lives as long as the session, so it keeps what it needs compactly: the header lines in one
+/// small buffer, turned into a [`HeaderMap`] the first time someone asks for them. (The request's own
+/// URI and header values point into hyper's 8 KiB read buffer, which a clone would keep alive.)
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
-    /// The request headers.
-    pub headers: HeaderMap,
     /// The request URI (path and query).
     pub uri: Uri,
     /// The peer's address, when known.
@@ -67,6 +70,62 @@ pub struct RequestInfo {
     pub secure: bool,
     /// When the session was opened.
     pub issued: SystemTime,
+    /// `name:value\n` for each header, in order (neither part can hold those separators).
+    raw_headers: Bytes,
+    headers: std::sync::OnceLock<HeaderMap>,
+}
+
+impl RequestInfo {
+    /// Keeps what a session needs of its handshake request, opened now.
+    pub fn new(uri: &Uri, headers: &HeaderMap, remote_addr: Option<SocketAddr>) -> Self {
+        let uri_text = uri.to_string();
+        let len: usize = headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 2)
+            .sum();
+        let mut blob = Vec::with_capacity(uri_text.len() + len);
+        blob.extend_from_slice(uri_text.as_bytes());
+        for (name, value) in headers {
+            blob.extend_from_slice(name.as_str().as_bytes());
+            blob.push(b':');
+            blob.extend_from_slice(value.as_bytes());
+            blob.push(b'\n');
+        }
+        let blob = Bytes::from(blob);
+        let compact_uri =
+            Uri::from_maybe_shared(blob.slice(..uri_text.len())).unwrap_or_else(|_| uri.clone());
+        Self {
+            uri: compact_uri,
+            remote_addr,
+            secure: uri.scheme() == Some(&http::uri::Scheme::HTTPS),
+            issued: SystemTime::now(),
+            raw_headers: blob.slice(uri_text.len()..),
+            headers: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &HeaderMap {
+        self.headers.get_or_init(|| {
+            let mut map = HeaderMap::new();
+            let raw = &self.raw_headers;
+            let mut at = 0;
+            while let Some(nl) = raw[at..].iter().position(|&b| b == b'\n') {
+                let line = at..at + nl;
+                at += nl + 1;
+                let Some(colon) = raw[line.clone()].iter().position(|&b| b == b':') else {
+                    continue;
+                };
+                let name = http::HeaderName::from_bytes(&raw[line.start..line.start + colon]);
+                let value =
+                    HeaderValue::from_maybe_shared(raw.slice(line.start + colon + 1..line.end));
+                if let (Ok(name), Ok(value)) = (name, value) {
+                    map.append(name, value);
+                }
+            }
+            map
+        })
+    }
 }
 
 /// Why a frame could not be queued.
@@ -401,13 +460,11 @@ impl Session {
         timeout: std::time::Duration,
         max_buffered: usize,
     ) -> Arc<Self> {
-        let request = Arc::new(RequestInfo {
-            headers: HeaderMap::new(),
-            uri: Uri::from_static("/socket.io/?EIO=4&transport=polling"),
-            remote_addr: None,
-            secure: false,
-            issued: SystemTime::now(),
-        });
+        let request = Arc::new(RequestInfo::new(
+            &Uri::from_static("/socket.io/?EIO=4&transport=polling"),
+            &HeaderMap::new(),
+            None,
+        ));
         let map = Arc::new(SessionMap::new());
         let session = Arc::new(Self::new(
             "sid".to_owned(),
@@ -431,6 +488,27 @@ impl Session {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn request_info_keeps_uri_and_every_header_in_order() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("example.test:3000"));
+        headers.append("x-multi", HeaderValue::from_static("one"));
+        headers.append("x-multi", HeaderValue::from_static("two: with colon"));
+        headers.insert("cookie", HeaderValue::from_static("a=b; c=d"));
+        headers.insert("x-empty", HeaderValue::from_static(""));
+        let uri: Uri = "/socket.io/?EIO=4&transport=websocket&x=%20y"
+            .parse()
+            .unwrap();
+        let info = RequestInfo::new(&uri, &headers, None);
+        assert_eq!(info.uri, uri);
+        assert_eq!(info.uri.query(), Some("EIO=4&transport=websocket&x=%20y"));
+        assert_eq!(info.headers(), &headers);
+        let multi: Vec<_> = info.headers().get_all("x-multi").iter().collect();
+        assert_eq!(multi, ["one", "two: with colon"]);
+        // Asked again, the same map.
+        assert!(std::ptr::eq(info.headers(), info.headers()));
+    }
 
     #[test]
     fn ping_goes_ahead_of_the_backlog() {

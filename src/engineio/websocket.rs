@@ -28,7 +28,83 @@ use super::error::{Body, HttpError};
 use super::session::{RequestInfo, Session, Transport, TransportKind};
 use super::{CloseReason, Handler};
 
-type Ws = WebSocketStream<TokioIo<Upgraded>>;
+type Ws = WebSocketStream<WsIo>;
+
+/// The connection under a WebSocket. When the server's own accept loop made it, hyper's upgrade hands
+/// back the plain TCP stream, without the boxed wrapper and its buffer of read-ahead bytes (the
+/// request's 8 KiB read buffer otherwise stays allocated for the connection's life); any other
+/// connection (TLS, a user's own transport) stays behind hyper's `Upgraded`.
+enum WsIo {
+    Tcp(tokio::net::TcpStream),
+    Upgraded(TokioIo<Upgraded>),
+}
+
+impl WsIo {
+    /// Opens the WebSocket over an upgraded connection, keeping any bytes hyper read ahead.
+    async fn accept(upgraded: Upgraded, config: WebSocketConfig) -> Ws {
+        match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+            Ok(parts) => {
+                let io = Self::Tcp(parts.io.into_inner());
+                if parts.read_buf.is_empty() {
+                    WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+                } else {
+                    let part = parts.read_buf.to_vec();
+                    WebSocketStream::from_partially_read(io, part, Role::Server, Some(config)).await
+                }
+            }
+            Err(upgraded) => {
+                let io = Self::Upgraded(TokioIo::new(upgraded));
+                WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for WsIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+            Self::Upgraded(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for WsIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+            Self::Upgraded(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(io) => std::pin::Pin::new(io).poll_flush(cx),
+            Self::Upgraded(io) => std::pin::Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+            Self::Upgraded(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Whether the request asks for a WebSocket upgrade.
 pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
@@ -89,19 +165,16 @@ pub(crate) fn open_session<H: Handler, B: Send + 'static>(
                 return;
             }
         };
-        let config = engine.config();
-        let mut ws = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            Some(ws_config(config)),
-        )
-        .await;
+        let mut ws = WsIo::accept(upgraded, ws_config(engine.config())).await;
         let (session, open) = engine.open_session(info, TransportKind::WebSocket);
         if ws.send(Message::text(open)).await.is_err() {
             session.close(CloseReason::TransportClose, false);
             return;
         }
-        run_session(&session, &mut ws).await;
+        // The session gets a task of its own: the set-up's futures are large and short-lived, and
+        // would otherwise widen the task that holds the connection for its whole life.
+        let fut = serve(session, Box::new(ws));
+        tokio::spawn(fut);
     });
     Ok(res)
 }
@@ -123,12 +196,7 @@ pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
             let ws_config = ws_config(&inner.config);
             tokio::spawn(async move {
                 if let Ok(upgraded) = on_upgrade.await {
-                    let mut ws = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(ws_config),
-                    )
-                    .await;
+                    let mut ws = WsIo::accept(upgraded, ws_config).await;
                     let _ = ws.close(None).await;
                 }
             });
@@ -148,9 +216,7 @@ pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
                 return;
             }
         };
-        let mut ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
-                .await;
+        let mut ws = WsIo::accept(upgraded, ws_config).await;
         match tokio::time::timeout(upgrade_timeout, probe(&session, &mut ws)).await {
             Ok(true) => run_session(&session, &mut ws).await,
             Ok(false) | Err(_) => {
@@ -224,6 +290,11 @@ impl Drop for CloseOnExit<'_> {
         // WebSocket has now delivered (or failed to).
         self.0.forget();
     }
+}
+
+/// Serves a session over its WebSocket until either side closes it, as a task of its own.
+async fn serve(session: Arc<Session>, mut ws: Box<Ws>) {
+    run_session(&session, &mut ws).await;
 }
 
 /// Serves a session over its WebSocket until either side closes it.
@@ -340,7 +411,9 @@ async fn handle_incoming(
                     code,
                     reason: Utf8Bytes::default(),
                 };
-                let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+                // Boxed: a rare path, kept out of the per-connection task's size.
+                let close = Box::pin(ws.close(Some(frame)));
+                let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
                 return Err(CloseReason::TransportError);
             }
             return Err(CloseReason::TransportClose);
@@ -349,8 +422,7 @@ async fn handle_incoming(
     if packet.kind == PacketType::Ping && packet.data == Payload::Text(Bytes::from_static(b"probe"))
     {
         // A stray probe on an established WebSocket: answer it, harmlessly.
-        return ws
-            .send(Message::text("3probe"))
+        return Box::pin(ws.send(Message::text("3probe")))
             .await
             .map_err(|_| CloseReason::TransportClose);
     }

@@ -141,7 +141,7 @@ pub struct Handshake {
 impl Handshake {
     /// The request headers of the connection.
     pub fn headers(&self) -> &http::HeaderMap {
-        &self.request.headers
+        self.request.headers()
     }
 
     /// The query parameters of the connection's first request, decoded.
@@ -179,7 +179,7 @@ impl Handshake {
 
     /// Whether the request came from another origin (an `Origin` header was sent).
     pub fn xdomain(&self) -> bool {
-        self.request.headers.contains_key(http::header::ORIGIN)
+        self.request.headers().contains_key(http::header::ORIGIN)
     }
 
     /// When the connection was made, in milliseconds since the Unix epoch.
