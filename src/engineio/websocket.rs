@@ -300,29 +300,26 @@ async fn serve(session: Arc<Session>, mut ws: Box<Ws>) {
 /// Serves a session over its WebSocket until either side closes it.
 async fn run_session(session: &Session, ws: &mut Ws) {
     let _guard = CloseOnExit(session);
-    // Swapped with the session's outbox so a busy connection reuses two buffers instead of
-    // allocating one per batch; a burst's capacity is let go once written.
-    let mut batch: std::collections::VecDeque<Frame> = std::collections::VecDeque::new();
     let reason = loop {
         let notified = session.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
 
-        let (closed, deadline) = {
+        // The frames queued so far, written in one go. The outbox's buffer goes with them and is
+        // freed once written: an idle connection keeps none, and one allocation per batch is cheap
+        // next to the write it goes with.
+        let (batch, closed, deadline) = {
             let mut state = session.lock();
             // From here until the next look, frames queued by others must wake this loop.
             state.drainer_parked = true;
             if !state.outbox.is_empty() {
                 Session::observe_drain(&mut state, session.metrics(), Instant::now());
-                std::mem::swap(&mut state.outbox, &mut batch);
             }
-            (state.closed, state.heartbeat.poll_timeout())
+            let batch = std::mem::take(&mut state.outbox);
+            (batch, state.closed, state.heartbeat.poll_timeout())
         };
-        if !batch.is_empty() && write_all(ws, &mut batch, session.metrics()).await.is_err() {
+        if !batch.is_empty() && write_all(ws, batch, session.metrics()).await.is_err() {
             break CloseReason::TransportClose;
-        }
-        if batch.capacity() > 32 {
-            batch = std::collections::VecDeque::new();
         }
         if closed.is_some() {
             let _ = ws.close(None).await;
@@ -347,10 +344,10 @@ async fn run_session(session: &Session, ws: &mut Ws) {
     session.close(reason, false);
 }
 
-/// Writes (and empties) a batch of frames, flushing once at the end.
+/// Writes a batch of frames, flushing once at the end.
 async fn write_all(
     ws: &mut Ws,
-    frames: &mut std::collections::VecDeque<Frame>,
+    frames: std::collections::VecDeque<Frame>,
     metrics: &super::EngineMetrics,
 ) -> Result<(), tungstenite::Error> {
     metrics.packets_out.add(frames.len() as u64);
@@ -361,7 +358,7 @@ async fn write_all(
         })
         .sum();
     metrics.bytes_out.add(bytes as u64);
-    for frame in frames.drain(..) {
+    for frame in frames {
         let msg = match frame {
             Frame::Text(bytes) => match Utf8Bytes::try_from(bytes) {
                 Ok(text) => Message::Text(text),

@@ -4,6 +4,7 @@
 //! runs before any later packet of the client is read, so no event is missed). Inbound packets of a
 //! socket are handled in order, one at a time, on the connection's reader.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -135,7 +136,8 @@ impl std::error::Error for AckError {}
 #[derive(Debug, Clone)]
 pub struct Handshake {
     request: Arc<RequestInfo>,
-    auth: Value,
+    /// Boxed, and `None` for the usual empty object: a `Value` is large and most clients send none.
+    auth: Option<Box<Value>>,
 }
 
 impl Handshake {
@@ -159,7 +161,9 @@ impl Handshake {
 
     /// The auth payload the client sent with CONNECT (`{}` when none).
     pub fn auth(&self) -> &Value {
-        &self.auth
+        static EMPTY: std::sync::LazyLock<Value> =
+            std::sync::LazyLock::new(|| Value::Object(serde_json::Map::new()));
+        self.auth.as_deref().unwrap_or(&EMPTY)
     }
 
     /// The remote address.
@@ -205,7 +209,9 @@ pub(crate) type DisconnectHandler = Arc<dyn Fn(&SocketRef, DisconnectReason) + S
 
 #[derive(Default)]
 struct Handlers {
-    events: HashMap<String, EventHandler>,
+    /// A socket has few handlers: a short list, searched in order, is smaller than a map (and as
+    /// fast); names given as literals are not copied.
+    events: Vec<(Cow<'static, str>, EventHandler)>,
     any: Option<AnyHandler>,
     disconnect: Vec<DisconnectHandler>,
 }
@@ -223,7 +229,8 @@ pub struct Socket {
     /// Acks the server waits for, by id. Allocated on first use.
     acks: Mutex<Option<HashMap<u64, oneshot::Sender<Args>>>>,
     connected: AtomicBool,
-    data: Mutex<Value>,
+    /// Boxed, `None` until set: most sockets never carry data.
+    data: Mutex<Option<Box<Value>>>,
     extensions: Mutex<Option<Extensions>>,
     /// Inbound event tokens, when a rate limit is configured.
     bucket: Option<Mutex<Bucket>>,
@@ -299,11 +306,17 @@ impl Socket {
             recovered,
             ns,
             client,
-            handshake: Handshake { request, auth },
+            handshake: Handshake {
+                request,
+                auth: match auth {
+                    Value::Object(map) if map.is_empty() => None,
+                    auth => Some(Box::new(auth)),
+                },
+            },
             handlers: RwLock::new(Handlers::default()),
             acks: Mutex::new(None),
             connected: AtomicBool::new(false),
-            data: Mutex::new(Value::Null),
+            data: Mutex::new(None),
             extensions: Mutex::new(None),
         }
     }
@@ -348,11 +361,13 @@ impl Socket {
 
     /// Application data attached to the socket (`socket.data` in the reference).
     pub fn data(&self) -> Value {
-        self.data.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let data = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        data.as_deref().cloned().unwrap_or(Value::Null)
     }
 
     /// Replaces the socket's application data.
     pub fn set_data(&self, value: Value) {
+        let value = (!value.is_null()).then(|| Box::new(value));
         *self.data.lock().unwrap_or_else(|e| e.into_inner()) = value;
     }
 
@@ -382,13 +397,17 @@ impl Socket {
     // ===== handlers =====
 
     /// Registers the handler of `event` (replacing an earlier one).
-    pub fn on<F>(&self, event: impl Into<String>, handler: F)
+    pub fn on<F>(&self, event: impl Into<Cow<'static, str>>, handler: F)
     where
         F: Fn(&SocketRef, Args, Option<AckSender>) + Send + Sync + 'static,
     {
-        self.write_handlers()
-            .events
-            .insert(event.into(), Arc::new(handler));
+        let event = event.into();
+        let handler: EventHandler = Arc::new(handler);
+        let mut handlers = self.write_handlers();
+        match handlers.events.iter_mut().find(|(name, _)| *name == event) {
+            Some((_, slot)) => *slot = handler,
+            None => handlers.events.push((event, handler)),
+        }
     }
 
     /// Registers a handler for events that have no handler of their own.
@@ -611,7 +630,14 @@ impl Socket {
         });
         let (handler, any) = {
             let handlers = self.handlers.read().unwrap_or_else(|e| e.into_inner());
-            (handlers.events.get(&name).cloned(), handlers.any.clone())
+            (
+                handlers
+                    .events
+                    .iter()
+                    .find(|(event, _)| *event == name)
+                    .map(|(_, handler)| handler.clone()),
+                handlers.any.clone(),
+            )
         };
         match (handler, any) {
             (Some(handler), _) => handler(self, args, ack),
