@@ -172,6 +172,7 @@ async fn login_gives_a_session_the_config_and_every_socket() {
     let mut expected = vec![id.as_str(), "r1"];
     expected.sort_unstable();
     assert_eq!(rooms, expected);
+    assert_eq!(mine["data"], json!({}));
     assert_eq!(mine["handshake"]["address"], "127.0.0.1");
     assert!(mine["handshake"].get("auth").is_none());
     assert!(mine["handshake"]["time"].as_str().unwrap().ends_with('Z'));

@@ -172,7 +172,7 @@ impl Observer for Instrumentation {
             self.tell(
                 "socket_updated",
                 vec![
-                    json!({ "id": socket.id(), "nsp": socket.ns().name(), "data": socket.data() }),
+                    json!({ "id": socket.id(), "nsp": socket.ns().name(), "data": serialize::data(socket.data()) }),
                 ],
             );
         }

@@ -36,7 +36,7 @@ pub(crate) fn socket(socket: &Socket) -> Value {
         "clientId": client_id(session.id()),
         "transport": session.transport().name(),
         "nsp": socket.ns().name(),
-        "data": socket.data(),
+        "data": data(socket.data()),
         "handshake": {
             "address": address,
             "headers": headers,
@@ -65,6 +65,11 @@ pub(crate) fn remote_socket(info: SocketInfo, nsp: &str) -> Value {
         "handshake": handshake,
         "rooms": info.rooms,
     })
+}
+
+/// Socket data as the UI shows it: an object (`{}` when none was set).
+pub(crate) fn data(value: Value) -> Value {
+    if value.is_null() { json!({}) } else { value }
 }
 
 /// The reference's client id: the first 12 characters of the Engine.IO session id.
