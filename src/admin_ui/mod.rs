@@ -3,7 +3,7 @@
 //! events, and can make sockets emit, join, leave and disconnect.
 //!
 //! Off by default: [`instrument`] turns it on for a server. It declares the admin namespace
-//! (`/admin`) with a login middleware, installs the server's [`Observer`] (see
+//! (`/admin`) with a login middleware, installs the server's [`Observer`](crate::socketio::Observer) (see
 //! [`crate::socketio::observer`]) and emits `server_stats` every 2 s. Built only on the public
 //! library API.
 //!
