@@ -1,12 +1,13 @@
 // The Socket.IO Admin UI (the unmodified `@socket.io/admin-ui` npm package) against the tidings
 // binary, in headless Chromium driven by playwright-core. Tidings serves the UI's files at
 // /admin-ui/; stock socket.io-client clients join rooms; the UI must refuse a wrong password, log in
-// with the right one, list the clients and their rooms, and disconnect a client from its detail
-// page (the client gets "io server disconnect"). A screenshot is kept in
+// with the right one, list the clients and their rooms, show their live events, and disconnect a
+// client from its detail page (the client gets "io server disconnect"). A screenshot is kept in
 // protocol-tests/browser/artifacts/.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
+import { hostname } from "node:os";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -97,6 +98,10 @@ test("the Admin UI logs in, lists sockets and rooms, and disconnects a client", 
   await logIn(page, server.url, PASSWORD);
   await page.getByLabel("Password").waitFor({ state: "hidden", timeout: 10_000 });
 
+  // server_stats arrive: the servers page lists this server (id and host name: the host name).
+  await page.goto(`${server.url}/admin-ui/#/servers/`);
+  await page.getByRole("cell", { name: hostname(), exact: true }).first().waitFor({ timeout: 10_000 });
+
   // The sockets page lists both clients.
   await page.goto(`${server.url}/admin-ui/#/sockets/`);
   for (const c of [acme, globex]) {
@@ -110,6 +115,14 @@ test("the Admin UI logs in, lists sockets and rooms, and disconnects a client", 
   }
   mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: join(ARTIFACTS, "admin-ui-rooms.png"), fullPage: true });
+
+  // Live events: acme's `ping` and the service's `pong` answer show on the events page.
+  acme.emit("ping");
+  await page.goto(`${server.url}/admin-ui/#/events/`);
+  for (const name of ["ping", "pong"]) {
+    await page.locator("code", { hasText: new RegExp(`^${name}$`) }).first().waitFor({ timeout: 10_000 });
+  }
+  await page.screenshot({ path: join(ARTIFACTS, "admin-ui-events.png"), fullPage: true });
 
   // From the sockets page, open acme's socket and disconnect it.
   await page.goto(`${server.url}/admin-ui/#/sockets/`);
