@@ -14,7 +14,9 @@ use tidings::socketio::{Args, Config, SocketIo};
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{WAIT, Ws, bounded, sio_connect, ws_session, ws_text};
+use common::{
+    WAIT, Ws, bounded, open_polling, polling_post, sio_connect, ws_connect, ws_session, ws_text,
+};
 
 // bcryptjs.hashSync("changeit", 4)
 const HASH: &str = "$2a$04$TaU6EVSVg4pwh349dVC2/.Gvz47Du8hR2gleSe9QBitX98m/1XtWG";
@@ -346,4 +348,35 @@ async fn readonly_production_admins_get_stats_and_no_commands() {
     }
     main.send(Message::text(r#"42["echo",1]"#)).await.unwrap();
     assert_eq!(ws_text(&mut main).await, r#"42["echo",1]"#);
+}
+
+#[tokio::test]
+async fn an_upgrade_is_reported_with_the_new_transport() {
+    let server = start(|_| {}).await;
+    let (mut admin, _) = login(server.addr).await;
+    next_event(&mut admin, "all_sockets").await;
+
+    let sid = open_polling(server.addr, "/socket.io/").await;
+    let res = polling_post(server.addr, "/socket.io/", &sid, b"40").await;
+    assert_eq!(res.status, 200);
+    let connected = next_event(&mut admin, "socket_connected").await;
+    assert_eq!(connected[0]["transport"], "polling");
+    assert_eq!(connected[0]["clientId"], &sid[..12]);
+    let id = connected[0]["id"].as_str().unwrap().to_owned();
+    let stats = next_event(&mut admin, "server_stats").await;
+    assert_eq!(stats[0]["pollingClientsCount"], 1);
+
+    let mut ws = ws_connect(
+        server.addr,
+        &format!("/socket.io/?EIO=4&transport=websocket&sid={sid}"),
+    )
+    .await;
+    ws.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(ws_text(&mut ws).await, "3probe");
+    ws.send(Message::text("5")).await.unwrap();
+    let updated = next_event(&mut admin, "socket_updated").await;
+    assert_eq!(
+        updated[0],
+        json!({ "id": id, "nsp": "/", "transport": "websocket" })
+    );
 }

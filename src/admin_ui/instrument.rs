@@ -152,7 +152,9 @@ impl Observer for Instrumentation {
 
     fn socket_disconnected(&self, socket: &SocketRef, reason: DisconnectReason) {
         if self.is_admin(socket) {
-            self.admins.fetch_sub(1, Ordering::Relaxed);
+            let _ = self
+                .admins
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         }
         if self.listening() {
             self.tell(

@@ -396,6 +396,7 @@ async fn emit_stats(
     let hostname = hostname();
     let mut last = (0, 0, 0, 0);
     let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let m = io.engine().metrics();
