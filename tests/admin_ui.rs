@@ -288,6 +288,11 @@ async fn commands_join_emit_leave_and_disconnect() {
     let joined = next_event(&mut admin, "room_joined").await;
     assert_eq!(&joined[..3], &[json!("/"), json!("r2"), json!(id)]);
 
+    // A reserved name is not emitted; the next emit is the first thing the client gets.
+    admin
+        .send(Message::text(r#"42/admin,["emit","/","r2","disconnect"]"#))
+        .await
+        .unwrap();
     admin
         .send(Message::text(
             r#"42/admin,["emit","/","r2","hello",1,{"a":2}]"#,

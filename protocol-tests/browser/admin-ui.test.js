@@ -1,8 +1,9 @@
 // The Socket.IO Admin UI (the unmodified `@socket.io/admin-ui` npm package) against the tidings
 // binary, in headless Chromium driven by playwright-core. Tidings serves the UI's files at
 // /admin-ui/; stock socket.io-client clients join rooms; the UI must refuse a wrong password, log in
-// with the right one, list the clients and their rooms, show their live events, and disconnect a
-// client from its detail page (the client gets "io server disconnect"). A screenshot is kept in
+// with the right one, list the clients and their rooms, show their live events, disconnect a client
+// from its detail page (the client gets "io server disconnect"), and log in again after a reload
+// with the session id it was given. A screenshot is kept in
 // protocol-tests/browser/artifacts/.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
@@ -145,4 +146,9 @@ test("the Admin UI logs in, lists sockets and rooms, and disconnects a client", 
   await page.getByRole("cell", { name: globex.id, exact: true }).waitFor({ timeout: 10_000 });
   await page.getByRole("cell", { name: acmeId, exact: true }).waitFor({ state: "detached", timeout: 10_000 });
   await page.screenshot({ path: join(ARTIFACTS, "admin-ui.png"), fullPage: true });
+
+  // A reload logs in again with the session id the server gave the UI: no dialog, same list.
+  await page.reload();
+  await page.getByRole("cell", { name: globex.id, exact: true }).waitFor({ timeout: 10_000 });
+  assert.equal(await page.getByLabel("Password").isVisible(), false);
 });

@@ -343,12 +343,26 @@ fn string_arg(args: &Args, i: usize) -> Option<String> {
     args.get::<Option<String>>(i).ok().flatten()
 }
 
+/// Event names clients give a meaning of their own; the reference refuses to emit them.
+const RESERVED_EVENTS: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
 fn register_commands(io: &SocketIo, socket: &SocketRef) {
     let emit_io = io.clone();
     socket.on("emit", move |_, args: Args, _| {
         let (Some(nsp), Some(event)) = (string_arg(&args, 0), string_arg(&args, 2)) else {
             return;
         };
+        if RESERVED_EVENTS.contains(&event.as_str()) {
+            tracing::debug!(event, "admin ui: reserved event name not emitted");
+            return;
+        }
         let filter = string_arg(&args, 1);
         if let Some(op) = select(&emit_io, &nsp, filter.as_deref()) {
             let rest = Args {
