@@ -253,10 +253,15 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         tidings::admin_ui::instrument(&io, admin).map_err(|e| format!("admin ui: {e}"))?;
     }
-    let admin_files = cli
-        .admin_ui_static
-        .as_ref()
-        .map(|dir| StaticFiles::new(dir, "/admin-ui"));
+    let admin_files = cli.admin_ui_static.as_ref().map(|dir| {
+        if !dir.join("index.html").is_file() {
+            tracing::warn!(
+                dir = %dir.display(),
+                "no index.html in the Admin UI directory (expected the npm package's ui/dist)"
+            );
+        }
+        StaticFiles::new(dir, "/admin-ui")
+    });
     let analytics = Analytics::new(io, analytics_config);
     if demo {
         analytics.spawn_demo_traffic(Duration::from_millis(500));
