@@ -36,7 +36,7 @@ fi
 step "Cluster tests (Tidings and Node socket.io nodes through Redis)"
 protocol-tests/cluster/run.sh
 
-step "Browser test (dashboard in headless Chromium)"
+step "Browser tests (dashboard and Admin UI in headless Chromium)"
 protocol-tests/browser/run.sh
 
 if [[ -x protocol-tests/python/run.sh ]]; then

@@ -13,6 +13,7 @@
 //! The Engine.IO layer knows nothing of Socket.IO: it hands whole messages to a small handler trait
 //! ([`engineio::Handler`]), so a bare Engine.IO endpoint can exist on its own.
 
+pub mod admin_ui;
 pub mod analytics;
 pub mod engineio;
 pub mod metrics;

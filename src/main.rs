@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use tidings::admin_ui::{AdminUiConfig, Mode, StaticFiles};
 use tidings::analytics::{Analytics, AnalyticsConfig};
 use tidings::engineio::{AllowedOrigins, Cors};
 use tidings::socketio::redis::{RedisAdapterFactory, RedisConfig};
@@ -68,6 +69,60 @@ struct Cli {
     /// Directory holding the socket.io-client browser bundle.
     #[arg(long, env = "TIDINGS_CLIENT_DIR")]
     client_dir: Option<PathBuf>,
+    /// Admin UI username; with `--admin-ui-password-hash`, turns the Socket.IO Admin UI on.
+    #[arg(
+        long,
+        env = "TIDINGS_ADMIN_UI_USERNAME",
+        requires = "admin_ui_password_hash"
+    )]
+    admin_ui_username: Option<String>,
+    /// Bcrypt hash (`$2a$`/`$2b$`) of the Admin UI password.
+    #[arg(
+        long,
+        env = "TIDINGS_ADMIN_UI_PASSWORD_HASH",
+        hide_env_values = true,
+        requires = "admin_ui_username"
+    )]
+    admin_ui_password_hash: Option<String>,
+    /// The Admin UI's namespace.
+    #[arg(long, env = "TIDINGS_ADMIN_UI_NAMESPACE", default_value = "/admin")]
+    admin_ui_namespace: String,
+    /// Admins may look but not act (no emit, join, leave or disconnect).
+    #[arg(long, env = "TIDINGS_ADMIN_UI_READONLY")]
+    admin_ui_readonly: bool,
+    /// Report only aggregated stats, not every socket, room and event.
+    #[arg(long, env = "TIDINGS_ADMIN_UI_PRODUCTION")]
+    admin_ui_production: bool,
+    /// Directory of the Admin UI's static files (`ui/dist` of the `@socket.io/admin-ui` npm
+    /// package), served at `/admin-ui/`.
+    #[arg(long, env = "TIDINGS_ADMIN_UI_STATIC", requires = "admin_ui_username")]
+    admin_ui_static: Option<PathBuf>,
+}
+
+/// The analytics service, with the Admin UI's files in front when they are served.
+#[derive(Clone)]
+struct App {
+    analytics: Analytics,
+    admin_files: Option<StaticFiles>,
+}
+
+impl tidings::server::Service for App {
+    async fn call(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        remote: SocketAddr,
+    ) -> http::Response<tidings::engineio::error::Body> {
+        if let Some(files) = &self.admin_files {
+            if req.method() == http::Method::GET && files.matches(req.uri().path()) {
+                return files.serve(req.uri().path()).await;
+            }
+        }
+        self.analytics.call(req, remote).await
+    }
+
+    fn shutdown(&self) {
+        self.analytics.shutdown();
+    }
 }
 
 fn init_logging(format: &str) {
@@ -174,6 +229,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         history_size = cli.history_size,
         history_age_secs = cli.history_age_secs,
         redis = cli.redis_url.is_some(),
+        admin_ui = cli.admin_ui_username.is_some(),
+        admin_ui_static = ?cli.admin_ui_static,
         demo,
         "effective configuration"
     );
@@ -187,6 +244,24 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 
     let io = SocketIo::new(config);
+    if let (Some(username), Some(hash)) = (&cli.admin_ui_username, &cli.admin_ui_password_hash) {
+        let mut admin = AdminUiConfig::basic(username.clone(), hash.clone());
+        admin.namespace = cli.admin_ui_namespace.clone();
+        admin.readonly = cli.admin_ui_readonly;
+        if cli.admin_ui_production {
+            admin.mode = Mode::Production;
+        }
+        tidings::admin_ui::instrument(&io, admin).map_err(|e| format!("admin ui: {e}"))?;
+    }
+    let admin_files = cli.admin_ui_static.as_ref().map(|dir| {
+        if !dir.join("index.html").is_file() {
+            tracing::warn!(
+                dir = %dir.display(),
+                "no index.html in the Admin UI directory (expected the npm package's ui/dist)"
+            );
+        }
+        StaticFiles::new(dir, "/admin-ui")
+    });
     let analytics = Analytics::new(io, analytics_config);
     if demo {
         analytics.spawn_demo_traffic(Duration::from_millis(500));
@@ -196,9 +271,15 @@ async fn run(cli: Cli) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     println!("listening on {local}");
     tracing::info!("dashboard at http://{local}/");
+    if admin_files.is_some() {
+        tracing::info!("admin ui at http://{local}/admin-ui/");
+    }
     tidings::server::serve(
         listener,
-        analytics,
+        App {
+            analytics,
+            admin_files,
+        },
         tidings::server::ServeOptions::default(),
         tidings::server::shutdown_signal(),
     )

@@ -84,4 +84,7 @@ pub trait SessionHandler: Send + Sync + 'static {
 
     /// The session closed. Called once.
     fn on_close(&self, reason: CloseReason);
+
+    /// The session upgraded from polling to WebSocket. Called at most once.
+    fn on_upgrade(&self) {}
 }

@@ -271,6 +271,9 @@ async fn probe(session: &Session, ws: &mut Ws) -> bool {
                 state.transport = Transport::WebSocket;
                 drop(state);
                 session.notify.notify_one();
+                if let Some(handler) = session.handler() {
+                    handler.on_upgrade();
+                }
                 return true;
             }
             _ => return false,

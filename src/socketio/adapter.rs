@@ -47,7 +47,8 @@ pub trait Adapter: Send + Sync + 'static {
     /// Makes the sockets `opts` selects join `rooms` (on every node, for a cluster adapter).
     fn add_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) {
         for socket in self.sockets(opts) {
-            self.add_all(&socket, rooms);
+            // Through the socket, so the room limit and the observer apply.
+            socket.join(rooms.to_vec());
         }
     }
 
@@ -55,7 +56,7 @@ pub trait Adapter: Send + Sync + 'static {
     fn del_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) {
         for socket in self.sockets(opts) {
             for room in rooms {
-                self.del(socket.id(), room);
+                socket.leave(room);
             }
         }
     }
@@ -115,9 +116,16 @@ pub fn broadcast_local<A: Adapter + ?Sized>(
         return 0;
     }
     let frames = encode_frames(packet);
+    let observed = sockets[0].ns().observer().is_some();
     sockets
         .iter()
-        .filter(|socket| socket.send_frames(&frames, opts.volatile))
+        .filter(|socket| {
+            let sent = socket.send_frames(&frames, opts.volatile);
+            if sent && observed {
+                socket.notify_sent(packet);
+            }
+            sent
+        })
         .count()
 }
 

@@ -114,6 +114,7 @@ impl BroadcastOperator {
         for socket in self.ns.adapter().sockets(&self.opts) {
             let rx = socket.register_ack(id);
             if socket.send_frames(&frames, self.opts.volatile) {
+                socket.notify_sent(&packet);
                 waits.push(async move { socket.wait_ack(id, rx, timeout).await });
             }
         }

@@ -269,6 +269,9 @@ impl Client {
             // Its connection closed on another thread meanwhile, and the disconnect left its rooms
             // before the join above: leave them again.
             ns.adapter().del_all(socket.id());
+        } else if let Some(observer) = ns.observer() {
+            observer.room_joined(&socket, socket.id());
+            observer.socket_connected(&socket);
         }
         tracing::info!(
             sid = self.session.id(),
@@ -326,6 +329,18 @@ impl SessionHandler for Client {
         };
         for socket in sockets {
             socket.handle_disconnect(reason.into());
+        }
+        if let Some(observer) = self.io.observer.get() {
+            observer.connection_closed(&self.session, reason);
+        }
+    }
+
+    fn on_upgrade(&self) {
+        if let Some(observer) = self.io.observer.get() {
+            let sockets = self.lock().sockets.clone();
+            for socket in &sockets {
+                observer.transport_upgraded(socket);
+            }
         }
     }
 }

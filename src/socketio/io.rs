@@ -15,6 +15,7 @@ use super::broadcast::BroadcastOperator;
 use super::client::Client;
 use super::config::Config;
 use super::namespace::{ConnectionHandler, Namespace, SocketIoMetrics};
+use super::observer::{Observer, ObserverSlot};
 use super::socket::DisconnectReason;
 use super::socket::{IntoRooms, SocketRef};
 use crate::metrics::Exposition;
@@ -38,6 +39,7 @@ pub(crate) struct IoInner {
     connect_deadlines:
         std::sync::Mutex<std::collections::VecDeque<(tokio::time::Instant, Weak<Client>)>>,
     sweeper_started: std::sync::atomic::AtomicBool,
+    pub(crate) observer: ObserverSlot,
 }
 
 impl IoInner {
@@ -80,6 +82,7 @@ impl IoInner {
                         self.config.recovery.clone(),
                         self.metrics.clone(),
                         self.config.adapter.as_deref(),
+                        self.observer.clone(),
                     ))
                 })
                 .clone(),
@@ -141,7 +144,11 @@ impl Handler for SocketIoHandler {
     }
 
     fn on_open(&self, session: &Arc<Session>) -> Arc<dyn SessionHandler> {
-        Client::new(session.clone(), self.io.clone())
+        let client = Client::new(session.clone(), self.io.clone());
+        if let Some(observer) = self.io.observer.get() {
+            observer.connection_opened(session);
+        }
+        client
     }
 }
 
@@ -204,6 +211,7 @@ impl SocketIo {
             metrics: Arc::default(),
             connect_deadlines: std::sync::Mutex::default(),
             sweeper_started: std::sync::atomic::AtomicBool::new(false),
+            observer: ObserverSlot::default(),
         });
         let engine = EngineIo::new(config.engine, SocketIoHandler { io: inner.clone() });
         Self { inner, engine }
@@ -232,6 +240,7 @@ impl SocketIo {
             self.inner.config.recovery.clone(),
             self.inner.metrics.clone(),
             self.inner.config.adapter.as_deref(),
+            self.inner.observer.clone(),
         ));
         self.inner
             .namespaces
@@ -270,6 +279,17 @@ impl SocketIo {
             .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
     }
 
+    /// Installs the server's [`Observer`] (see [`super::observer`]). There is one per server: returns
+    /// false, installing nothing, if one is installed already.
+    pub fn observe(&self, observer: Arc<dyn Observer>) -> bool {
+        self.inner.observer.set(observer).is_ok()
+    }
+
+    /// Every declared namespace (and the dynamic ones created so far).
+    pub fn namespaces(&self) -> Vec<Arc<Namespace>> {
+        read(&self.inner.namespaces).values().cloned().collect()
+    }
+
     /// How many inbound events the per-socket rate limit has dropped.
     pub fn rate_limited_events(&self) -> u64 {
         self.inner.metrics.rate_limited.get()
@@ -298,8 +318,7 @@ impl SocketIo {
             "transport",
             [("polling", polling as u64), ("websocket", websocket as u64)],
         );
-        let namespaces: Vec<Arc<Namespace>> =
-            read(&self.inner.namespaces).values().cloned().collect();
+        let namespaces = self.namespaces();
         let mut sockets = Vec::new();
         let mut rooms = Vec::new();
         for ns in &namespaces {

@@ -15,6 +15,7 @@ mod client;
 mod config;
 mod io;
 mod namespace;
+pub mod observer;
 pub mod packet;
 mod recovery;
 pub mod redis;
@@ -29,6 +30,7 @@ pub use broadcast::BroadcastOperator;
 pub use config::{Config, OnExceed, RateLimit};
 pub use io::{SocketIo, SocketIoHandler};
 pub use namespace::{BoxFuture, ConnectError, Namespace, SocketIoMetrics};
+pub use observer::Observer;
 pub use recovery::RecoveryConfig;
 pub use socket::{
     AckError, AckSender, DisconnectReason, Handshake, IntoRooms, Socket, SocketInfo, SocketRef,

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::adapter::{Adapter, LocalAdapter};
 use super::broadcast::BroadcastOperator;
+use super::observer::{Observer, ObserverSlot};
 use super::recovery::{Recovery, RecoveryConfig};
 use crate::metrics::Counter;
 
@@ -72,6 +73,7 @@ pub struct Namespace {
     ack_ids: AtomicU64,
     recovery: Option<Recovery>,
     metrics: Arc<SocketIoMetrics>,
+    observer: ObserverSlot,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -89,6 +91,7 @@ impl Namespace {
         recovery: Option<RecoveryConfig>,
         metrics: Arc<SocketIoMetrics>,
         adapter: Option<&dyn super::adapter::AdapterFactory>,
+        observer: ObserverSlot,
     ) -> Self {
         let adapter = match adapter {
             Some(factory) => factory.create(&name),
@@ -102,12 +105,18 @@ impl Namespace {
             ack_ids: AtomicU64::new(0),
             recovery: recovery.map(Recovery::new),
             metrics,
+            observer,
         }
     }
 
     /// The server's Socket.IO counters.
     pub fn metrics(&self) -> &SocketIoMetrics {
         &self.metrics
+    }
+
+    /// The server's observer, if one is installed (one atomic load).
+    pub(crate) fn observer(&self) -> Option<&Arc<dyn Observer>> {
+        self.observer.get()
     }
 
     pub(crate) fn recovery(&self) -> Option<&Recovery> {

@@ -369,6 +369,9 @@ impl Socket {
     pub fn set_data(&self, value: Value) {
         let value = (!value.is_null()).then(|| Box::new(value));
         *self.data.lock().unwrap_or_else(|e| e.into_inner()) = value;
+        if let Some(observer) = self.ns.observer() {
+            observer.data_updated(self);
+        }
     }
 
     /// Stores a typed value on the socket (one per type), replacing an earlier one.
@@ -450,7 +453,18 @@ impl Socket {
         }
         let packet = Packet::event(self.ns.name(), args.to_event_data(event), None)
             .with_attachments(args.binary);
-        self.send_packet(&packet)
+        let sent = self.send_packet(&packet);
+        if sent {
+            self.notify_sent(&packet);
+        }
+        sent
+    }
+
+    /// Tells the observer, if any, that `packet` (an event) was queued for this socket.
+    pub(crate) fn notify_sent(&self, packet: &Packet) {
+        if let (Some(observer), Some(data)) = (self.ns.observer(), &packet.data) {
+            observer.event_sent(self, data);
+        }
     }
 
     /// Emits `event` and waits for the client's ack, up to `timeout`.
@@ -468,6 +482,7 @@ impl Socket {
             self.forget_ack(id);
             return Err(AckError::NotSent);
         }
+        self.notify_sent(&packet);
         self.wait_ack(id, rx, timeout).await
     }
 
@@ -533,12 +548,25 @@ impl Socket {
             return false;
         }
         self.ns.adapter().add_all(self, &rooms);
+        if let Some(observer) = self.ns.observer() {
+            for room in rooms.iter().filter(|r| !current.contains(r)) {
+                observer.room_joined(self, room);
+            }
+        }
         true
     }
 
     /// Leaves a room.
     pub fn leave(&self, room: &str) {
+        let Some(observer) = self.ns.observer() else {
+            self.ns.adapter().del(&self.id, room);
+            return;
+        };
+        let was_in = self.rooms().iter().any(|r| r.as_ref() == room);
         self.ns.adapter().del(&self.id, room);
+        if was_in {
+            observer.room_left(self, room);
+        }
     }
 
     /// The rooms the socket is in (its own id included).
@@ -619,6 +647,9 @@ impl Socket {
         if values.is_empty() {
             return;
         }
+        if let Some(observer) = self.ns.observer() {
+            observer.event_received(self, &Value::Array(values.clone()));
+        }
         let name = match values.remove(0) {
             Value::String(s) => s,
             other => other.to_string(),
@@ -681,8 +712,16 @@ impl Socket {
                 recovery.save(self.id.clone(), pid.clone(), rooms, self.data());
             }
         }
+        let observer = self.ns.observer();
+        let rooms = observer.map(|_| self.rooms()).unwrap_or_default();
         self.ns.adapter().del_all(&self.id);
         *self.write_handlers() = Handlers::default();
+        if let Some(observer) = observer {
+            observer.socket_disconnected(self, reason);
+            for room in &rooms {
+                observer.room_left(self, room);
+            }
+        }
         tracing::info!(socket = %self.id, nsp = self.ns.name(), reason = reason.as_str(), "socket disconnected");
     }
 }
