@@ -72,7 +72,7 @@ pub struct RequestInfo {
     pub issued: SystemTime,
     /// `name:value\n` for each header, in order (neither part can hold those separators).
     raw_headers: Bytes,
-    headers: std::sync::OnceLock<HeaderMap>,
+    headers: std::sync::OnceLock<Box<HeaderMap>>,
 }
 
 impl RequestInfo {
@@ -107,7 +107,7 @@ impl RequestInfo {
     /// The request headers.
     pub fn headers(&self) -> &HeaderMap {
         self.headers.get_or_init(|| {
-            let mut map = HeaderMap::new();
+            let mut map = Box::new(HeaderMap::new());
             let raw = &self.raw_headers;
             let mut at = 0;
             while let Some(nl) = raw[at..].iter().position(|&b| b == b'\n') {

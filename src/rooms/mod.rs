@@ -62,6 +62,10 @@ use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+mod small;
+
+use small::SmallMap;
+
 /// A room name. Cloning is a reference-count increment.
 pub type Room = Arc<str>;
 
@@ -77,15 +81,16 @@ type Id = Arc<str>;
 struct Member<V> {
     /// The handle given on the member's first join; every room entry holds a clone of it.
     handle: V,
-    /// The rooms the member is in; never empty while the entry exists.
-    rooms: HashSet<Room>,
+    /// The rooms the member is in; never empty while the entry exists. The first is kept inline.
+    rooms: SmallMap<Room, ()>,
 }
 
 /// One shard of the member index.
 type MemberShard<V> = HashMap<Id, Member<V>>;
 
-/// One shard of the room index: room → (member id → handle). No room's member map is ever empty.
-type RoomShard<V> = HashMap<Room, HashMap<Id, V>>;
+/// One shard of the room index: room → (member id → handle). No room's member map is ever empty; a
+/// room of one member (every socket's own room) keeps it inline.
+type RoomShard<V> = HashMap<Room, SmallMap<Id, V>>;
 
 /// Puts each shard on its own cache line, so that threads working on neighbouring shards do not
 /// contend for the same line.
@@ -126,6 +131,22 @@ impl<V: Clone> Rooms<V> {
     /// The handle is recorded on the member's first join and reused for later joins while the member
     /// is in any room (a member id names one socket); a member that has left every room starts over.
     pub fn join(&self, id: &str, handle: &V, rooms: impl IntoIterator<Item = Room>) {
+        self.join_as(id, || Arc::from(id), handle, rooms);
+    }
+
+    /// [`join`](Self::join) for a caller that holds its id as an `Arc` already: a new member's
+    /// entry shares it instead of allocating a copy.
+    pub fn join_shared(&self, id: &Arc<str>, handle: &V, rooms: impl IntoIterator<Item = Room>) {
+        self.join_as(id, || Arc::clone(id), handle, rooms);
+    }
+
+    fn join_as(
+        &self,
+        id: &str,
+        new_key: impl FnOnce() -> Id,
+        handle: &V,
+        rooms: impl IntoIterator<Item = Room>,
+    ) {
         let mut rooms = rooms.into_iter().peekable();
         if rooms.peek().is_none() {
             // No rooms, no entry: a member exists only while it is in a room.
@@ -134,13 +155,13 @@ impl<V: Clone> Rooms<V> {
         let mut members = lock(&self.member_shard(id).0);
         let key: Id = members
             .get_key_value(id)
-            .map_or_else(|| Arc::from(id), |(key, _)| Arc::clone(key));
+            .map_or_else(new_key, |(key, _)| Arc::clone(key));
         let member = members.entry(Arc::clone(&key)).or_insert_with(|| Member {
             handle: handle.clone(),
-            rooms: HashSet::new(),
+            rooms: SmallMap::default(),
         });
         for room in rooms {
-            if member.rooms.contains(&room) {
+            if member.rooms.contains_key(&room) {
                 continue;
             }
             // Clone before touching either index, so a panicking clone leaves them consistent.
@@ -156,7 +177,7 @@ impl<V: Clone> Rooms<V> {
                     .insert(Arc::clone(&key), handle);
                 room
             };
-            member.rooms.insert(room);
+            member.rooms.insert(room, ());
         }
     }
 
@@ -167,7 +188,7 @@ impl<V: Clone> Rooms<V> {
         let Some(member) = members.get_mut(id) else {
             return;
         };
-        if !member.rooms.remove(room) {
+        if member.rooms.remove(room).is_none() {
             return;
         }
         remove_from_room(&mut write(&self.room_shard(room).0), room, id);
@@ -188,7 +209,7 @@ impl<V: Clone> Rooms<V> {
         let Some(mut member) = members.remove(id) else {
             return Vec::new();
         };
-        let rooms: Vec<Room> = member.rooms.drain().collect();
+        let rooms: Vec<Room> = member.rooms.take_keys();
         for room in &rooms {
             remove_from_room(&mut write(&self.room_shard(room).0), room, id);
         }
@@ -203,7 +224,7 @@ impl<V: Clone> Rooms<V> {
         let members = lock(&self.member_shard(id).0);
         members
             .get(id)
-            .map(|member| member.rooms.iter().cloned().collect())
+            .map(|member| member.rooms.keys().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -212,13 +233,13 @@ impl<V: Clone> Rooms<V> {
         let members = lock(&self.member_shard(id).0);
         members
             .get(id)
-            .is_some_and(|member| member.rooms.contains(room))
+            .is_some_and(|member| member.rooms.contains_key(room))
     }
 
     /// The number of members in `room` (0 if the room does not exist).
     pub fn room_len(&self, room: &str) -> usize {
         let shard = read(&self.room_shard(room).0);
-        shard.get(room).map_or(0, HashMap::len)
+        shard.get(room).map_or(0, SmallMap::len)
     }
 
     /// Every room with at least one member, in no particular order.
@@ -385,7 +406,7 @@ impl<V: Clone> Rooms<V> {
                 if member.rooms.is_empty() {
                     return Err(format!("member {id} is in no room but has an entry"));
                 }
-                for room in &member.rooms {
+                for room in member.rooms.keys() {
                     let shard = &rooms[self.shard_index(room)];
                     let Some((room_key, room_members)) = shard.get_key_value(room) else {
                         return Err(format!("member {id} lists {room}, which does not exist"));
@@ -416,7 +437,7 @@ impl<V: Clone> Rooms<V> {
                 for id in room_members.keys() {
                     let in_member_index = members[self.shard_index(id)]
                         .get(id)
-                        .is_some_and(|member| member.rooms.contains(room));
+                        .is_some_and(|member| member.rooms.contains_key(room));
                     if !in_member_index {
                         return Err(format!("room {room} has {id}, whose entry lacks it"));
                     }

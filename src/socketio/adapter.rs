@@ -176,7 +176,8 @@ impl LocalAdapter {
 
 impl Adapter for LocalAdapter {
     fn add_all(&self, socket: &Arc<Socket>, rooms: &[Room]) {
-        self.rooms.join(socket.id(), socket, rooms.iter().cloned());
+        self.rooms
+            .join_shared(socket.room_id(), socket, rooms.iter().cloned());
     }
 
     fn del(&self, id: &str, room: &str) {

@@ -264,7 +264,8 @@ impl Client {
             None => json!({ "sid": socket.id() }),
         };
         self.send(&Packet::connect(ns.name().to_owned(), Some(reply)));
-        ns.adapter().add_all(&socket, &[socket.id().into()]);
+        ns.adapter()
+            .add_all(&socket, std::slice::from_ref(socket.room_id()));
         if !socket.connected() {
             // Its connection closed on another thread meanwhile, and the disconnect left its rooms
             // before the join above: leave them again.

@@ -323,6 +323,11 @@ impl Socket {
 
     // ===== identity =====
 
+    /// The socket id as the room it names, shared rather than copied.
+    pub(crate) fn room_id(&self) -> &Room {
+        &self.id
+    }
+
     /// The socket id (per namespace, not the Engine.IO session id).
     pub fn id(&self) -> &str {
         &self.id
