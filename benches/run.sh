@@ -175,8 +175,11 @@ run_one() { # scenario peer repetition of
   fi
   local args
   args="$(scenario_args "$scenario")"
+  # A watchdog over the whole run: a peer that wedges costs this cell, not the benchmark.
+  local limit=$((SECS + IDLE_HOLD + 300))
+  [[ $scenario == soak ]] && limit=$((${BENCH_SOAK_SECS:-600} + 600))
   # shellcheck disable=SC2086
-  if "$LOADGEN" --port "$SERVER_PORT" --server-pid "$SERVER_PID" --label "$peer" \
+  if timeout --kill-after=10 "$limit" "$LOADGEN" --port "$SERVER_PORT" --server-pid "$SERVER_PID" --label "$peer" \
       --threads "$THREADS" --src-base "$(next_src)" $args \
       >"$RAW/$tag.json.tmp" 2>"$LOGS/$tag.loadgen.log"; then
     mv "$RAW/$tag.json.tmp" "$RAW/$tag.json"

@@ -652,7 +652,11 @@ async fn fanout(
             let permit = sem.acquire_owned().await.expect("semaphore open");
             let opened = async {
                 let (mut ws, d) = client::connect(&target, src.nth(i)).await?;
-                client::join(&mut ws, ROOM).await?;
+                // Bounded like the handshake: a join never acked fails this subscriber instead of
+                // holding the whole run.
+                tokio::time::timeout(target.timeout, client::join(&mut ws, ROOM))
+                    .await
+                    .map_err(|_| "join not acknowledged")??;
                 Ok::<_, Error>((ws, d))
             }
             .await;
