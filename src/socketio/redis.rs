@@ -36,7 +36,7 @@ use crate::rooms::Room;
 use super::adapter::{Adapter, AdapterFactory, BroadcastOptions, LocalAdapter, broadcast_local};
 use super::args::Args;
 use super::packet::{Packet, is_placeholder, placeholder};
-use super::socket::{Socket, encode_frames};
+use super::socket::Socket;
 
 /// Redis adapter options.
 #[derive(Debug, Clone)]
@@ -943,7 +943,10 @@ fn broadcast_with_ack(
     );
     let id = node.ack_ids.fetch_add(1, Ordering::Relaxed);
     let packet = Packet::event(nsp.to_owned(), data, Some(id)).with_attachments(attachments);
-    let frames = encode_frames(&packet);
+    let frames = sockets
+        .first()
+        .map(|s| s.encode(&packet))
+        .unwrap_or_default();
     for socket in sockets {
         let rx = socket.register_ack(id);
         if !socket.send_frames(&frames, false) {
