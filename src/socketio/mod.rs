@@ -34,7 +34,7 @@ pub use config::{Config, OnExceed, RateLimit};
 pub use io::{SocketIo, SocketIoHandler};
 pub use namespace::{BoxFuture, ConnectError, Namespace, SocketIoMetrics};
 pub use observer::Observer;
-pub use parser::{JsonParser, MsgPackParser, PacketDecoder, Parser};
+pub use parser::{JsonParser, MsgPackParser, PacketDecoder, Parser, parser_named};
 pub use recovery::RecoveryConfig;
 pub use socket::{
     AckError, AckSender, DisconnectReason, Handshake, IntoRooms, Socket, SocketInfo, SocketRef,

@@ -9,6 +9,7 @@
 //! sends messages the decoder refuses, and its connection is closed with a parse error.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
@@ -37,6 +38,16 @@ pub trait PacketDecoder: Send + fmt::Debug {
 
     /// A binary message.
     fn decode_binary(&mut self, bytes: Bytes) -> Result<Option<Packet>, DecodeError>;
+}
+
+/// The parser a name selects, for flags and environment variables: `"json"` ([`JsonParser`]) or
+/// `"msgpack"` ([`MsgPackParser`]).
+pub fn parser_named(name: &str) -> Option<Arc<dyn Parser>> {
+    match name {
+        "json" => Some(Arc::new(JsonParser)),
+        "msgpack" => Some(Arc::new(MsgPackParser)),
+        _ => None,
+    }
 }
 
 // ===== JSON =====
