@@ -25,7 +25,8 @@
 //!   absent or an integer. Stricter here: `nsp` must start with `/` and hold no `,` (the invariant
 //!   every [`Packet`] keeps), `id` must fit in a `u64`, an event's name follows the JSON parser's
 //!   rules (string or number, not reserved), a map that reads as a placeholder is refused (it would
-//!   alias a binary value), the four known keys appear at most once, and one packet holds at most
+//!   alias a binary value), no map holds a key twice (the packet map: none of the four known
+//!   keys), and one packet holds at most
 //!   [`Limits::max_attachments`] binary values (each costs far more in memory than on the wire).
 //!   Other keys (the client sends `options`) are read and ignored.
 //!
@@ -52,9 +53,15 @@ use super::packet::{
     placeholder,
 };
 
-/// The deepest nesting of maps and arrays accepted, the packet map included. Decoding recurses
-/// once per level, so this also bounds the stack.
+/// The deepest nesting of maps and arrays accepted, the packet map included (a binary value counts
+/// as two levels, see `BINARY_LEVELS`). Decoding recurses once per level, so this also bounds the
+/// stack.
 pub const MAX_DEPTH: usize = 64;
+
+/// The levels a binary value counts for: outside events and acks it becomes
+/// `{"type":"Buffer","data":[…]}`, a map holding an array. Counting it so keeps every decoded packet
+/// within [`MAX_DEPTH`] once re-encoded. An ext of another type becomes `[type, binary]`, one more.
+const BINARY_LEVELS: usize = 2;
 
 /// The four keys of a packet map.
 const KEY_TYPE: &str = "type";
@@ -187,8 +194,16 @@ impl Reader<'_> {
     }
 
     /// An ext value of `len` bytes, its type byte next.
-    fn ext(&mut self, len: usize) -> Result<Item, DecodeError> {
+    fn ext(&mut self, len: usize, depth: usize) -> Result<Item, DecodeError> {
         let ty = self.byte()? as i8;
+        Self::room(
+            depth,
+            if ty == 0 {
+                BINARY_LEVELS
+            } else {
+                1 + BINARY_LEVELS
+            },
+        )?;
         let body = self.binary(len)?;
         // notepack reads type 0 by its marker: from ext 8/16/32 (the only ones that come here) it is
         // an ArrayBuffer; fixext 1 and 8 are `undefined` and Date (see `fixext`).
@@ -202,7 +217,7 @@ impl Reader<'_> {
     }
 
     /// A fixext value of `len` bytes (1, 2, 4, 8 or 16).
-    fn fixext(&mut self, len: usize) -> Result<Item, DecodeError> {
+    fn fixext(&mut self, len: usize, depth: usize) -> Result<Item, DecodeError> {
         let ty = self.byte()? as i8;
         let range = self.take(len)?;
         match (ty, len) {
@@ -213,6 +228,7 @@ impl Reader<'_> {
                 Ok(Item::Value(date_json(i64::from_be_bytes(ms))))
             }
             _ => {
+                Self::room(depth, 1 + BINARY_LEVELS)?;
                 let body = self.input.slice(range);
                 Ok(Item::Value(Value::Array(vec![
                     Value::from(ty),
@@ -239,20 +255,21 @@ impl Reader<'_> {
                     0xc5 => self.len16()?,
                     _ => self.len32()?,
                 };
+                Self::room(depth, BINARY_LEVELS)?;
                 let bytes = self.binary(len)?;
                 self.attach(bytes)?
             }
             0xc7 => {
                 let len = self.len8()?;
-                return self.ext(len);
+                return self.ext(len, depth);
             }
             0xc8 => {
                 let len = self.len16()?;
-                return self.ext(len);
+                return self.ext(len, depth);
             }
             0xc9 => {
                 let len = self.len32()?;
-                return self.ext(len);
+                return self.ext(len, depth);
             }
             0xca => float_json(f64::from(f32::from_be_bytes(self.be::<4>()?))),
             0xcb => float_json(f64::from_be_bytes(self.be::<8>()?)),
@@ -264,11 +281,11 @@ impl Reader<'_> {
             0xd1 => Value::from(i16::from_be_bytes(self.be::<2>()?)),
             0xd2 => Value::from(i32::from_be_bytes(self.be::<4>()?)),
             0xd3 => Value::from(i64::from_be_bytes(self.be::<8>()?)),
-            0xd4 => return self.fixext(1),
-            0xd5 => return self.fixext(2),
-            0xd6 => return self.fixext(4),
-            0xd7 => return self.fixext(8),
-            0xd8 => return self.fixext(16),
+            0xd4 => return self.fixext(1, depth),
+            0xd5 => return self.fixext(2, depth),
+            0xd6 => return self.fixext(4, depth),
+            0xd7 => return self.fixext(8, depth),
+            0xd8 => return self.fixext(16, depth),
             0xd9 => {
                 let len = self.len8()?;
                 Value::String(self.string(len)?)
@@ -304,10 +321,17 @@ impl Reader<'_> {
         Ok(Item::Value(value))
     }
 
-    fn enter(depth: usize) -> Result<usize, DecodeError> {
-        if depth >= MAX_DEPTH {
+    /// Checks that `levels` more levels fit below `depth`.
+    fn room(depth: usize, levels: usize) -> Result<(), DecodeError> {
+        if depth + levels > MAX_DEPTH {
             return Err(DecodeError::TooDeep);
         }
+        Ok(())
+    }
+
+    /// Enters a map or an array at `depth`: the depth of its items.
+    fn enter(depth: usize) -> Result<usize, DecodeError> {
+        Self::room(depth, 1)?;
         Ok(depth + 1)
     }
 
@@ -328,9 +352,13 @@ impl Reader<'_> {
         let mut map = Map::new();
         for _ in 0..len {
             let key = self.key(inner)?;
-            // An `undefined` member is left out, as JSON.stringify does.
+            // An `undefined` member is left out, as JSON.stringify does. A key given twice is
+            // refused: the value it would replace may hold binary values (attachments nothing
+            // refers to any more), and notepack never writes one.
             if let Item::Value(value) = self.item(inner)? {
-                map.insert(key, value);
+                if map.insert(key, value).is_some() {
+                    return Err(DecodeError::InvalidMsgPack);
+                }
             }
         }
         let object = Value::Object(map);
@@ -1127,6 +1155,19 @@ mod tests {
             ),
             ("nil key", hex("81c0c0"), DecodeError::InvalidMsgPack),
             (
+                // Found by the fuzzer: the second `k` hid the binary value of the first.
+                "duplicate nested key",
+                map(&[
+                    ("type", &[2]),
+                    ("nsp", nsp),
+                    (
+                        "data",
+                        &[0x92, 1, 0x82, 0xa1, b'k', 0xc4, 0x01, 7, 0xa1, b'k', 0x01],
+                    ),
+                ]),
+                DecodeError::InvalidMsgPack,
+            ),
+            (
                 "placeholder lookalike",
                 map(&[
                     ("type", &[2]),
@@ -1149,15 +1190,39 @@ mod tests {
 
     #[test]
     fn nesting_is_bounded() {
-        let nested = |levels: usize| {
+        let nested_with = |levels: usize, bottom: &[u8], kind: u8| {
             let mut data = vec![0x92, 0xa1, b'e'];
             data.extend(std::iter::repeat_n(0x91, levels));
-            data.push(0xc0);
-            map(&[("type", &[2]), ("nsp", &[0xa1, b'/']), ("data", &data)])
+            data.extend_from_slice(bottom);
+            map(&[("type", &[kind]), ("nsp", &[0xa1, b'/']), ("data", &data)])
         };
+        let nested = |levels: usize| nested_with(levels, &[0xc0], 2);
         // The packet map is level 1, the data array level 2, then `levels` more.
         assert!(decode(&nested(MAX_DEPTH - 2)).is_ok());
         assert_eq!(decode(&nested(MAX_DEPTH - 1)), Err(DecodeError::TooDeep));
+        // A binary value counts as two levels (found by the fuzzer: outside events it becomes a
+        // map holding an array, which must still decode once re-encoded), another ext as three.
+        let bin = [0xc4, 0x01, 0x07];
+        assert!(decode(&nested_with(MAX_DEPTH - 4, &bin, 2)).is_ok());
+        assert_eq!(
+            decode(&nested_with(MAX_DEPTH - 3, &bin, 2)),
+            Err(DecodeError::TooDeep)
+        );
+        let connect = |levels| {
+            let mut data = vec![0x81, 0xa1, b'k'];
+            data.extend(std::iter::repeat_n(0x91, levels));
+            data.extend_from_slice(&bin);
+            map(&[("type", &[0]), ("nsp", &[0xa1, b'/']), ("data", &data)])
+        };
+        let deepest = decode(&connect(MAX_DEPTH - 4)).unwrap();
+        assert_eq!(decode(&encode_bytes(&deepest)), Ok(deepest));
+        assert_eq!(decode(&connect(MAX_DEPTH - 3)), Err(DecodeError::TooDeep));
+        let ext = [0xd4, 0x05, 0x07];
+        assert!(decode(&nested_with(MAX_DEPTH - 5, &ext, 2)).is_ok());
+        assert_eq!(
+            decode(&nested_with(MAX_DEPTH - 4, &ext, 2)),
+            Err(DecodeError::TooDeep)
+        );
         // A million levels: refused at level 64, no stack overflow.
         assert_eq!(decode(&nested(1_000_000)), Err(DecodeError::TooDeep));
         let maps = {

@@ -278,7 +278,7 @@ pub enum DecodeError {
     /// A text message that is not valid UTF-8.
     InvalidUtf8,
     /// msgpack parser: malformed msgpack (an unknown marker, a length beyond the input, trailing
-    /// bytes, a map key that is not a string or an integer, a packet key given twice).
+    /// bytes, a map key that is not a string or an integer, a map key given twice).
     InvalidMsgPack,
     /// msgpack parser: maps and arrays nested deeper than [`super::msgpack::MAX_DEPTH`].
     TooDeep,
