@@ -100,6 +100,27 @@ impl Decoder {
     }
 }
 
+/// Decodes one whole msgpack value, read as notepack.io reads it (see the module docs), into JSON
+/// with its binary values moved into attachments behind placeholders, in document order. For the
+/// msgpack messages that are not packets (the Redis adapter's, written by notepack.io too); at most
+/// `max_binary` binary values, nesting bounded by [`MAX_DEPTH`], a top-level `undefined` is null.
+pub(crate) fn decode_value(
+    bytes: &Bytes,
+    max_binary: usize,
+) -> Result<(Value, Vec<Bytes>), DecodeError> {
+    let mut reader = Reader {
+        input: bytes,
+        pos: 0,
+        attachments: Vec::new(),
+        max_attachments: max_binary,
+    };
+    let value = reader.item(0)?.into_value();
+    if reader.pos != bytes.len() {
+        return Err(DecodeError::InvalidMsgPack);
+    }
+    Ok((value, reader.attachments))
+}
+
 /// A decoded value, or JS `undefined` (which has no JSON form).
 enum Item {
     Value(Value),
@@ -565,7 +586,7 @@ pub fn encode(packet: &Packet, out: &mut BytesMut) {
 
 /// Appends `value` as msgpack, each placeholder replaced by its attachment as `bin` (a placeholder
 /// whose `num` is out of range is written as the plain map it is).
-pub fn write_value(value: &Value, attachments: &[Bytes], out: &mut BytesMut) {
+pub(crate) fn write_value(value: &Value, attachments: &[Bytes], out: &mut BytesMut) {
     match value {
         Value::Null => out.put_u8(0xc0),
         Value::Bool(b) => out.put_u8(if *b { 0xc3 } else { 0xc2 }),
@@ -581,7 +602,7 @@ pub fn write_value(value: &Value, attachments: &[Bytes], out: &mut BytesMut) {
         }
         Value::String(s) => write_str(out, s),
         Value::Array(items) => {
-            write_header(out, items.len(), Some(0x90), [0xdc, 0xdd]);
+            write_array_len(out, items.len());
             for item in items {
                 write_value(item, attachments, out);
             }
@@ -622,11 +643,15 @@ fn write_header(out: &mut BytesMut, len: usize, fix: Option<u8>, wide: [u8; 2]) 
     }
 }
 
-fn write_map_len(out: &mut BytesMut, len: usize) {
+pub(crate) fn write_map_len(out: &mut BytesMut, len: usize) {
     write_header(out, len, Some(0x80), [0xde, 0xdf]);
 }
 
-fn write_str(out: &mut BytesMut, s: &str) {
+pub(crate) fn write_array_len(out: &mut BytesMut, len: usize) {
+    write_header(out, len, Some(0x90), [0xdc, 0xdd]);
+}
+
+pub(crate) fn write_str(out: &mut BytesMut, s: &str) {
     let len = s.len();
     if len < 32 {
         out.put_u8(0xa0 | len as u8);
@@ -650,7 +675,7 @@ fn write_bin(out: &mut BytesMut, bytes: &[u8]) {
     out.put_slice(bytes);
 }
 
-fn write_uint(out: &mut BytesMut, n: u64) {
+pub(crate) fn write_uint(out: &mut BytesMut, n: u64) {
     match n {
         0..=0x7f => out.put_u8(n as u8),
         0x80..=0xff => {
