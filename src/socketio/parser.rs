@@ -111,3 +111,74 @@ impl PacketDecoder for msgpack::Decoder {
         self.decode(&bytes).map(Some)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn binary_event() -> Packet {
+        Packet::event(
+            "/x",
+            json!(["e", {"_placeholder": true, "num": 0}]),
+            Some(4),
+        )
+        .with_attachments(vec![Bytes::from_static(b"ab")])
+    }
+
+    #[test]
+    fn json_sends_text_then_attachments() {
+        let frames = JsonParser.encode(&binary_event());
+        assert_eq!(
+            frames,
+            vec![
+                Frame::message(r#"51-/x,4["e",{"_placeholder":true,"num":0}]"#),
+                Frame::Binary(Bytes::from_static(b"ab")),
+            ]
+        );
+    }
+
+    #[test]
+    fn msgpack_sends_one_binary_message() {
+        let frames = MsgPackParser.encode(&binary_event());
+        let [Frame::Binary(bytes)] = frames.as_slice() else {
+            panic!("one binary frame expected, got {frames:?}");
+        };
+        let mut decoder = MsgPackParser.decoder(Limits::default());
+        assert_eq!(
+            decoder.decode_binary(bytes.clone()),
+            Ok(Some(binary_event()))
+        );
+        assert_eq!(
+            decoder.decode_text(b"2[\"e\"]"),
+            Err(DecodeError::UnexpectedText)
+        );
+    }
+
+    #[test]
+    fn both_decoders_give_the_same_packet() {
+        let packet = binary_event();
+        let mut json = JsonParser.decoder(Limits::default());
+        let frames = JsonParser.encode(&packet);
+        let Frame::Text(text) = &frames[0] else {
+            panic!("text first");
+        };
+        assert_eq!(json.decode_text(&text[1..]), Ok(None));
+        assert_eq!(
+            json.decode_binary(Bytes::from_static(b"ab")),
+            Ok(Some(packet.clone()))
+        );
+        let Frame::Binary(bytes) = &MsgPackParser.encode(&packet)[0] else {
+            panic!("binary");
+        };
+        let mut msgpack = MsgPackParser.decoder(Limits::default());
+        assert_eq!(msgpack.decode_binary(bytes.clone()), Ok(Some(packet)));
+    }
+
+    #[test]
+    fn parsers_by_name() {
+        assert!(parser_named("json").is_some());
+        assert!(parser_named("msgpack").is_some());
+        assert!(parser_named("cbor").is_none());
+    }
+}

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { io } from "socket.io-client";
 import msgpackParser from "socket.io-msgpack-parser";
 import { startServer, exampleBin } from "../lib/server.js";
-import { RawWebSocket } from "../lib/raw.js";
+import { RawWebSocket, decodePayload, eioPath, httpRequest, openPolling } from "../lib/raw.js";
 import { once, withTimeout, Inbox } from "../lib/wait.js";
 
 const WAIT = 5_000;
@@ -264,6 +264,33 @@ describe("hostile msgpack closes only the offending session", { timeout: 60_000 
       assert.ok(bystander.connected);
     });
   }
+
+  test("over polling too: a hostile packet (base64 in the payload) closes that session only", async () => {
+    const bystander = await connect(["polling"]);
+    const { sid } = await openPolling(server.url);
+    const path = eioPath({ sid });
+    const post = (bytes) => httpRequest(server.url, "POST", path, { body: `b${bytes.toString("base64")}` });
+    assert.equal((await post(encode({ type: 0, nsp: "/" }))).status, 200);
+    const reply = await httpRequest(server.url, "GET", path);
+    const packets = decodePayload(reply.body).filter((p) => p.startsWith("b"));
+    assert.equal(decode(Buffer.from(packets[0].slice(1), "base64")).type, 0, reply.body);
+
+    await post(rawMap([["type", [2]], ["nsp", ROOT], ["data", nested(1000)]]));
+    // The session is gone: the next poll gets the close packet, or the sid is unknown.
+    const next = await httpRequest(server.url, "GET", path);
+    assert.ok(
+      next.status === 400 || decodePayload(next.body).includes("1"),
+      `session still open: ${next.status} ${next.body}`,
+    );
+    assert.equal(await ask(bystander, "add", 1, 2), 3);
+  });
+
+  test("a client without the msgpack parser is disconnected, not left hanging", async () => {
+    const socket = io(server.url, { transports: ["websocket"], forceNew: true, reconnection: false });
+    clients.push(socket);
+    const [reason] = await once(socket.io, "close", { rejectOn: ["connect"] });
+    assert.ok(!socket.connected, `closed (${reason}) yet connected`);
+  });
 
   test("a valid raw packet after the handshake is answered (the raw driver works)", async () => {
     const ws = await rawSession();
