@@ -315,7 +315,8 @@ impl std::error::Error for DecodeError {}
 #[non_exhaustive]
 pub struct Limits {
     /// The most attachments one binary packet may declare. Default: 10, socket.io-parser's
-    /// `maxAttachments`; a larger count is refused before anything is buffered.
+    /// `maxAttachments`; a larger count is refused before anything is buffered. The msgpack parser
+    /// applies it to the binary values of one packet.
     pub max_attachments: usize,
 }
 
