@@ -25,23 +25,22 @@
 //!   absent or an integer. Stricter here: `nsp` must start with `/` and hold no `,` (the invariant
 //!   every [`Packet`] keeps), `id` must fit in a `u64`, an event's name follows the JSON parser's
 //!   rules (string or number, not reserved), a map that reads as a placeholder is refused (it would
-//!   alias a binary value), no map holds a key twice (the packet map: none of the four known
-//!   keys), and one packet holds at most
-//!   [`Limits::max_attachments`] binary values (each costs far more in memory than on the wire).
-//!   Other keys (the client sends `options`) are read and ignored.
+//!   alias a binary value), no map holds a key twice (the packet map: none of the four known keys),
+//!   and one packet holds at most [`Limits::max_attachments`] binary values (each costs far more
+//!   in memory than on the wire). Other keys (the client sends `options`) are read and ignored.
 //!
 //! # notepack.io values
 //!
-//! | msgpack                         | notepack (Node)       | here (JSON view)                      |
-//! |---------------------------------|-----------------------|---------------------------------------|
-//! | `bin 8/16/32`                   | `Buffer`              | binary                                |
-//! | `ext 8/16/32`, type 0           | `ArrayBuffer`         | binary (typed arrays are sent so)     |
-//! | `fixext 1`, type 0              | `undefined`           | left out of maps, `null` in arrays    |
-//! | `fixext 8`, type 0              | `Date` (ms, `i64`)    | its ISO 8601 string (as JSON.stringify)|
-//! | other ext                       | `[type, Buffer]`      | `[type, binary]`                      |
-//! | map key string / integer        | property name         | string key; other keys are refused    |
-//! | `str` with invalid UTF-8        | U+FFFD replacements   | the same                              |
-//! | float NaN / ±Infinity           | the number            | `null` (as JSON.stringify)            |
+//! | msgpack                   | notepack (Node)     | here (JSON view)                         |
+//! |---------------------------|---------------------|------------------------------------------|
+//! | `bin 8/16/32`             | `Buffer`            | binary                                   |
+//! | `ext 8/16/32`, type 0     | `ArrayBuffer`       | binary (typed arrays are sent so)        |
+//! | `fixext 1`, type 0        | `undefined`         | left out of maps, `null` in arrays       |
+//! | `fixext 8`, type 0        | `Date` (ms, `i64`)  | its ISO 8601 string (as JSON.stringify)  |
+//! | other ext                 | `[type, Buffer]`    | `[type, binary]`                         |
+//! | map key string / integer  | property name       | string key; other keys are refused       |
+//! | `str` with invalid UTF-8  | U+FFFD replacements | the same                                 |
+//! | float NaN / ±Infinity     | the number          | `null` (as JSON.stringify)               |
 //!
 //! Trailing bytes after the packet map are an error, as in notepack.
 
@@ -85,17 +84,9 @@ impl Decoder {
 
     /// Decodes one binary message into a packet. Binary values are zero-copy slices of `bytes`.
     pub fn decode(&self, bytes: &Bytes) -> Result<Packet, DecodeError> {
-        let mut reader = Reader {
-            input: bytes,
-            pos: 0,
-            attachments: Vec::new(),
-            max_attachments: self.limits.max_attachments,
-        };
+        let mut reader = Reader::new(bytes, self.limits.max_attachments);
         let packet = reader.packet()?;
-        if reader.pos != bytes.len() {
-            // notepack: "<n> trailing bytes".
-            return Err(DecodeError::InvalidMsgPack);
-        }
+        reader.finish()?;
         Ok(packet)
     }
 }
@@ -108,16 +99,9 @@ pub(crate) fn decode_value(
     bytes: &Bytes,
     max_binary: usize,
 ) -> Result<(Value, Vec<Bytes>), DecodeError> {
-    let mut reader = Reader {
-        input: bytes,
-        pos: 0,
-        attachments: Vec::new(),
-        max_attachments: max_binary,
-    };
+    let mut reader = Reader::new(bytes, max_binary);
     let value = reader.item(0)?.into_value();
-    if reader.pos != bytes.len() {
-        return Err(DecodeError::InvalidMsgPack);
-    }
+    reader.finish()?;
     Ok((value, reader.attachments))
 }
 
@@ -145,7 +129,24 @@ struct Reader<'a> {
     max_attachments: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    fn new(input: &'a Bytes, max_attachments: usize) -> Self {
+        Self {
+            input,
+            pos: 0,
+            attachments: Vec::new(),
+            max_attachments,
+        }
+    }
+
+    /// The whole message must be one value: notepack refuses "<n> trailing bytes".
+    fn finish(&self) -> Result<(), DecodeError> {
+        if self.pos != self.input.len() {
+            return Err(DecodeError::InvalidMsgPack);
+        }
+        Ok(())
+    }
+
     fn remaining(&self) -> usize {
         self.input.len() - self.pos
     }
