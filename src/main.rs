@@ -58,7 +58,8 @@ struct Cli {
     #[arg(long, env = "TIDINGS_INSECURE")]
     insecure: bool,
     /// Socket.IO parser: `json` (socket.io-parser, what every stock client speaks) or `msgpack`
-    /// (npm `socket.io-msgpack-parser`; clients must be built with it, the dashboard page is not).
+    /// (npm `socket.io-msgpack-parser`; clients must be built with it: the dashboard page and the
+    /// Admin UI are not).
     #[arg(long, env = "TIDINGS_PARSER", default_value = "json", value_parser = ["json", "msgpack"])]
     parser: String,
     /// Log format.
