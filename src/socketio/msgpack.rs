@@ -628,8 +628,8 @@ fn len32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
-/// Writes a container or string header: the fix form (`fix | len`, below 16 or 32), else the 16-
-/// or 32-bit form.
+/// Writes a header: the fix form (`fix | len`, below 16) when there is one, else the 16- or 32-bit
+/// form (`wide[0]`, `wide[1]`).
 fn write_header(out: &mut BytesMut, len: usize, fix: Option<u8>, wide: [u8; 2]) {
     match fix {
         Some(fix) if len < 16 => out.put_u8(fix | len as u8),
