@@ -7,12 +7,14 @@
 //!   payload of 16 packets (text, and mixed text + base64 binary).
 //! - Socket.IO: a small text event, a binary event with one 1 KiB attachment, and an event with a
 //!   nested object (a typical analytics update).
+//! - Socket.IO msgpack parser: the same three packets as one msgpack message each.
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 use std::hint::black_box;
 use tidings::engineio::{self, Frame, codec};
+use tidings::socketio::msgpack;
 use tidings::socketio::packet::{self, Decoder, Limits, Packet};
 
 const SMALL_EIO: &[u8] = br#"42["echo","hello world"]"#;
@@ -116,5 +118,37 @@ fn socketio_benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, engineio_benches, socketio_benches);
+fn msgpack_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("socketio-msgpack");
+    g.throughput(Throughput::Elements(1));
+    let binary = Packet::event("/", json!(["upload", packet::placeholder(0)]), None)
+        .with_attachments(vec![Bytes::from(vec![7u8; 1024])]);
+    let mut packets = vec![("binary-1KiB", binary)];
+    for (name, text) in [("small", SMALL_SIO), ("nested", NESTED_SIO)] {
+        let packet = Decoder::new(Limits::default())
+            .decode_text(text)
+            .unwrap()
+            .unwrap();
+        packets.push((name, packet));
+    }
+    for (name, packet) in packets {
+        let mut bytes = BytesMut::new();
+        msgpack::encode(&packet, &mut bytes);
+        let bytes = bytes.freeze();
+        g.bench_function(format!("decode/{name}"), |b| {
+            let d = msgpack::Decoder::new(Limits::default());
+            b.iter(|| d.decode(black_box(&bytes)).unwrap())
+        });
+        g.bench_function(format!("encode/{name}"), |b| {
+            b.iter_batched_ref(
+                || BytesMut::with_capacity(256),
+                |out| msgpack::encode(black_box(&packet), out),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, engineio_benches, socketio_benches, msgpack_benches);
 criterion_main!(benches);

@@ -3,7 +3,8 @@
 //! Listens on 127.0.0.1 at `PORT` (0 = a free port) and prints `listening on 127.0.0.1:<port>`.
 //! Timings can be shortened for tests with `PING_INTERVAL_MS`, `PING_TIMEOUT_MS` and
 //! `CONNECT_TIMEOUT_MS`. `RECOVERY_WINDOW_MS` turns connection state recovery on with that window.
-//! `REDIS_URL` joins a Redis cluster (the Node redis-adapter's wire format).
+//! `REDIS_URL` joins a Redis cluster (the Node redis-adapter's wire format). `PARSER=msgpack` speaks
+//! the npm `socket.io-msgpack-parser` instead of the default JSON parser (`PARSER=json`).
 //!
 //! Namespaces and events:
 //! - `/`: emits `welcome` `{id}` on connect; see the handlers below for each test event
@@ -331,6 +332,11 @@ async fn main() -> std::io::Result<()> {
     }
     if let Some(d) = env_ms("CONNECT_TIMEOUT_MS") {
         config.connect_timeout = d;
+    }
+    if let Ok(name) = std::env::var("PARSER") {
+        config.parser = tidings::socketio::parser_named(&name).ok_or_else(|| {
+            std::io::Error::other(format!("PARSER={name:?}: expected json or msgpack"))
+        })?;
     }
     if let Ok(url) = std::env::var("REDIS_URL") {
         let factory = tidings::socketio::redis::RedisAdapterFactory::connect(

@@ -12,7 +12,7 @@ use tidings::admin_ui::{AdminUiConfig, Mode, StaticFiles};
 use tidings::analytics::{Analytics, AnalyticsConfig};
 use tidings::engineio::{AllowedOrigins, Cors};
 use tidings::socketio::redis::{RedisAdapterFactory, RedisConfig};
-use tidings::socketio::{Config, RecoveryConfig, SocketIo};
+use tidings::socketio::{Config, RecoveryConfig, SocketIo, parser_named};
 
 /// A Socket.IO server for live multi-tenant analytics dashboards.
 #[derive(Debug, Parser)]
@@ -57,6 +57,11 @@ struct Cli {
     /// Allow development mode (no auth secret) on a non-loopback address.
     #[arg(long, env = "TIDINGS_INSECURE")]
     insecure: bool,
+    /// Socket.IO parser: `json` (socket.io-parser, what every stock client speaks) or `msgpack`
+    /// (npm `socket.io-msgpack-parser`; clients must be built with it: the dashboard page and the
+    /// Admin UI are not).
+    #[arg(long, env = "TIDINGS_PARSER", default_value = "json", value_parser = ["json", "msgpack"])]
+    parser: String,
     /// Log format.
     #[arg(long, env = "TIDINGS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -190,6 +195,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
     });
     config.engine.validate()?;
+    config.parser =
+        parser_named(&cli.parser).ok_or_else(|| format!("unknown parser {:?}", cli.parser))?;
     // Dashboards live on flaky networks: a reconnect within two minutes misses nothing. Middlewares
     // still run for recovered sockets, so an expired token cannot come back.
     if let Some(url) = &cli.redis_url {
@@ -223,6 +230,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         ping_interval_ms = cli.ping_interval_ms,
         ping_timeout_ms = cli.ping_timeout_ms,
         max_payload = cli.max_payload,
+        parser = %cli.parser,
         cors = ?cli.cors_origins,
         auth_secret = mask(&cli.auth_secret),
         api_key = mask(&cli.api_key),

@@ -482,6 +482,70 @@ pub fn sio_packet() -> Vec<Seed> {
     ])
 }
 
+/// msgpack packets: what notepack.io writes for the npm client (bytes captured from Node), the
+/// value forms it reads, and hostile ones.
+pub fn sio_msgpack() -> Vec<Seed> {
+    raw(&[
+        // {type:0, data:undefined, nsp:"/"}
+        ("connect", b"\x83\xa4type\x00\xa4data\xd4\x00\x00\xa3nsp\xa1/"),
+        (
+            "connect-auth",
+            b"\x83\xa4type\x00\xa4data\x81\xa5token\xa3abc\xa3nsp\xa6/admin",
+        ),
+        ("disconnect", b"\x82\xa4type\x01\xa3nsp\xa1/"),
+        // {type:2, data:["hello",1,Buffer[1,2,3]], options:{compress:true}, nsp:"/admin", id:3}
+        (
+            "event-binary-ack-id",
+            b"\x85\xa4type\x02\xa4data\x93\xa5hello\x01\xc4\x03\x01\x02\x03\xa7options\x81\xa8compress\xc3\xa3nsp\xa6/admin\xa2id\x03",
+        ),
+        // A Uint8Array (ext 8, type 0), a Date (fixext 8, type 0), undefined (fixext 1, type 0).
+        (
+            "typed-array",
+            b"\x83\xa4type\x02\xa4data\x92\xa2u8\xc7\x02\x00\x09\x08\xa3nsp\xa1/",
+        ),
+        (
+            "date",
+            b"\x83\xa4type\x02\xa4data\x92\xa1d\xd7\x00\x00\x00\x01\x8d\xf4\xdc\x54\x95\xa3nsp\xa1/",
+        ),
+        (
+            "undefined",
+            b"\x83\xa4type\x02\xa4data\x93\xa1u\x92\xd4\x00\x00\x01\x82\xa1a\xd4\x00\x00\xa1b\x02\xa3nsp\xa1/",
+        ),
+        (
+            "numbers-ack",
+            b"\x84\xa4type\x03\xa4data\x99\xff\xd0\xdf\xd1\xff\x38\xd2\xff\xff\x63\xc0\xd3\xff\xff\xff\xff\x4d\x2f\xa2\x00\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00\xcd\x01\x2c\xce\x00\x01\x11\x70\xcf\x00\x00\x00\x01\x2a\x05\xf2\x00\xa3nsp\xa1/\xa2id\x00",
+        ),
+        (
+            "connect-error",
+            b"\x83\xa4type\x04\xa4data\x82\xa7message\xacunauthorized\xa4data\x81\xa6reason\xa9bad token\xa3nsp\xa6/admin",
+        ),
+        (
+            "other-ext",
+            b"\x83\xa4type\x02\xa4data\x93\xa1e\xd5\x05\x01\x02\xc7\x01\xff\x03\xa3nsp\xa1/",
+        ),
+        (
+            "wide-forms",
+            b"\xde\x00\x03\xa4type\x02\xa4data\xdc\x00\x02\xd9\x01e\xda\x00\x01f\xa3nsp\xdb\x00\x00\x00\x01/",
+        ),
+        ("huge-array", b"\x83\xa4type\x02\xa3nsp\xa1/\xa4data\xdd\xff\xff\xff\xff"),
+        ("huge-map", b"\xdf\xff\xff\xff\xff"),
+        (
+            "huge-bin",
+            b"\x83\xa4type\x02\xa3nsp\xa1/\xa4data\x92\xa1e\xc6\xff\xff\xff\xff",
+        ),
+        (
+            "deep",
+            b"\x83\xa4type\x02\xa3nsp\xa1/\xa4data\x92\xa1e\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\x91\xc0",
+        ),
+        ("truncated", b"\x83\xa4type\x02\xa4data\x92\xa1b\xc4\x03xy"),
+        ("trailing", b"\x82\xa4type\x01\xa3nsp\xa1/\x00"),
+        (
+            "placeholder-lookalike",
+            b"\x83\xa4type\x02\xa3nsp\xa1/\xa4data\x92\x01\x82\xac_placeholder\xc3\xa3num\x00",
+        ),
+    ])
+}
+
 /// Handshake query strings.
 pub fn handshake_query() -> Vec<Seed> {
     raw(&[
@@ -727,6 +791,7 @@ pub fn all() -> Vec<(&'static str, Vec<Seed>)> {
         ("eio_packet", eio_packet()),
         ("eio_payload", eio_payload()),
         ("sio_packet", sio_packet()),
+        ("sio_msgpack", sio_msgpack()),
         ("handshake_query", handshake_query()),
         (
             "sio_attachments",

@@ -9,7 +9,7 @@ use crate::rooms::{Room, Rooms};
 
 use super::namespace::BoxFuture;
 use super::packet::Packet;
-use super::socket::{Socket, encode_frames};
+use super::socket::Socket;
 
 /// Who a broadcast goes to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,11 +112,11 @@ pub fn broadcast_local<A: Adapter + ?Sized>(
     opts: &BroadcastOptions,
 ) -> usize {
     let sockets = adapter.sockets(opts);
-    if sockets.is_empty() {
+    let Some(first) = sockets.first() else {
         return 0;
-    }
-    let frames = encode_frames(packet);
-    let observed = sockets[0].ns().observer().is_some();
+    };
+    let frames = first.encode(packet);
+    let observed = first.ns().observer().is_some();
     sockets
         .iter()
         .filter(|socket| {

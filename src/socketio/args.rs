@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::packet::{is_placeholder, placeholder};
+use super::packet::{attachment_of, placeholder};
 
 /// The arguments of an event or an ack: JSON values, with binary attachments referenced from inside
 /// them by `{"_placeholder":true,"num":i}` objects (at any depth), as on the wire.
@@ -52,11 +52,7 @@ impl Args {
 
     /// The attachment a placeholder value stands for.
     pub fn binary_of(&self, value: &Value) -> Option<&Bytes> {
-        if !is_placeholder(value) {
-            return None;
-        }
-        let num = value.get("num")?.as_u64()?;
-        self.binary.get(usize::try_from(num).ok()?)
+        attachment_of(value, &self.binary)
     }
 
     /// The number of arguments.

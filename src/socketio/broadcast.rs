@@ -12,7 +12,7 @@ use super::adapter::BroadcastOptions;
 use super::args::Args;
 use super::namespace::Namespace;
 use super::packet::Packet;
-use super::socket::{AckError, IntoRooms, SocketInfo, SocketRef, encode_frames};
+use super::socket::{AckError, IntoRooms, SocketInfo, SocketRef};
 
 /// Selects recipients and emits to them. Build with [`Namespace::to`], [`super::Socket::to`], ...
 #[derive(Debug, Clone)]
@@ -109,9 +109,13 @@ impl BroadcastOperator {
                 .adapter()
                 .remote_broadcast_with_ack(&packet, &self.opts, timeout)
         };
-        let frames = encode_frames(&packet);
+        let sockets = self.ns.adapter().sockets(&self.opts);
+        let frames = sockets
+            .first()
+            .map(|s| s.encode(&packet))
+            .unwrap_or_default();
         let mut waits = Vec::new();
-        for socket in self.ns.adapter().sockets(&self.opts) {
+        for socket in sockets {
             let rx = socket.register_ack(id);
             if socket.send_frames(&frames, self.opts.volatile) {
                 socket.notify_sent(&packet);

@@ -14,12 +14,13 @@ use crate::engineio::{CloseReason, Payload, Session, SessionHandler};
 
 use super::io::IoInner;
 use super::namespace::Namespace;
-use super::packet::{Decoder, Limits, Packet, PacketType};
+use super::packet::{Limits, Packet, PacketType};
+use super::parser::PacketDecoder;
 use super::recovery::StoredPacket;
-use super::socket::{DisconnectReason, Socket, SocketRef, encode_frames};
+use super::socket::{DisconnectReason, Socket, SocketRef};
 
 struct State {
-    decoder: Decoder,
+    decoder: Box<dyn PacketDecoder>,
     /// Connected sockets by namespace. Few per client, so a small vector beats a map.
     sockets: Vec<SocketRef>,
     /// Set while a CONNECT runs its async middlewares; later packets queue behind it.
@@ -42,12 +43,13 @@ impl Client {
         let limits = Limits {
             max_attachments: io.config.max_attachments,
         };
+        let decoder = io.config.parser.decoder(limits);
         let client = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             session,
             io,
             state: Mutex::new(State {
-                decoder: Decoder::new(limits),
+                decoder,
                 sockets: Vec::new(),
                 connecting: false,
                 backlog: VecDeque::new(),
@@ -107,7 +109,7 @@ impl Client {
     }
 
     fn send(&self, packet: &Packet) {
-        let _ = self.session.send_all(encode_frames(packet));
+        let _ = self.session.send_all(self.io.config.parser.encode(packet));
     }
 
     // ===== inbound =====

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::engineio::EngineConfig;
 
+use super::parser::{JsonParser, Parser};
 use super::recovery::RecoveryConfig;
 
 /// Socket.IO server options, with the Engine.IO options nested.
@@ -15,7 +16,11 @@ pub struct Config {
     /// How long a connection may stay without joining any namespace before it is closed.
     /// Default 45 s (the reference's `connectTimeout`).
     pub connect_timeout: Duration,
-    /// The most binary attachments one packet may declare. Default 10 (socket.io-parser's limit).
+    /// The Socket.IO parser: [`super::JsonParser`] (the default, socket.io-parser's text form) or
+    /// [`super::MsgPackParser`] (the npm `socket.io-msgpack-parser`). Clients must use the same one.
+    pub parser: std::sync::Arc<dyn Parser>,
+    /// The most binary attachments one packet may declare (with the msgpack parser: the most binary
+    /// values one packet may hold). Default 10 (socket.io-parser's limit).
     pub max_attachments: usize,
     /// A volatile packet is dropped for a socket that already has this many frames waiting.
     /// Default 32.
@@ -61,6 +66,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("engine", &self.engine)
             .field("connect_timeout", &self.connect_timeout)
+            .field("parser", &self.parser)
             .field("max_attachments", &self.max_attachments)
             .field("volatile_queue_limit", &self.volatile_queue_limit)
             .field("cluster_adapter", &self.adapter.is_some())
@@ -77,6 +83,7 @@ impl Default for Config {
         Self {
             engine: EngineConfig::default(),
             connect_timeout: Duration::from_secs(45),
+            parser: std::sync::Arc::new(JsonParser),
             max_attachments: 10,
             volatile_queue_limit: 32,
             adapter: None,

@@ -1,6 +1,7 @@
 //! Socket.IO v5 on top of Engine.IO v4.
 //!
-//! - [`packet`] is the sans-IO codec (text part + binary attachments).
+//! - [`packet`] is the sans-IO JSON codec (text part + binary attachments), [`msgpack`] the msgpack
+//!   one; a server picks one through its [`Parser`] ([`Config::parser`], default JSON).
 //! - A client (one Engine.IO session) carries [`Socket`]s, one per [`Namespace`] it connected to.
 //! - Rooms live in the namespace's [`Adapter`]; broadcasts go through it ([`BroadcastOperator`]).
 //!
@@ -14,9 +15,11 @@ mod broadcast;
 mod client;
 mod config;
 mod io;
+pub mod msgpack;
 mod namespace;
 pub mod observer;
 pub mod packet;
+mod parser;
 mod recovery;
 pub mod redis;
 mod socket;
@@ -31,6 +34,7 @@ pub use config::{Config, OnExceed, RateLimit};
 pub use io::{SocketIo, SocketIoHandler};
 pub use namespace::{BoxFuture, ConnectError, Namespace, SocketIoMetrics};
 pub use observer::Observer;
+pub use parser::{JsonParser, MsgPackParser, PacketDecoder, Parser, parser_named};
 pub use recovery::RecoveryConfig;
 pub use socket::{
     AckError, AckSender, DisconnectReason, Handshake, IntoRooms, Socket, SocketInfo, SocketRef,

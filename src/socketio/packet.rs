@@ -277,6 +277,11 @@ pub enum DecodeError {
     PlaceholderOutOfRange,
     /// A text message that is not valid UTF-8.
     InvalidUtf8,
+    /// msgpack parser: malformed msgpack (an unknown marker, a length beyond the input, trailing
+    /// bytes, a map key that is not a string or an integer, a map key given twice).
+    InvalidMsgPack,
+    /// msgpack parser: maps and arrays nested deeper than [`super::msgpack::MAX_DEPTH`].
+    TooDeep,
 }
 
 impl fmt::Display for DecodeError {
@@ -295,6 +300,8 @@ impl fmt::Display for DecodeError {
             Self::UnexpectedText => "got plaintext data when reconstructing a packet",
             Self::PlaceholderOutOfRange => "illegal attachment placeholder",
             Self::InvalidUtf8 => "invalid UTF-8",
+            Self::InvalidMsgPack => "invalid msgpack",
+            Self::TooDeep => "nested too deep",
         })
     }
 }
@@ -308,7 +315,8 @@ impl std::error::Error for DecodeError {}
 #[non_exhaustive]
 pub struct Limits {
     /// The most attachments one binary packet may declare. Default: 10, socket.io-parser's
-    /// `maxAttachments`; a larger count is refused before anything is buffered.
+    /// `maxAttachments`; a larger count is refused before anything is buffered. The msgpack parser
+    /// applies it to the binary values of one packet.
     pub max_attachments: usize,
 }
 
@@ -475,7 +483,7 @@ fn parse_text(text: &[u8], limits: Limits) -> Result<(Packet, usize), DecodeErro
 }
 
 /// Checks the payload shape for `kind`, as socket.io-parser's `isPayloadValid` does.
-fn check_payload(kind: PacketType, data: Option<&Value>) -> Result<(), DecodeError> {
+pub(crate) fn check_payload(kind: PacketType, data: Option<&Value>) -> Result<(), DecodeError> {
     let valid = match kind {
         // "CONNECT data must be an object" (the auth payload, or the server's {"sid"}).
         PacketType::Connect => matches!(data, None | Some(Value::Object(_))),
@@ -555,6 +563,15 @@ pub fn placeholder(num: usize) -> Value {
 /// Whether `value` is a placeholder object (`"_placeholder": true`), whatever its `num`.
 pub fn is_placeholder(value: &Value) -> bool {
     value.get("_placeholder") == Some(&Value::Bool(true))
+}
+
+/// The attachment a placeholder stands for, if `value` is one and its `num` indexes `attachments`.
+pub fn attachment_of<'a>(value: &Value, attachments: &'a [Bytes]) -> Option<&'a Bytes> {
+    if !is_placeholder(value) {
+        return None;
+    }
+    let num = value.get("num")?.as_u64()?;
+    attachments.get(usize::try_from(num).ok()?)
 }
 
 /// Walks `data` and checks every placeholder, returning how many there are.
@@ -1220,6 +1237,8 @@ mod tests {
             UnexpectedText,
             PlaceholderOutOfRange,
             InvalidUtf8,
+            InvalidMsgPack,
+            TooDeep,
         ];
         let messages: std::collections::HashSet<String> =
             all.iter().map(ToString::to_string).collect();

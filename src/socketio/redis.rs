@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -35,8 +35,9 @@ use crate::rooms::Room;
 
 use super::adapter::{Adapter, AdapterFactory, BroadcastOptions, LocalAdapter, broadcast_local};
 use super::args::Args;
-use super::packet::{Packet, is_placeholder, placeholder};
-use super::socket::{Socket, encode_frames};
+use super::msgpack;
+use super::packet::Packet;
+use super::socket::Socket;
 
 /// Redis adapter options.
 #[derive(Debug, Clone)]
@@ -335,10 +336,7 @@ impl Adapter for RedisAdapter {
     ) -> Option<super::namespace::BoxFuture<(Vec<Args>, bool)>> {
         let node = self.node.clone();
         let nsp = self.nsp.clone();
-        let data = packet
-            .data
-            .as_ref()
-            .map_or(rmpv::Value::Nil, |d| to_msgpack(d, &packet.attachments));
+        let data = encode_data(packet);
         let opts = opts.clone();
         Some(Box::pin(async move {
             let servers = node.other_nodes(&nsp).await;
@@ -346,44 +344,25 @@ impl Adapter for RedisAdapter {
                 return (Vec::new(), true);
             }
             let (request_id, mut answers) = node.register();
-            let rooms = |rs: &[Room]| {
-                rmpv::Value::Array(rs.iter().map(|r| rmpv::Value::from(&**r)).collect())
-            };
             let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-            let request = rmpv::Value::Map(vec![
-                (
-                    rmpv::Value::from("uid"),
-                    rmpv::Value::from(node.uid.as_str()),
-                ),
-                (
-                    rmpv::Value::from("requestId"),
-                    rmpv::Value::from(request_id.as_str()),
-                ),
-                (rmpv::Value::from("type"), rmpv::Value::from(7)),
-                (
-                    rmpv::Value::from("packet"),
-                    rmpv::Value::Map(vec![
-                        (rmpv::Value::from("type"), rmpv::Value::from(2)),
-                        (rmpv::Value::from("data"), data),
-                        (rmpv::Value::from("nsp"), rmpv::Value::from(nsp.as_str())),
-                    ]),
-                ),
-                (
-                    rmpv::Value::from("opts"),
-                    rmpv::Value::Map(vec![
-                        (rmpv::Value::from("rooms"), rooms(&opts.rooms)),
-                        (rmpv::Value::from("except"), rooms(&opts.except)),
-                        (
-                            rmpv::Value::from("flags"),
-                            rmpv::Value::Map(vec![(
-                                rmpv::Value::from("timeout"),
-                                rmpv::Value::from(ms),
-                            )]),
-                        ),
-                    ]),
-                ),
-            ]);
-            node.publish(node.request_channel(&nsp), encode_msgpack(&request));
+            let mut request = BytesMut::new();
+            msgpack::write_map_len(&mut request, 5);
+            msgpack::write_str(&mut request, "uid");
+            msgpack::write_str(&mut request, &node.uid);
+            msgpack::write_str(&mut request, "requestId");
+            msgpack::write_str(&mut request, &request_id);
+            msgpack::write_str(&mut request, "type");
+            msgpack::write_uint(&mut request, 7);
+            msgpack::write_str(&mut request, "packet");
+            write_event_packet(&mut request, &data, &nsp);
+            msgpack::write_str(&mut request, "opts");
+            msgpack::write_map_len(&mut request, 3);
+            write_rooms(&mut request, &opts);
+            msgpack::write_str(&mut request, "flags");
+            msgpack::write_map_len(&mut request, 1);
+            msgpack::write_str(&mut request, "timeout");
+            msgpack::write_uint(&mut request, ms);
+            node.publish(node.request_channel(&nsp), request.to_vec());
             let deadline = tokio::time::Instant::now() + timeout;
             let (mut counted, mut expected, mut acks) = (0usize, 0usize, Vec::new());
             let complete = loop {
@@ -492,118 +471,59 @@ impl Adapter for RedisAdapter {
     }
 }
 
-// ===== msgpack ⇄ JSON with attachments =====
+// ===== msgpack messages =====
+//
+// Written and read by the msgpack parser's value codec (`super::msgpack`): the Node adapter writes
+// them with notepack.io too, so binary values travel inline as `bin` (a Uint8Array as ext type 0),
+// and in memory they are attachments behind placeholders, as in packets.
 
-/// A JSON value with placeholders as msgpack, the attachments inlined as `bin`.
-fn to_msgpack(value: &Value, attachments: &[Bytes]) -> rmpv::Value {
-    match value {
-        Value::Null => rmpv::Value::Nil,
-        Value::Bool(b) => rmpv::Value::Boolean(*b),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                rmpv::Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                rmpv::Value::from(u)
-            } else {
-                rmpv::Value::F64(n.as_f64().unwrap_or(0.0))
-            }
-        }
-        Value::String(s) => rmpv::Value::from(s.as_str()),
-        Value::Array(items) => {
-            rmpv::Value::Array(items.iter().map(|v| to_msgpack(v, attachments)).collect())
-        }
-        Value::Object(map) => {
-            if is_placeholder(value) {
-                let num = map.get("num").and_then(Value::as_u64).unwrap_or(u64::MAX);
-                if let Some(bytes) = usize::try_from(num).ok().and_then(|n| attachments.get(n)) {
-                    return rmpv::Value::Binary(bytes.to_vec());
-                }
-            }
-            rmpv::Value::Map(
-                map.iter()
-                    .map(|(k, v)| (rmpv::Value::from(k.as_str()), to_msgpack(v, attachments)))
-                    .collect(),
-            )
-        }
+/// The data of `packet` as msgpack (nil when it has none), binary values inline.
+fn encode_data(packet: &Packet) -> BytesMut {
+    let mut out = BytesMut::new();
+    match &packet.data {
+        Some(data) => msgpack::write_value(data, &packet.attachments, &mut out),
+        None => msgpack::write_value(&Value::Null, &[], &mut out),
     }
-}
-
-/// A msgpack value as JSON, `bin` values moved into `attachments` behind placeholders.
-fn from_msgpack(value: rmpv::Value, attachments: &mut Vec<Bytes>) -> Value {
-    match value {
-        rmpv::Value::Nil => Value::Null,
-        rmpv::Value::Boolean(b) => Value::Bool(b),
-        rmpv::Value::Integer(i) => i
-            .as_i64()
-            .map(Value::from)
-            .or_else(|| i.as_u64().map(Value::from))
-            .unwrap_or(Value::Null),
-        rmpv::Value::F32(f) => {
-            serde_json::Number::from_f64(f64::from(f)).map_or(Value::Null, Value::Number)
-        }
-        rmpv::Value::F64(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
-        rmpv::Value::String(s) => Value::String(s.into_str().unwrap_or_default()),
-        rmpv::Value::Binary(b) => {
-            attachments.push(Bytes::from(b));
-            placeholder(attachments.len() - 1)
-        }
-        rmpv::Value::Array(items) => Value::Array(
-            items
-                .into_iter()
-                .map(|v| from_msgpack(v, attachments))
-                .collect(),
-        ),
-        rmpv::Value::Map(entries) => Value::Object(
-            entries
-                .into_iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        rmpv::Value::String(s) => s.into_str().unwrap_or_default(),
-                        other => other.to_string(),
-                    };
-                    (key, from_msgpack(v, attachments))
-                })
-                .collect(),
-        ),
-        // Dates (ext -1) and other extensions have no JSON form here.
-        rmpv::Value::Ext(..) => Value::Null,
-    }
-}
-
-fn encode_msgpack(value: &rmpv::Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    // Writing into a Vec cannot fail.
-    let _ = rmpv::encode::write_value(&mut out, value);
     out
 }
 
-fn encode_broadcast(uid: &str, packet: &Packet, opts: &BroadcastOptions) -> Vec<u8> {
-    let data = packet
-        .data
-        .as_ref()
-        .map_or(rmpv::Value::Nil, |d| to_msgpack(d, &packet.attachments));
-    let rooms =
-        |rs: &[Room]| rmpv::Value::Array(rs.iter().map(|r| rmpv::Value::from(&**r)).collect());
-    let mut flags = Vec::new();
-    if opts.volatile {
-        flags.push((rmpv::Value::from("volatile"), rmpv::Value::Boolean(true)));
+/// `{type: 2, data, nsp}`, `data` already encoded.
+fn write_event_packet(out: &mut BytesMut, data: &[u8], nsp: &str) {
+    msgpack::write_map_len(out, 3);
+    msgpack::write_str(out, "type");
+    msgpack::write_uint(out, 2);
+    msgpack::write_str(out, "data");
+    out.put_slice(data);
+    msgpack::write_str(out, "nsp");
+    msgpack::write_str(out, nsp);
+}
+
+/// The `rooms` and `except` entries of broadcast options.
+fn write_rooms(out: &mut BytesMut, opts: &BroadcastOptions) {
+    for (key, rooms) in [("rooms", &opts.rooms), ("except", &opts.except)] {
+        msgpack::write_str(out, key);
+        msgpack::write_array_len(out, rooms.len());
+        for room in rooms {
+            msgpack::write_str(out, room);
+        }
     }
-    encode_msgpack(&rmpv::Value::Array(vec![
-        rmpv::Value::from(uid),
-        rmpv::Value::Map(vec![
-            (rmpv::Value::from("type"), rmpv::Value::from(2)),
-            (rmpv::Value::from("data"), data),
-            (
-                rmpv::Value::from("nsp"),
-                rmpv::Value::from(packet.nsp.as_str()),
-            ),
-        ]),
-        rmpv::Value::Map(vec![
-            (rmpv::Value::from("rooms"), rooms(&opts.rooms)),
-            (rmpv::Value::from("except"), rooms(&opts.except)),
-            (rmpv::Value::from("flags"), rmpv::Value::Map(flags)),
-        ]),
-    ]))
+}
+
+/// `[uid, {type: 2, data, nsp}, {rooms, except, flags}]`, as the Node adapter publishes a broadcast.
+fn encode_broadcast(uid: &str, packet: &Packet, opts: &BroadcastOptions) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    msgpack::write_array_len(&mut out, 3);
+    msgpack::write_str(&mut out, uid);
+    write_event_packet(&mut out, &encode_data(packet), &packet.nsp);
+    msgpack::write_map_len(&mut out, 3);
+    write_rooms(&mut out, opts);
+    msgpack::write_str(&mut out, "flags");
+    msgpack::write_map_len(&mut out, usize::from(opts.volatile));
+    if opts.volatile {
+        msgpack::write_str(&mut out, "volatile");
+        msgpack::write_value(&Value::Bool(true), &[], &mut out);
+    }
+    out.to_vec()
 }
 
 /// A JSON request, or a msgpack one (first byte not `{`), as JSON with attachments.
@@ -613,10 +533,7 @@ fn decode_message(payload: &[u8]) -> Option<(Value, Vec<Bytes>)> {
             .ok()
             .map(|v| (v, Vec::new()));
     }
-    let value = rmpv::decode::read_value(&mut &payload[..]).ok()?;
-    let mut attachments = Vec::new();
-    let json = from_msgpack(value, &mut attachments);
-    Some((json, attachments))
+    msgpack::decode_value(&Bytes::copy_from_slice(payload), usize::MAX).ok()
 }
 
 fn room_list(value: Option<&Value>) -> Vec<Room> {
@@ -806,17 +723,14 @@ fn handle_message(node: &Arc<Node>, msg: &redis::Msg) {
             return;
         }
     }
-    let Ok(rmpv::Value::Array(mut parts)) = rmpv::decode::read_value(&mut &payload[..]) else {
+    // `[uid, packet, opts]`: only the packet holds binary values, so they are numbered from 0.
+    let Some((Value::Array(parts), attachments)) = decode_message(payload) else {
         tracing::debug!(channel, "undecodable redis broadcast");
         return;
     };
-    if parts.len() < 3 {
+    let [uid, packet, opts, ..] = parts.as_slice() else {
         return;
-    }
-    let mut attachments = Vec::new();
-    let opts = from_msgpack(parts.remove(2), &mut attachments);
-    let packet = from_msgpack(parts.remove(1), &mut attachments);
-    let uid = parts.remove(0);
+    };
     if uid.as_str() == Some(node.uid.as_str()) {
         return;
     }
@@ -828,7 +742,7 @@ fn handle_message(node: &Arc<Node>, msg: &redis::Msg) {
     };
     node.metrics.received.inc();
     let packet = Packet::event(nsp, data, None).with_attachments(attachments);
-    broadcast_local(&*local, &packet, &options_from(Some(&opts)));
+    broadcast_local(&*local, &packet, &options_from(Some(opts)));
 }
 
 fn handle_request(node: &Arc<Node>, nsp: &str, payload: &[u8]) {
@@ -943,7 +857,10 @@ fn broadcast_with_ack(
     );
     let id = node.ack_ids.fetch_add(1, Ordering::Relaxed);
     let packet = Packet::event(nsp.to_owned(), data, Some(id)).with_attachments(attachments);
-    let frames = encode_frames(&packet);
+    let frames = sockets
+        .first()
+        .map(|s| s.encode(&packet))
+        .unwrap_or_default();
     for socket in sockets {
         let rx = socket.register_ack(id);
         if !socket.send_frames(&frames, false) {
@@ -958,12 +875,15 @@ fn broadcast_with_ack(
             };
             let Args { values, binary } = args;
             let first = values.into_iter().next().unwrap_or(Value::Null);
-            let response = rmpv::Value::Map(vec![
-                (rmpv::Value::from("type"), rmpv::Value::from(9)),
-                (rmpv::Value::from("requestId"), to_msgpack(&request_id, &[])),
-                (rmpv::Value::from("packet"), to_msgpack(&first, &binary)),
-            ]);
-            node.publish(node.response_channel(&nsp), encode_msgpack(&response));
+            let mut response = BytesMut::new();
+            msgpack::write_map_len(&mut response, 3);
+            msgpack::write_str(&mut response, "type");
+            msgpack::write_uint(&mut response, 9);
+            msgpack::write_str(&mut response, "requestId");
+            msgpack::write_value(&request_id, &[], &mut response);
+            msgpack::write_str(&mut response, "packet");
+            msgpack::write_value(&first, &binary, &mut response);
+            node.publish(node.response_channel(&nsp), response.to_vec());
         });
     }
 }
@@ -971,6 +891,7 @@ fn broadcast_with_ack(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::socketio::packet::placeholder;
 
     #[test]
     fn broadcast_matches_the_captured_node_message() {
@@ -1009,27 +930,30 @@ mod tests {
     fn binary_round_trips_through_msgpack_bin() {
         let attachments = vec![Bytes::from_static(&[1, 2, 3, 4])];
         let data = json!(["bin", {"file": placeholder(0)}, [placeholder(0)]]);
-        let mp = to_msgpack(&data, &attachments);
-        let mut back = Vec::new();
-        let json = from_msgpack(mp, &mut back);
+        let packet = Packet::event("/", data, None).with_attachments(attachments.clone());
+        let (json, back) = decode_message(&encode_data(&packet)).unwrap();
         assert_eq!(
             json,
             json!(["bin", {"file": placeholder(0)}, [placeholder(1)]])
         );
         assert_eq!(back, [attachments[0].clone(), attachments[0].clone()]);
         // A bin value is encoded as msgpack bin 8.
-        let bytes = encode_msgpack(&to_msgpack(&placeholder(0), &attachments));
-        assert_eq!(bytes, [0xc4, 0x04, 1, 2, 3, 4]);
+        let packet = Packet::ack("/", placeholder(0), 0).with_attachments(attachments);
+        assert_eq!(encode_data(&packet).as_ref(), [0xc4, 0x04, 1, 2, 3, 4]);
+        // A Uint8Array from a Node node (ext 8, type 0) is binary too.
+        let (json, back) = decode_message(&[0x91, 0xc7, 0x02, 0x00, 9, 8]).unwrap();
+        assert_eq!(json, json!([placeholder(0)]));
+        assert_eq!(back, [Bytes::from_static(&[9, 8])]);
     }
 
     #[test]
     fn decodes_json_and_msgpack_requests() {
         let (v, _) = decode_message(br#"{"uid":"x","type":1,"requestId":"r"}"#).unwrap();
         assert_eq!(v["type"], 1);
-        let mp = encode_msgpack(&rmpv::Value::Map(vec![(
-            rmpv::Value::from("type"),
-            rmpv::Value::from(7),
-        )]));
+        let mut mp = BytesMut::new();
+        msgpack::write_map_len(&mut mp, 1);
+        msgpack::write_str(&mut mp, "type");
+        msgpack::write_uint(&mut mp, 7);
         let (v, _) = decode_message(&mp).unwrap();
         assert_eq!(v["type"], 7);
         assert!(decode_message(b"\x92\x01").is_none());

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -23,7 +22,7 @@ use super::broadcast::BroadcastOperator;
 use super::client::Client;
 use super::config::{OnExceed, RateLimit};
 use super::namespace::Namespace;
-use super::packet::{self, Packet, PacketType};
+use super::packet::{Packet, PacketType};
 
 /// A socket handle, cheap to clone.
 pub type SocketRef = Arc<Socket>;
@@ -525,7 +524,13 @@ impl Socket {
 
     /// Encodes and queues one packet for this socket.
     pub(crate) fn send_packet(&self, packet: &Packet) -> bool {
-        self.send_frames(&encode_frames(packet), false)
+        self.send_frames(&self.encode(packet), false)
+    }
+
+    /// Encodes a packet with the server's parser (the same for every socket of a server, so frames
+    /// encoded for one socket may go to all).
+    pub(crate) fn encode(&self, packet: &Packet) -> Vec<Frame> {
+        self.client.io().config.parser.encode(packet)
     }
 
     /// Queues pre-encoded frames (a broadcast's shared bytes). Volatile frames are dropped when the
@@ -837,14 +842,4 @@ impl<const N: usize> IntoRooms for [&str; N] {
     fn into_rooms(self) -> Vec<Room> {
         self.iter().map(|r| Room::from(*r)).collect()
     }
-}
-
-/// Encodes a packet into its Engine.IO frames: the text part, then each attachment.
-pub(crate) fn encode_frames(packet: &Packet) -> Vec<Frame> {
-    let mut buf: BytesMut = Frame::message_buffer(64);
-    packet::encode(packet, &mut buf);
-    let mut frames = Vec::with_capacity(1 + packet.attachments.len());
-    frames.push(Frame::Text(buf.freeze()));
-    frames.extend(packet.attachments.iter().cloned().map(Frame::Binary));
-    frames
 }
