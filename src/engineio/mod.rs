@@ -11,6 +11,7 @@
 //! at a time (one reader per WebSocket; at most one POST in flight per polling session).
 
 pub mod codec;
+pub mod codec_v3;
 mod config;
 mod engine;
 pub mod error;
@@ -25,7 +26,7 @@ mod session;
 pub mod sid;
 mod websocket;
 
-pub use codec::{Frame, Packet, PacketType, Payload};
+pub use codec::{Frame, Framing, Packet, PacketType, Payload, Protocol};
 pub use config::{AllowedOrigins, Cors, EngineConfig};
 pub use engine::EngineIo;
 pub use error::HttpError;
