@@ -108,8 +108,13 @@ impl TestServer {
 
     /// A WebSocket-only Engine.IO session, past its open packet.
     async fn connect(&self) -> Ws {
+        self.connect_eio(4).await
+    }
+
+    /// The same, speaking Engine.IO revision `eio`.
+    async fn connect_eio(&self, eio: u8) -> Ws {
         let url = format!(
-            "ws://127.0.0.1:{}/socket.io/?EIO=4&transport=websocket",
+            "ws://127.0.0.1:{}/socket.io/?EIO={eio}&transport=websocket",
             self.port
         );
         let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
@@ -546,16 +551,7 @@ async fn connect_timeout_closes_only_connections_that_never_joined() {
 #[tokio::test]
 async fn a_socket_io_client_2_is_served_in_protocol_v4() {
     let server = TestServer::start_with(|config| config.engine.allow_eio3 = true).await;
-    let url = format!(
-        "ws://127.0.0.1:{}/socket.io/?EIO=3&transport=websocket",
-        server.port
-    );
-    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .unwrap()
-        .unwrap();
-    let open = next_text(&mut ws).await;
-    assert!(open.starts_with("0{"), "{open}");
+    let mut ws = server.connect_eio(3).await;
     // Connected to `/` without asking; the reply has no payload (the client names its socket).
     assert_eq!(next_text(&mut ws).await, "40");
     assert_eq!(next_text(&mut ws).await, r#"42["auth",{}]"#);

@@ -82,7 +82,8 @@ pub fn decode_payload(body: Bytes, max_packets: usize) -> Result<Vec<Packet>, De
             .bytes()
             .position(|b| b == b':')
             .ok_or(DecodeError::InvalidLength)?;
-        let units = parse_length(&text.as_bytes()[pos..pos + colon], text.len())?;
+        let digits = &text.as_bytes()[pos..pos + colon];
+        let units = parse_length(digits, |b| b.is_ascii_digit().then(|| b - b'0'), text.len())?;
         let start = pos + colon + 1;
         // Walk `units` UTF-16 code units forward; the count may not end inside a surrogate pair.
         let mut end = start;
@@ -122,19 +123,8 @@ pub fn decode_binary_payload(body: Bytes, max_packets: usize) -> Result<Vec<Pack
             .position(|&b| b == 0xff)
             .ok_or(DecodeError::InvalidLength)?;
         let digits = &body[digits_start..digits_start + digits_len];
-        if digits.is_empty() || digits.len() > MAX_LENGTH_DIGITS || digits.iter().any(|&d| d > 9) {
-            return Err(DecodeError::InvalidLength);
-        }
-        let len = digits
-            .iter()
-            .try_fold(0usize, |n, &d| {
-                n.checked_mul(10)?.checked_add(usize::from(d))
-            })
-            .ok_or(DecodeError::InvalidLength)?;
         let start = digits_start + digits_len + 1;
-        if len > body.len() - start {
-            return Err(DecodeError::InvalidLength);
-        }
+        let len = parse_length(digits, |b| (b <= 9).then_some(b), body.len() - start)?;
         let end = start + len;
         if packets.len() == max_packets {
             return Err(DecodeError::TooManyPackets);
@@ -151,18 +141,20 @@ pub fn decode_binary_payload(body: Bytes, max_packets: usize) -> Result<Vec<Pack
     Ok(packets)
 }
 
-/// Parses a decimal length prefix, refusing anything longer than `limit` before it is used.
-fn parse_length(digits: &[u8], limit: usize) -> Result<usize, DecodeError> {
-    if digits.is_empty()
-        || digits.len() > MAX_LENGTH_DIGITS
-        || !digits.iter().all(u8::is_ascii_digit)
-    {
+/// Parses a decimal length prefix whose bytes `digit` turns into values 0–9 (ASCII digits in text
+/// payloads, raw values in binary ones), refusing a length over `limit` before it is used.
+fn parse_length(
+    digits: &[u8],
+    digit: impl Fn(u8) -> Option<u8>,
+    limit: usize,
+) -> Result<usize, DecodeError> {
+    if digits.is_empty() || digits.len() > MAX_LENGTH_DIGITS {
         return Err(DecodeError::InvalidLength);
     }
     digits
         .iter()
-        .try_fold(0usize, |n, &d| {
-            n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
+        .try_fold(0usize, |n, &b| {
+            n.checked_mul(10)?.checked_add(usize::from(digit(b)?))
         })
         .filter(|&n| n <= limit)
         .ok_or(DecodeError::InvalidLength)
@@ -263,14 +255,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn encodes_the_reference_text_payload() {
-        // Captured from the reference (socket.io 4 with allowEIO3, a client with `b64=1`).
-        let frames = [
+    /// What the reference sent a v3 client on connect in the wire captures: CONNECT, then an event
+    /// with non-ASCII text and one attachment.
+    fn reference_frames() -> [Frame; 3] {
+        [
             Frame::message("0"),
             Frame::message(r#"51-["hello","wörld😀",{"_placeholder":true,"num":0}]"#),
             Frame::Binary(Bytes::from_static(&[1, 2, 3])),
-        ];
+        ]
+    }
+
+    #[test]
+    fn encodes_the_reference_text_payload() {
+        // Captured from the reference (socket.io 4 with allowEIO3, a client with `b64=1`).
+        let frames = reference_frames();
         let mut out = Vec::new();
         assert!(!encode_payload(&frames, false, &mut out));
         assert_eq!(
@@ -286,11 +284,7 @@ mod tests {
     #[test]
     fn encodes_the_reference_binary_payload() {
         // Captured from the reference: the same packets for a client with binary support.
-        let frames = [
-            Frame::message("0"),
-            Frame::message(r#"51-["hello","wörld😀",{"_placeholder":true,"num":0}]"#),
-            Frame::Binary(Bytes::from_static(&[1, 2, 3])),
-        ];
+        let frames = reference_frames();
         let mut out = Vec::new();
         assert!(encode_payload(&frames, true, &mut out));
         let mut expected = vec![0, 2, 0xff];

@@ -121,11 +121,6 @@ impl Heartbeat {
             *deadline = now + self.interval + self.timeout;
         }
     }
-
-    /// Whether the client is the one that pings (v3).
-    pub fn is_client_pings(&self) -> bool {
-        matches!(self.direction, Direction::ClientPings { .. })
-    }
 }
 
 #[cfg(test)]
@@ -166,7 +161,6 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut hb = Heartbeat::client_pings(t0, ms(300), ms(200));
-        assert!(hb.is_client_pings());
         assert_eq!(hb.poll_timeout(), t0 + ms(500));
         assert_eq!(hb.handle_timeout(t0 + ms(400)), Action::Wait);
         hb.handle_ping(t0 + ms(450));

@@ -180,15 +180,6 @@ pub(crate) async fn get<H: Handler>(
     .await
 }
 
-/// Encodes `frames` as one polling payload in the session's framing; true when it is binary.
-fn encode<'a>(
-    session: &Session,
-    frames: impl IntoIterator<Item = &'a Frame> + Clone,
-    out: &mut Vec<u8>,
-) -> bool {
-    session.polling_framing().encode_payload(frames, out)
-}
-
 async fn answer_get(
     session: Arc<Session>,
     max: usize,
@@ -231,7 +222,9 @@ async fn answer_get(
                         .sum::<usize>()
                         + n,
                 );
-                let binary = encode(&session, state.outbox.iter().take(n), &mut out);
+                let binary = session
+                    .polling_framing()
+                    .encode_payload(state.outbox.iter().take(n), &mut out);
                 state.outbox.drain(..n);
                 if !state.outbox.is_empty() {
                     // The rest waits for the next GET.
@@ -244,7 +237,8 @@ async fn answer_get(
             } else if closed || state.transport == Transport::Upgrading {
                 // Released by a close or an upgrade with nothing to say: noop.
                 let mut out = Vec::with_capacity(3);
-                encode(&session, [&Frame::bare(PacketType::Noop)], &mut out);
+                let noop = Frame::bare(PacketType::Noop);
+                session.polling_framing().encode_payload([&noop], &mut out);
                 Some((Bytes::from(out), false))
             } else {
                 state.drainer_parked = true;
