@@ -245,10 +245,17 @@ impl Client {
                 ns.adapter().del_all(socket.id());
                 let refusal = if self.is_legacy() {
                     // Protocol v4 sends `err.data || err.message` as the payload itself.
-                    let data = err.data.unwrap_or(serde_json::Value::String(err.message));
-                    let mut packet = Packet::connect(ns.name().to_owned(), Some(data));
-                    packet.kind = PacketType::ConnectError;
-                    packet
+                    let data = err
+                        .data
+                        .filter(is_truthy)
+                        .unwrap_or(serde_json::Value::String(err.message));
+                    Packet {
+                        kind: PacketType::ConnectError,
+                        nsp: ns.name().to_owned(),
+                        id: None,
+                        data: Some(data),
+                        attachments: Vec::new(),
+                    }
                 } else {
                     Packet::connect_error(ns.name().to_owned(), &err.message, err.data)
                 };
@@ -321,6 +328,17 @@ impl Client {
             socket.handle_disconnect(DisconnectReason::ServerNamespaceDisconnect);
         }
         self.session.close(CloseReason::ForcedClose, true);
+    }
+}
+
+/// Whether JavaScript would take `value` as true (`null`, `false`, `0` and `""` are not).
+fn is_truthy(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Null => false,
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        serde_json::Value::String(s) => !s.is_empty(),
+        serde_json::Value::Array(_) | serde_json::Value::Object(_) => true,
     }
 }
 
