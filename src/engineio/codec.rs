@@ -6,6 +6,8 @@
 //! - **HTTP long-polling**: packets joined by the record separator `\x1e`, no length prefix, no
 //!   trailing separator. Binary packets are written as `b` + standard base64 (the `4` is implied).
 //!
+//! Engine.IO v3 framing is in [`super::codec_v3`]; [`Framing`] chooses between the two.
+//!
 //! Outbound packets are kept pre-encoded as [`Frame`]s so that a broadcast is serialised once and every
 //! recipient's queue holds a cheap `Bytes` clone of it.
 

@@ -1,6 +1,8 @@
 //! Engine.IO v4, server side: the transport layer Socket.IO rides on.
 //!
-//! - [`codec`] is sans-IO: bytes in, packets or a typed error out.
+//! - [`codec`] is sans-IO: bytes in, packets or a typed error out. [`codec_v3`] frames the same
+//!   packets for Engine.IO v3 clients (socket.io-client 2.x), accepted only with
+//!   [`EngineConfig::allow_eio3`]; [`Framing`] picks one per transport.
 //! - [`EngineIo`] answers HTTP requests on the configured path: the handshake, long-polling GETs and
 //!   POSTs, and WebSocket upgrades (through hyper's upgrade on the same connection).
 //! - Sessions hand whole messages to a [`SessionHandler`] that the application's [`Handler`] returns
