@@ -5,6 +5,7 @@
 //! `CONNECT_TIMEOUT_MS`. `RECOVERY_WINDOW_MS` turns connection state recovery on with that window.
 //! `REDIS_URL` joins a Redis cluster (the Node redis-adapter's wire format). `PARSER=msgpack` speaks
 //! the npm `socket.io-msgpack-parser` instead of the default JSON parser (`PARSER=json`).
+//! `ALLOW_EIO3=1` also accepts socket.io-client 2.x (Engine.IO v3).
 //!
 //! Namespaces and events:
 //! - `/`: emits `welcome` `{id}` on connect; see the handlers below for each test event
@@ -330,6 +331,8 @@ async fn main() -> std::io::Result<()> {
     if let Some(d) = env_ms("PING_TIMEOUT_MS") {
         config.engine.ping_timeout = d;
     }
+    // socket.io-client 2.x (Engine.IO v3) too.
+    config.engine.allow_eio3 = std::env::var("ALLOW_EIO3").is_ok_and(|v| v == "1");
     if let Some(d) = env_ms("CONNECT_TIMEOUT_MS") {
         config.connect_timeout = d;
     }

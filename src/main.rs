@@ -45,6 +45,9 @@ struct Cli {
     /// Largest accepted message or polling body, in bytes.
     #[arg(long, env = "TIDINGS_MAX_PAYLOAD", default_value_t = 1_000_000)]
     max_payload: usize,
+    /// Also accept socket.io-client 2.x (Engine.IO v3), as the reference's `allowEIO3`.
+    #[arg(long, env = "TIDINGS_ALLOW_EIO3")]
+    allow_eio3: bool,
     /// Updates kept per organisation for `request:history`.
     #[arg(long, env = "TIDINGS_HISTORY_SIZE", default_value_t = 1000)]
     history_size: usize,
@@ -182,6 +185,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     config.engine.ping_interval = Duration::from_millis(cli.ping_interval_ms);
     config.engine.ping_timeout = Duration::from_millis(cli.ping_timeout_ms);
     config.engine.max_payload = cli.max_payload;
+    config.engine.allow_eio3 = cli.allow_eio3;
     config.engine.cors = cli.cors_origins.as_deref().map(|origins| {
         if origins.trim() == "*" {
             Cors::any()
@@ -231,6 +235,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         ping_timeout_ms = cli.ping_timeout_ms,
         max_payload = cli.max_payload,
         parser = %cli.parser,
+        allow_eio3 = cli.allow_eio3,
         cors = ?cli.cors_origins,
         auth_secret = mask(&cli.auth_secret),
         api_key = mask(&cli.api_key),

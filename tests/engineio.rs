@@ -1,4 +1,4 @@
-//! Engine.IO v4 against a real listener on 127.0.0.1:0, with raw HTTP/1.1 and raw WebSocket clients,
+//! Engine.IO v4 (and v3, with `allow_eio3`) against a real listener on 127.0.0.1:0, with raw HTTP/1.1 and raw WebSocket clients,
 //! comparing exact responses with the reference behaviour (see the protocol notes, §1).
 //!
 //! Every test runs its own server with an echo handler and the official suite's timings (pingInterval
@@ -371,8 +371,12 @@ async fn open_polling(addr: SocketAddr) -> (String, serde_json::Value) {
 type Ws = WebSocketStream<TcpStream>;
 
 async fn ws_connect(addr: SocketAddr, query: &str) -> Ws {
+    ws_connect_to(addr, &eio(query)).await
+}
+
+async fn ws_connect_to(addr: SocketAddr, target: &str) -> Ws {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let url = format!("ws://{addr}{}", eio(query));
+    let url = format!("ws://{addr}{target}");
     let (ws, res) = bounded(WAIT, tokio_tungstenite::client_async(url, tcp))
         .await
         .expect("websocket handshake failed");
@@ -1314,5 +1318,227 @@ async fn large_polling_responses_are_compressed_as_accepted() {
     )
     .await;
     assert_eq!(res.header("content-encoding"), None);
+    server.stop().await;
+}
+
+// ===== Engine.IO v3 (allow_eio3): socket.io-client 2.x =====
+//
+// Expected bytes are the reference's (socket.io 4 with `allowEIO3: true`), captured on the wire.
+
+fn eio3(query: &str) -> String {
+    format!("/engine.io/?EIO=3&{query}")
+}
+
+async fn start_eio3() -> TestServer {
+    let mut config = config();
+    config.allow_eio3 = true;
+    start_with(config, Echo::default()).await
+}
+
+/// Asserts a 200 text polling response; returns its body.
+#[track_caller]
+fn assert_v3_text(res: &Resp) -> &str {
+    assert_eq!(res.status, 200, "{res:?}");
+    assert_eq!(
+        res.header("content-type"),
+        Some("text/plain; charset=UTF-8")
+    );
+    res.text()
+}
+
+async fn poll3(addr: SocketAddr, sid: &str) -> Resp {
+    get(addr, &eio3(&format!("transport=polling&sid={sid}"))).await
+}
+
+async fn post3(addr: SocketAddr, sid: &str, content_type: &str, body: &[u8]) -> Resp {
+    let target = eio3(&format!("transport=polling&sid={sid}"));
+    http(
+        addr,
+        "POST",
+        &target,
+        &[("Content-Type", content_type)],
+        body,
+    )
+    .await
+}
+
+/// Opens a v3 polling session (with extra query parameters); returns its sid and handshake JSON.
+async fn open_polling3(addr: SocketAddr, extra: &str) -> (String, serde_json::Value) {
+    let res = get(addr, &eio3(&format!("transport=polling{extra}"))).await;
+    let body = assert_v3_text(&res);
+    let (len, packet) = body.split_once(':').expect("a length-prefixed payload");
+    assert_eq!(len.parse::<usize>().unwrap(), packet.encode_utf16().count());
+    let json: serde_json::Value = serde_json::from_str(packet.strip_prefix('0').unwrap()).unwrap();
+    (json["sid"].as_str().unwrap().to_owned(), json)
+}
+
+#[tokio::test]
+async fn eio3_is_accepted_only_when_allowed() {
+    // Refused by default (see `code_5_for_missing_or_old_protocol_version`); allowed, anything but
+    // `EIO=4` is v3, as the reference's "3rd revision by default".
+    let server = start_eio3().await;
+    let addr = server.addr;
+    let (_, json) = open_polling3(addr, "").await;
+    assert_handshake(&json, serde_json::json!(["websocket"]), 1_000_000);
+    let res = get(addr, "/engine.io/?transport=polling").await;
+    let (len, open) = assert_v3_text(&res).split_once(':').unwrap();
+    assert_eq!(len, open.len().to_string());
+    assert!(open.starts_with("0{"), "{res:?}");
+    // v4 clients are unaffected.
+    let (_, json) = open_polling(addr).await;
+    assert_handshake(&json, serde_json::json!(["websocket"]), 1_000_000);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn eio3_polling_payloads_are_length_prefixed_in_utf16_units() {
+    let server = start_eio3().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling3(addr, "&b64=1").await;
+    post3(
+        addr,
+        &sid,
+        "text/plain;charset=UTF-8",
+        "6:4hello4:4é😀6:b4AQID".as_bytes(),
+    )
+    .await
+    .assert_ok();
+    let res = poll3(addr, &sid).await;
+    assert_eq!(assert_v3_text(&res), "6:4hello4:4é😀6:b4AQID");
+    // A malformed payload closes the session, as in v4.
+    let res = post3(addr, &sid, "text/plain;charset=UTF-8", b"9:4short").await;
+    assert_eq!(res.status, 400, "{res:?}");
+    poll3(addr, &sid)
+        .await
+        .assert_error(400, 1, "Session ID unknown");
+    assert_eq!(server.closed(), [CloseReason::ParseError]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn eio3_polling_binary_payloads_for_clients_with_binary_support() {
+    let server = start_eio3().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling3(addr, "").await;
+    // `4hello` as text, then a binary message 01 02 03 (its type byte first).
+    let mut body = vec![0, 6, 0xff];
+    body.extend_from_slice(b"4hello");
+    body.extend_from_slice(&[1, 4, 0xff, 4, 1, 2, 3]);
+    post3(addr, &sid, "application/octet-stream", &body)
+        .await
+        .assert_ok();
+    let res = poll3(addr, &sid).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("content-type"), Some("application/octet-stream"));
+    assert_eq!(res.body, body);
+    // Without binary packets the payload stays text.
+    post3(addr, &sid, "text/plain;charset=UTF-8", b"3:4hi")
+        .await
+        .assert_ok();
+    assert_eq!(assert_v3_text(&poll3(addr, &sid).await), "3:4hi");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn eio3_the_client_pings_and_the_server_answers() {
+    let server = start_eio3().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling3(addr, "").await;
+    // Pinging every 150 ms keeps the session well past pingInterval + pingTimeout (500 ms); the
+    // server never pings.
+    let mut last = Instant::now();
+    for _ in 0..6 {
+        last = Instant::now();
+        post3(addr, &sid, "text/plain;charset=UTF-8", b"1:2")
+            .await
+            .assert_ok();
+        assert_eq!(assert_v3_text(&poll3(addr, &sid).await), "1:3");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Then silence: the session dies pingInterval + pingTimeout after the last ping.
+    let res = bounded(WAIT, poll3(addr, &sid)).await;
+    assert_eq!(assert_v3_text(&res), "1:1");
+    assert!(
+        last.elapsed() >= PING_INTERVAL + PING_TIMEOUT,
+        "{:?}",
+        last.elapsed()
+    );
+    assert_eq!(server.closed(), [CloseReason::PingTimeout]);
+
+    // A pong from a v3 client is the wrong direction: the session is closed.
+    let (sid, _) = open_polling3(addr, "").await;
+    post3(addr, &sid, "text/plain;charset=UTF-8", b"1:3")
+        .await
+        .assert_ok();
+    eventually(|| server.closed().len() == 2).await;
+    assert_eq!(server.closed()[1], CloseReason::TransportError);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn eio3_websocket_binary_frames_carry_the_type_byte() {
+    let server = start_eio3().await;
+    let addr = server.addr;
+    let mut ws = ws_connect_to(addr, &eio3("transport=websocket")).await;
+    let Some(Message::Text(open)) = ws_next(&mut ws).await else {
+        panic!("expected the open packet");
+    };
+    // No length prefix on a WebSocket.
+    let json: serde_json::Value = serde_json::from_str(open.strip_prefix('0').unwrap()).unwrap();
+    assert_handshake(&json, serde_json::json!([]), 1_000_000);
+    ws.send(Message::text("2")).await.unwrap();
+    assert_eq!(ws_next(&mut ws).await, Some(Message::text("3")));
+    ws.send(Message::binary(vec![4, 1, 2, 3])).await.unwrap();
+    assert_eq!(
+        ws_next(&mut ws).await,
+        Some(Message::binary(vec![4, 1, 2, 3]))
+    );
+    // Base64 from the client is binary too.
+    ws.send(Message::text("b4AQID")).await.unwrap();
+    assert_eq!(
+        ws_next(&mut ws).await,
+        Some(Message::binary(vec![4, 1, 2, 3]))
+    );
+    ws.send(Message::text("4é😀")).await.unwrap();
+    assert_eq!(ws_next(&mut ws).await, Some(Message::text("4é😀")));
+
+    // A client that asked for base64 gets binary as `b4` text.
+    let mut ws = ws_connect_to(addr, &eio3("transport=websocket&b64=1")).await;
+    assert!(matches!(ws_next(&mut ws).await, Some(Message::Text(_))));
+    ws.send(Message::binary(vec![4, 1, 2, 3])).await.unwrap();
+    assert_eq!(ws_next(&mut ws).await, Some(Message::text("b4AQID")));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn eio3_upgrade_from_polling_to_websocket() {
+    let server = start_eio3().await;
+    let addr = server.addr;
+    // Polling with base64 (as socket.io-client 2.x in Node), the WebSocket with binary frames.
+    let (sid, _) = open_polling3(addr, "&b64=1").await;
+    let pending = {
+        let sid = sid.clone();
+        tokio::spawn(async move { poll3(addr, &sid).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut ws = ws_connect_to(addr, &eio3(&format!("transport=websocket&sid={sid}"))).await;
+    ws.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(ws_next(&mut ws).await, Some(Message::text("3probe")));
+    // The pending GET is released with a noop, in v3 framing.
+    let released = bounded(WAIT, pending).await.unwrap();
+    assert_eq!(assert_v3_text(&released), "1:6");
+    post3(addr, &sid, "text/plain;charset=UTF-8", b"7:4queued")
+        .await
+        .assert_ok();
+    ws.send(Message::text("5")).await.unwrap();
+    assert_eq!(ws_next(&mut ws).await, Some(Message::text("4queued")));
+    ws.send(Message::binary(vec![4, 9])).await.unwrap();
+    assert_eq!(ws_next(&mut ws).await, Some(Message::binary(vec![4, 9])));
+    ws.send(Message::text("2")).await.unwrap();
+    assert_eq!(ws_next(&mut ws).await, Some(Message::text("3")));
+    assert_eq!(
+        server.engine.session(&sid).unwrap().transport(),
+        TransportKind::WebSocket
+    );
     server.stop().await;
 }

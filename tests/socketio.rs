@@ -1,6 +1,6 @@
 //! Raw-packet tests of the Socket.IO layer over a real WebSocket on 127.0.0.1: CONNECT and auth,
 //! CONNECT_ERROR, namespaces, events and acks both ways, binary attachments, disconnects, parse errors
-//! and per-socket order.
+//! and per-socket order; and a socket.io-client 2.x session (Engine.IO v3, protocol v4).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -108,8 +108,13 @@ impl TestServer {
 
     /// A WebSocket-only Engine.IO session, past its open packet.
     async fn connect(&self) -> Ws {
+        self.connect_eio(4).await
+    }
+
+    /// The same, speaking Engine.IO revision `eio`.
+    async fn connect_eio(&self, eio: u8) -> Ws {
         let url = format!(
-            "ws://127.0.0.1:{}/socket.io/?EIO=4&transport=websocket",
+            "ws://127.0.0.1:{}/socket.io/?EIO={eio}&transport=websocket",
             self.port
         );
         let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
@@ -540,5 +545,38 @@ async fn connect_timeout_closes_only_connections_that_never_joined() {
     assert_eq!(next_text(&mut never).await, "1");
     expect_closed(&mut never).await;
     idle(&mut left, Duration::from_millis(600)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_socket_io_client_2_is_served_in_protocol_v4() {
+    let server = TestServer::start_with(|config| config.engine.allow_eio3 = true).await;
+    let mut ws = server.connect_eio(3).await;
+    // Connected to `/` without asking; the reply has no payload (the client names its socket).
+    assert_eq!(next_text(&mut ws).await, "40");
+    assert_eq!(next_text(&mut ws).await, r#"42["auth",{}]"#);
+    // The client pings (v3), the server answers.
+    send(&mut ws, "2").await;
+    assert_eq!(next_text(&mut ws).await, "3");
+    // Namespace auth comes from the CONNECT's query string; a refusal carries the middleware's
+    // data as it is, an unknown namespace the reference's object.
+    send(&mut ws, "40/admin?token=bad,").await;
+    assert_eq!(next_text(&mut ws).await, r#"44/admin,{"why":"token"}"#);
+    send(&mut ws, "40/nope,").await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"44/nope,{"message":"Invalid namespace"}"#
+    );
+    send(&mut ws, "40/admin?token=ok").await;
+    assert_eq!(next_text(&mut ws).await, "40/admin,");
+    assert_eq!(next_text(&mut ws).await, r#"42/admin,["welcome","admin"]"#);
+    // Binary travels with the v3 type byte.
+    send(&mut ws, r#"451-["echo",{"_placeholder":true,"num":0}]"#).await;
+    ws.send(Message::binary(vec![4, 1, 2])).await.unwrap();
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"451-["echo",{"_placeholder":true,"num":0}]"#
+    );
+    assert_eq!(next_msg(&mut ws).await, Message::binary(vec![4, 1, 2]));
     server.stop().await;
 }

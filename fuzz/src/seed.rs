@@ -422,6 +422,52 @@ pub fn eio_payload() -> Vec<Seed> {
     ])
 }
 
+/// Engine.IO v3 polling payloads: a first byte that is even selects the text format, odd the
+/// binary one. From the reference's wire captures and the codec's tables.
+pub fn eio3_payload() -> Vec<Seed> {
+    let binary = |parts: &[&[u8]]| {
+        let mut out = vec![1];
+        for part in parts {
+            out.extend_from_slice(part);
+        }
+        out
+    };
+    let text = |body: &str| {
+        let mut out = vec![0];
+        out.extend_from_slice(body.as_bytes());
+        out
+    };
+    vec![
+        ("text-handshake-reply", text("2:40")),
+        ("text-pings", text("1:21:2")),
+        (
+            "text-utf16-lengths",
+            text(r#"53:451-["hello","wörld😀",{"_placeholder":true,"num":0}]6:b4AQID"#),
+        ),
+        ("text-empty-packet", text("0:1:6")),
+        ("text-split-surrogate", text("2:4😀")),
+        ("text-short", text("9:4short")),
+        ("text-no-colon", text("4hello")),
+        ("text-huge-length", text("99999999999:4")),
+        ("text-base64-ping", text("4:b2AA")),
+        (
+            "binary-reference",
+            binary(&[
+                &[0, 2, 0xff],
+                b"40",
+                &[0, 5, 6, 0xff],
+                r#"451-["hello","wörld😀",{"_placeholder":true,"num":0}]"#.as_bytes(),
+                &[1, 4, 0xff, 4, 1, 2, 3],
+            ]),
+        ),
+        ("binary-bad-digit", binary(&[&[0, 10, 0xff], b"4"])),
+        ("binary-too-long", binary(&[&[0, 2, 0xff], b"4"])),
+        ("binary-no-terminator", binary(&[&[0, 1, 2, 3]])),
+        ("binary-empty-binary", binary(&[&[1, 0, 0xff]])),
+        ("binary-not-utf8", binary(&[&[0, 2, 0xff], b"4\xff"])),
+    ]
+}
+
 /// Socket.IO packet texts: the canonical forms, the lenient ones, and hostile ones.
 pub fn sio_packet() -> Vec<Seed> {
     raw(&[
@@ -790,6 +836,7 @@ pub fn all() -> Vec<(&'static str, Vec<Seed>)> {
     vec![
         ("eio_packet", eio_packet()),
         ("eio_payload", eio_payload()),
+        ("eio3_payload", eio3_payload()),
         ("sio_packet", sio_packet()),
         ("sio_msgpack", sio_msgpack()),
         ("handshake_query", handshake_query()),

@@ -6,6 +6,8 @@
 //! - **HTTP long-polling**: packets joined by the record separator `\x1e`, no length prefix, no
 //!   trailing separator. Binary packets are written as `b` + standard base64 (the `4` is implied).
 //!
+//! Engine.IO v3 framing is in [`super::codec_v3`]; [`Framing`] chooses between the two.
+//!
 //! Outbound packets are kept pre-encoded as [`Frame`]s so that a broadcast is serialised once and every
 //! recipient's queue holds a cheap `Bytes` clone of it.
 
@@ -64,6 +66,96 @@ impl PacketType {
     }
 }
 
+/// The Engine.IO protocol revision a session speaks, from its handshake's `EIO` query parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Revision 3 (Engine.IO 3, socket.io-client 2.x): the client pings, other payload framings.
+    V3,
+    /// Revision 4 (Engine.IO 4 and later, socket.io-client 3.x and 4.x).
+    V4,
+}
+
+/// How one transport of a session frames packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Engine.IO v4 (this module).
+    V4,
+    /// Engine.IO v3 ([`super::codec_v3`]). `binary` is false when the transport's request asked
+    /// for `b64=1`: binary packets then travel as base64 text.
+    V3 {
+        /// Whether the client takes binary frames and binary polling payloads.
+        binary: bool,
+    },
+}
+
+impl Framing {
+    /// The framing for `protocol`, given the request's `b64` parameter (v3 only: any non-empty
+    /// value asks for base64, as the reference reads it).
+    pub fn new(protocol: Protocol, b64: Option<&str>) -> Self {
+        match protocol {
+            Protocol::V4 => Self::V4,
+            Protocol::V3 => Self::V3 {
+                binary: b64.is_none_or(str::is_empty),
+            },
+        }
+    }
+
+    /// The protocol revision.
+    pub fn protocol(self) -> Protocol {
+        match self {
+            Self::V4 => Protocol::V4,
+            Self::V3 { .. } => Protocol::V3,
+        }
+    }
+
+    /// Appends `frames` to `out` as a polling payload; returns true when it is in the binary
+    /// format (`application/octet-stream`, v3 only).
+    pub fn encode_payload<'a>(
+        self,
+        frames: impl IntoIterator<Item = &'a Frame> + Clone,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        match self {
+            Self::V4 => {
+                encode_payload(frames, out);
+                false
+            }
+            Self::V3 { binary } => super::codec_v3::encode_payload(frames, binary, out),
+        }
+    }
+
+    /// Decodes a polling request body; `binary` when it came as `application/octet-stream` (which
+    /// only v3 allows: v4 polling is text only).
+    pub fn decode_payload(
+        self,
+        body: Bytes,
+        binary: bool,
+        max_packets: usize,
+    ) -> Result<Vec<Packet>, DecodeError> {
+        match (self, binary) {
+            (Self::V4, _) => decode_payload(body, max_packets),
+            (Self::V3 { .. }, false) => super::codec_v3::decode_payload(body, max_packets),
+            (Self::V3 { .. }, true) => super::codec_v3::decode_binary_payload(body, max_packets),
+        }
+    }
+
+    /// Decodes a WebSocket text frame.
+    pub fn decode_text(self, text: Bytes) -> Result<Packet, DecodeError> {
+        match self {
+            Self::V4 => decode_text(text),
+            Self::V3 { .. } => super::codec_v3::decode_text(text),
+        }
+    }
+
+    /// Decodes a WebSocket binary frame.
+    pub fn decode_binary(self, bytes: Bytes) -> Result<Packet, DecodeError> {
+        match self {
+            Self::V4 => Ok(decode_binary(bytes)),
+            Self::V3 { .. } => super::codec_v3::decode_binary(bytes),
+        }
+    }
+}
+
 /// Application data carried by a `message` packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
@@ -113,6 +205,8 @@ pub enum DecodeError {
     InvalidBase64,
     /// A polling payload holds more packets than the configured limit.
     TooManyPackets,
+    /// A v3 polling payload's length prefix is malformed or does not match what follows.
+    InvalidLength,
 }
 
 impl std::fmt::Display for DecodeError {
@@ -123,6 +217,7 @@ impl std::fmt::Display for DecodeError {
             Self::InvalidUtf8 => f.write_str("invalid UTF-8"),
             Self::InvalidBase64 => f.write_str("invalid base64"),
             Self::TooManyPackets => f.write_str("too many packets in payload"),
+            Self::InvalidLength => f.write_str("invalid length prefix"),
         }
     }
 }

@@ -80,6 +80,11 @@ pub struct EngineConfig {
     /// The most sessions open at once from one client address; handshakes beyond it get HTTP 503.
     /// Default unlimited (a proxy in front would otherwise look like one client).
     pub max_connections_per_ip: usize,
+    /// Whether Engine.IO v3 clients (socket.io-client 2.x) may connect, as the reference's
+    /// `allowEIO3`. Default false: a handshake without `EIO=4` gets HTTP 400, code 5 "Unsupported
+    /// protocol version". When true, any `EIO` other than `4` (or none) is taken as v3, as the
+    /// reference does.
+    pub allow_eio3: bool,
 }
 
 impl Default for EngineConfig {
@@ -101,6 +106,7 @@ impl Default for EngineConfig {
             http_compression_threshold: Some(1024),
             max_connections: usize::MAX,
             max_connections_per_ip: usize::MAX,
+            allow_eio3: false,
         }
     }
 }

@@ -8,6 +8,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::Full;
 use tokio::time::Instant;
 
+use super::codec::{Frame, Framing, Protocol};
 use super::config::{AllowedOrigins, Cors, EngineConfig};
 use super::error::{Body, HttpError};
 use super::heartbeat::Heartbeat;
@@ -174,7 +175,10 @@ impl<H: Handler> EngineIo<H> {
                 .ok_or(fail(HttpError::SessionIdUnknown))?;
             return match transport {
                 TransportKind::WebSocket if upgrade => {
-                    websocket::upgrade_session(&self.inner, session, &mut req).map_err(fail)
+                    // The WebSocket's own request says whether it takes binary frames (v3).
+                    let framing = Framing::new(session.protocol(), query.b64.as_deref());
+                    websocket::upgrade_session(&self.inner, session, framing, &mut req)
+                        .map_err(fail)
                 }
                 TransportKind::WebSocket => Err(fail(HttpError::BadRequest)),
                 TransportKind::Polling => {
@@ -201,9 +205,13 @@ impl<H: Handler> EngineIo<H> {
         if req.method() != Method::GET {
             return Err(fail(HttpError::BadHandshakeMethod));
         }
-        if query.eio.as_deref() != Some("4") {
-            return Err(fail(HttpError::UnsupportedProtocolVersion));
-        }
+        // "3rd revision by default": with v3 allowed, anything but `EIO=4` is v3, as the reference.
+        let protocol = match query.eio.as_deref() {
+            Some("4") => Protocol::V4,
+            _ if config.allow_eio3 => Protocol::V3,
+            _ => return Err(fail(HttpError::UnsupportedProtocolVersion)),
+        };
+        let framing = Framing::new(protocol, query.b64.as_deref());
         if transport == TransportKind::WebSocket && !upgrade {
             return Err(fail(HttpError::BadRequest));
         }
@@ -222,15 +230,19 @@ impl<H: Handler> EngineIo<H> {
         }
         match transport {
             TransportKind::Polling => {
-                let (session, open) = self.open_session(info, TransportKind::Polling);
+                let (session, open) = self.open_session(info, TransportKind::Polling, framing);
                 polling::spawn_driver(&self.inner, session);
-                Ok(polling::text_response(Bytes::from(open)))
+                // A v3 client reads even the handshake as a payload (`<length>:0{…}`).
+                let mut body = Vec::with_capacity(open.len() + 8);
+                framing.encode_payload([&Frame::Text(Bytes::from(open))], &mut body);
+                Ok(polling::text_response(Bytes::from(body)))
             }
-            TransportKind::WebSocket => websocket::open_session(self.clone(), info, &mut req)
-                .map_err(|e| {
+            TransportKind::WebSocket => {
+                websocket::open_session(self.clone(), info, framing, &mut req).map_err(|e| {
                     self.inner.sessions.release(ip);
                     fail(e)
-                }),
+                })
+            }
         }
     }
 
@@ -245,10 +257,15 @@ impl<H: Handler> EngineIo<H> {
         &self,
         info: Arc<RequestInfo>,
         transport: TransportKind,
+        framing: Framing,
     ) -> (Arc<Session>, String) {
         let config = &self.inner.config;
         let id = sid::generate();
-        let heartbeat = Heartbeat::new(Instant::now(), config.ping_interval, config.ping_timeout);
+        let (now, interval, timeout) = (Instant::now(), config.ping_interval, config.ping_timeout);
+        let heartbeat = match framing.protocol() {
+            Protocol::V4 => Heartbeat::new(now, interval, timeout),
+            Protocol::V3 => Heartbeat::client_pings(now, interval, timeout),
+        };
         let session = Arc::new(Session::new(
             id,
             info,
@@ -256,6 +273,7 @@ impl<H: Handler> EngineIo<H> {
             heartbeat,
             self.inner.sessions.clone(),
             config.max_buffered_frames,
+            framing,
         ));
         let upgrades = match transport {
             TransportKind::Polling if config.allow_websocket => r#"["websocket"]"#,

@@ -38,6 +38,7 @@ pub fn open_session(
         Heartbeat::new(now, ping_interval, ping_timeout),
         map.clone(),
         max_buffered,
+        super::codec::Framing::V4,
     ));
     session.set_handler(handler);
     map.insert(session.clone());

@@ -1,6 +1,8 @@
 //! Engine.IO v4, server side: the transport layer Socket.IO rides on.
 //!
-//! - [`codec`] is sans-IO: bytes in, packets or a typed error out.
+//! - [`codec`] is sans-IO: bytes in, packets or a typed error out. [`codec_v3`] frames the same
+//!   packets for Engine.IO v3 clients (socket.io-client 2.x), accepted only with
+//!   [`EngineConfig::allow_eio3`]; [`Framing`] picks one per transport.
 //! - [`EngineIo`] answers HTTP requests on the configured path: the handshake, long-polling GETs and
 //!   POSTs, and WebSocket upgrades (through hyper's upgrade on the same connection).
 //! - Sessions hand whole messages to a [`SessionHandler`] that the application's [`Handler`] returns
@@ -11,6 +13,7 @@
 //! at a time (one reader per WebSocket; at most one POST in flight per polling session).
 
 pub mod codec;
+pub mod codec_v3;
 mod config;
 mod engine;
 pub mod error;
@@ -25,7 +28,7 @@ mod session;
 pub mod sid;
 mod websocket;
 
-pub use codec::{Frame, Packet, PacketType, Payload};
+pub use codec::{Frame, Framing, Packet, PacketType, Payload, Protocol};
 pub use config::{AllowedOrigins, Cors, EngineConfig};
 pub use engine::EngineIo;
 pub use error::HttpError;

@@ -9,19 +9,28 @@ use http::{HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt as _, Full, Limited};
 use tokio::time::Instant;
 
-use super::codec::{self, Frame, PacketType};
+use super::codec::{Frame, Framing, PacketType};
 use super::engine::Inner;
 use super::error::{Body, HttpError};
 use super::session::{Session, Transport};
 use super::{CloseReason, Handler};
 
-/// A 200 response carrying a polling payload (or the handshake).
+/// A 200 response carrying a text polling payload (or the handshake).
 pub(crate) fn text_response(body: Bytes) -> Response<Body> {
+    payload_response(body, false)
+}
+
+/// A 200 response carrying a polling payload, text or (v3 only) binary.
+fn payload_response(body: Bytes, binary: bool) -> Response<Body> {
     let mut res = Response::new(Full::new(body));
     let headers = res.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=UTF-8"),
+        HeaderValue::from_static(if binary {
+            "application/octet-stream"
+        } else {
+            "text/plain; charset=UTF-8"
+        }),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
@@ -65,8 +74,9 @@ impl Encoding {
         }
     }
 
-    /// A 200 polling response with `body`, compressed in this encoding.
-    fn respond(self, body: Bytes) -> Response<Body> {
+    /// A 200 polling response with `body` (a binary payload when `binary`), compressed in this
+    /// encoding.
+    fn respond(self, body: Bytes, binary: bool) -> Response<Body> {
         use std::io::Write as _;
         let compressed = match self {
             Self::Gzip => {
@@ -79,12 +89,12 @@ impl Encoding {
                     flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
                 enc.write_all(&body).and_then(|()| enc.finish())
             }
-            Self::Identity => return text_response(body),
+            Self::Identity => return payload_response(body, binary),
         };
         let Ok(compressed) = compressed else {
-            return text_response(body);
+            return payload_response(body, binary);
         };
-        let mut res = text_response(Bytes::from(compressed));
+        let mut res = payload_response(Bytes::from(compressed), binary);
         res.headers_mut().insert(
             header::CONTENT_ENCODING,
             HeaderValue::from_static(if self == Self::Gzip {
@@ -212,7 +222,9 @@ async fn answer_get(
                         .sum::<usize>()
                         + n,
                 );
-                codec::encode_payload(state.outbox.iter().take(n), &mut out);
+                let binary = session
+                    .polling_framing()
+                    .encode_payload(state.outbox.iter().take(n), &mut out);
                 state.outbox.drain(..n);
                 if !state.outbox.is_empty() {
                     // The rest waits for the next GET.
@@ -221,15 +233,18 @@ async fn answer_get(
                 let metrics = session.metrics();
                 metrics.packets_out.add(n as u64);
                 metrics.bytes_out.add(out.len() as u64);
-                Some(Bytes::from(out))
+                Some((Bytes::from(out), binary))
             } else if closed || state.transport == Transport::Upgrading {
                 // Released by a close or an upgrade with nothing to say: noop.
-                Some(Bytes::from_static(b"6"))
+                let mut out = Vec::with_capacity(3);
+                let noop = Frame::bare(PacketType::Noop);
+                session.polling_framing().encode_payload([&noop], &mut out);
+                Some((Bytes::from(out), false))
             } else {
                 state.drainer_parked = true;
                 None
             };
-            if let Some(body) = body {
+            if let Some((body, binary)) = body {
                 // This GET carries nothing more from now on: a close that comes after this point
                 // must keep the session for the next GET to collect the close packet.
                 state.polling_get = false;
@@ -240,8 +255,8 @@ async fn answer_get(
                     session.forget();
                 }
                 return Ok(match threshold {
-                    Some(min) if body.len() >= min => encoding.respond(body),
-                    _ => text_response(body),
+                    Some(min) if body.len() >= min => encoding.respond(body, binary),
+                    _ => payload_response(body, binary),
                 });
             }
         }
@@ -261,12 +276,13 @@ where
 {
     let _pending = begin(&session, false)?;
     let config = &inner.config;
-    // v4 polling is text only.
-    if req
+    let framing = session.polling_framing();
+    // v4 polling is text only; a v3 client with binary support posts binary payloads.
+    let binary = req
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/octet-stream"))
-    {
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/octet-stream"));
+    if binary && framing == Framing::V4 {
         session.close(CloseReason::TransportError, true);
         return Err(HttpError::BadRequest);
     }
@@ -292,7 +308,7 @@ where
         }
     };
     session.metrics().bytes_in.add(body.len() as u64);
-    let packets = match codec::decode_payload(body, config.max_packets_per_payload) {
+    let packets = match framing.decode_payload(body, binary, config.max_packets_per_payload) {
         Ok(packets) => packets,
         Err(err) => {
             tracing::debug!(sid = session.id(), %err, "invalid polling payload");

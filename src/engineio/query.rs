@@ -9,6 +9,8 @@ pub struct EngineQuery {
     pub transport: Option<String>,
     /// `sid`: the session, once it exists.
     pub sid: Option<String>,
+    /// `b64`: an Engine.IO v3 client without binary support asks for base64 with any non-empty value.
+    pub b64: Option<String>,
 }
 
 /// The longest query string we look at; anything longer is refused as a bad request.
@@ -35,6 +37,7 @@ pub fn parse_engine_query(query: &str) -> EngineQuery {
             "EIO" => &mut q.eio,
             "transport" => &mut q.transport,
             "sid" => &mut q.sid,
+            "b64" => &mut q.b64,
             _ => continue,
         };
         if slot.is_none() {

@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderValue, Uri};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::codec::{Frame, PacketType, Payload};
+use super::codec::{Frame, Framing, PacketType, Payload, Protocol};
 use super::heartbeat::{Action, Heartbeat};
 use super::registry::SessionMap;
 use super::{CloseReason, SessionHandler};
@@ -179,6 +179,8 @@ pub struct Session {
     map: Arc<SessionMap>,
     max_buffered: usize,
     started_on: TransportKind,
+    /// How the polling transport frames packets (fixed by the handshake).
+    framing: Framing,
 }
 
 impl std::fmt::Debug for Session {
@@ -195,6 +197,7 @@ impl Session {
         heartbeat: Heartbeat,
         map: Arc<SessionMap>,
         max_buffered: usize,
+        framing: Framing,
     ) -> Self {
         Self {
             id: id.into_boxed_str(),
@@ -218,6 +221,7 @@ impl Session {
             map,
             max_buffered,
             started_on: transport,
+            framing,
         }
     }
 
@@ -237,6 +241,16 @@ impl Session {
             Transport::WebSocket => TransportKind::WebSocket,
             _ => TransportKind::Polling,
         }
+    }
+
+    /// The Engine.IO protocol revision the client speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.framing.protocol()
+    }
+
+    /// How polling requests of this session frame packets.
+    pub(crate) fn polling_framing(&self) -> Framing {
+        self.framing
     }
 
     /// The transport the session was opened with.
@@ -395,6 +409,16 @@ impl Session {
                 }
                 Ok(())
             }
+            // v3: the client pings and the server answers, after the messages queued before it.
+            PacketType::Ping if self.protocol() == Protocol::V3 => {
+                let mut state = self.lock();
+                state.heartbeat.handle_ping(now);
+                // A full queue has closed the session already.
+                let _ = self.enqueue(state, std::iter::once(Frame::bare(PacketType::Pong)), false);
+                Ok(())
+            }
+            // "invalid heartbeat direction", as the reference says.
+            PacketType::Pong if self.protocol() == Protocol::V3 => Err(CloseReason::TransportError),
             PacketType::Pong => {
                 self.lock().heartbeat.handle_pong(now);
                 self.heartbeat_changed.notify_one();
@@ -473,6 +497,7 @@ impl Session {
             Heartbeat::new(now, interval, timeout),
             map.clone(),
             max_buffered,
+            Framing::V4,
         ));
         map.insert(session.clone());
         session

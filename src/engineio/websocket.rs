@@ -22,7 +22,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes};
 
-use super::codec::{self, Frame, PacketType, Payload};
+use super::codec::{Frame, Framing, PacketType, Payload};
+use super::codec_v3;
 use super::engine::{EngineIo, Inner};
 use super::error::{Body, HttpError};
 use super::session::{RequestInfo, Session, Transport, TransportKind};
@@ -152,6 +153,7 @@ fn switching_protocols<B>(req: &Request<B>) -> Result<Response<Body>, HttpError>
 pub(crate) fn open_session<H: Handler, B: Send + 'static>(
     engine: EngineIo<H>,
     info: Arc<RequestInfo>,
+    framing: Framing,
     req: &mut Request<B>,
 ) -> Result<Response<Body>, HttpError> {
     let res = switching_protocols(req)?;
@@ -166,15 +168,14 @@ pub(crate) fn open_session<H: Handler, B: Send + 'static>(
             }
         };
         let mut ws = WsIo::accept(upgraded, ws_config(engine.config())).await;
-        let (session, open) = engine.open_session(info, TransportKind::WebSocket);
+        let (session, open) = engine.open_session(info, TransportKind::WebSocket, framing);
         if ws.send(Message::text(open)).await.is_err() {
             session.close(CloseReason::TransportClose, false);
             return;
         }
         // The session gets a task of its own: the set-up's futures are large and short-lived, and
         // would otherwise widen the task that holds the connection for its whole life.
-        let fut = serve(session, Box::new(ws));
-        tokio::spawn(fut);
+        tokio::spawn(serve(session, Box::new(ws), framing));
     });
     Ok(res)
 }
@@ -183,6 +184,7 @@ pub(crate) fn open_session<H: Handler, B: Send + 'static>(
 pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
     inner: &Inner<H>,
     session: Arc<Session>,
+    framing: Framing,
     req: &mut Request<B>,
 ) -> Result<Response<Body>, HttpError> {
     let res = switching_protocols(req)?;
@@ -218,7 +220,7 @@ pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
         };
         let mut ws = WsIo::accept(upgraded, ws_config).await;
         match tokio::time::timeout(upgrade_timeout, probe(&session, &mut ws)).await {
-            Ok(true) => run_session(&session, &mut ws).await,
+            Ok(true) => run_session(&session, &mut ws, framing).await,
             Ok(false) | Err(_) => {
                 tracing::debug!(sid = session.id(), "upgrade abandoned");
                 abort_upgrade(&session);
@@ -296,12 +298,12 @@ impl Drop for CloseOnExit<'_> {
 }
 
 /// Serves a session over its WebSocket until either side closes it, as a task of its own.
-async fn serve(session: Arc<Session>, mut ws: Box<Ws>) {
-    run_session(&session, &mut ws).await;
+async fn serve(session: Arc<Session>, mut ws: Box<Ws>, framing: Framing) {
+    run_session(&session, &mut ws, framing).await;
 }
 
-/// Serves a session over its WebSocket until either side closes it.
-async fn run_session(session: &Session, ws: &mut Ws) {
+/// Serves a session over its WebSocket, framed as `framing`, until either side closes it.
+async fn run_session(session: &Session, ws: &mut Ws, framing: Framing) {
     let _guard = CloseOnExit(session);
     let reason = loop {
         let notified = session.notify.notified();
@@ -321,7 +323,11 @@ async fn run_session(session: &Session, ws: &mut Ws) {
             let batch = std::mem::take(&mut state.outbox);
             (batch, state.closed, state.heartbeat.poll_timeout())
         };
-        if !batch.is_empty() && write_all(ws, batch, session.metrics()).await.is_err() {
+        if !batch.is_empty()
+            && write_all(ws, batch, framing, session.metrics())
+                .await
+                .is_err()
+        {
             break CloseReason::TransportClose;
         }
         if closed.is_some() {
@@ -334,7 +340,7 @@ async fn run_session(session: &Session, ws: &mut Ws) {
                 // What the handlers queue while this loop runs them is found on the next look:
                 // no wake-up of this task by itself.
                 session.lock().drainer_parked = false;
-                if let Err(reason) = handle_incoming(session, ws, incoming).await {
+                if let Err(reason) = handle_incoming(session, ws, framing, incoming).await {
                     break reason;
                 }
             }
@@ -351,6 +357,7 @@ async fn run_session(session: &Session, ws: &mut Ws) {
 async fn write_all(
     ws: &mut Ws,
     frames: std::collections::VecDeque<Frame>,
+    framing: Framing,
     metrics: &super::EngineMetrics,
 ) -> Result<(), tungstenite::Error> {
     metrics.packets_out.add(frames.len() as u64);
@@ -367,7 +374,17 @@ async fn write_all(
                 Ok(text) => Message::Text(text),
                 Err(_) => continue,
             },
-            Frame::Binary(bytes) => Message::Binary(bytes),
+            Frame::Binary(bytes) => match framing {
+                Framing::V4 => Message::Binary(bytes),
+                // v3 frames carry the packet type: a leading `4` byte, or `b4` + base64 as text.
+                Framing::V3 { binary: true } => Message::Binary(codec_v3::binary_message(&bytes)),
+                Framing::V3 { binary: false } => {
+                    match Utf8Bytes::try_from(codec_v3::base64_message(&bytes)) {
+                        Ok(text) => Message::Text(text),
+                        Err(_) => continue,
+                    }
+                }
+            },
         };
         ws.feed(msg).await?;
     }
@@ -378,6 +395,7 @@ async fn write_all(
 async fn handle_incoming(
     session: &Session,
     ws: &mut Ws,
+    framing: Framing,
     incoming: Option<Result<Message, tungstenite::Error>>,
 ) -> Result<(), CloseReason> {
     if let Some(Ok(Message::Text(b))) = &incoming {
@@ -388,11 +406,8 @@ async fn handle_incoming(
         session.metrics().bytes_in.add(b.len() as u64);
     }
     let packet = match incoming {
-        Some(Ok(Message::Text(text))) => codec::decode_text(Bytes::from(text)).map_err(|err| {
-            tracing::debug!(sid = session.id(), %err, "invalid websocket packet");
-            CloseReason::ParseError
-        })?,
-        Some(Ok(Message::Binary(bytes))) => codec::decode_binary(bytes),
+        Some(Ok(Message::Text(text))) => framing.decode_text(Bytes::from(text)),
+        Some(Ok(Message::Binary(bytes))) => framing.decode_binary(bytes),
         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return Ok(()),
         Some(Ok(Message::Close(_))) | None => return Err(CloseReason::TransportClose),
         Some(Err(err)) => {
@@ -418,7 +433,11 @@ async fn handle_incoming(
             }
             return Err(CloseReason::TransportClose);
         }
-    };
+    }
+    .map_err(|err| {
+        tracing::debug!(sid = session.id(), %err, "invalid websocket packet");
+        CloseReason::ParseError
+    })?;
     if packet.kind == PacketType::Ping && packet.data == Payload::Text(Bytes::from_static(b"probe"))
     {
         // A stray probe on an established WebSocket: answer it, harmlessly.

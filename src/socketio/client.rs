@@ -4,13 +4,18 @@
 //! a socket, everything else goes to the socket of the packet's namespace. Order is kept: the Engine.IO
 //! layer hands messages one at a time, and while a CONNECT waits on async middlewares, later packets
 //! wait in a backlog and are handled after it, in order.
+//!
+//! An Engine.IO v3 client (socket.io-client 2.x, Socket.IO protocol v4) is connected to `/` as soon
+//! as its session opens, without a CONNECT of its own; it puts its auth in the CONNECT's namespace as
+//! a query string (`0/chat?token=abc`), and gets answers in the older forms (see
+//! [`Client::is_legacy`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use serde_json::json;
 
-use crate::engineio::{CloseReason, Payload, Session, SessionHandler};
+use crate::engineio::{CloseReason, Payload, Protocol, Session, SessionHandler};
 
 use super::io::IoInner;
 use super::namespace::Namespace;
@@ -57,7 +62,18 @@ impl Client {
             }),
         });
         client.spawn_connect_timeout();
+        if client.is_legacy() {
+            // "in protocol v3, the client is implicitly connected to the main namespace".
+            client.handle_packet(Packet::connect("/", None));
+        }
         client
+    }
+
+    /// Whether the client speaks Socket.IO protocol v4 over Engine.IO v3 (socket.io-client 2.x):
+    /// its sockets are named after the session, CONNECT is answered without a payload and a refusal
+    /// carries the middleware's data (or message) as it is.
+    pub(crate) fn is_legacy(&self) -> bool {
+        self.session.protocol() == Protocol::V3
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -115,7 +131,10 @@ impl Client {
     // ===== inbound =====
 
     /// Routes one decoded packet, or queues it behind a CONNECT in progress.
-    fn handle_packet(&self, packet: Packet) {
+    fn handle_packet(&self, mut packet: Packet) {
+        if packet.kind == PacketType::Connect && self.is_legacy() {
+            split_legacy_auth(&mut packet);
+        }
         let mut state = self.lock();
         if state.connecting {
             state.backlog.push_back(packet);
@@ -226,11 +245,23 @@ impl Client {
         for middleware in middlewares {
             if let Err(err) = middleware(socket.clone()).await {
                 ns.adapter().del_all(socket.id());
-                self.send(&Packet::connect_error(
-                    ns.name().to_owned(),
-                    &err.message,
-                    err.data,
-                ));
+                let refusal = if self.is_legacy() {
+                    // Protocol v4 sends `err.data || err.message` as the payload itself.
+                    let data = err
+                        .data
+                        .filter(is_truthy)
+                        .unwrap_or(serde_json::Value::String(err.message));
+                    Packet {
+                        kind: PacketType::ConnectError,
+                        nsp: ns.name().to_owned(),
+                        id: None,
+                        data: Some(data),
+                        attachments: Vec::new(),
+                    }
+                } else {
+                    Packet::connect_error(ns.name().to_owned(), &err.message, err.data)
+                };
+                self.send(&refusal);
                 return;
             }
         }
@@ -262,10 +293,11 @@ impl Client {
             );
         }
         let reply = match socket.pid() {
-            Some(pid) => json!({ "sid": socket.id(), "pid": pid.as_ref() }),
-            None => json!({ "sid": socket.id() }),
+            _ if self.is_legacy() => None,
+            Some(pid) => Some(json!({ "sid": socket.id(), "pid": pid.as_ref() })),
+            None => Some(json!({ "sid": socket.id() })),
         };
-        self.send(&Packet::connect(ns.name().to_owned(), Some(reply)));
+        self.send(&Packet::connect(ns.name().to_owned(), reply));
         ns.adapter()
             .add_all(&socket, std::slice::from_ref(socket.room_id()));
         if !socket.connected() {
@@ -303,6 +335,32 @@ impl Client {
         }
         self.session.close(CloseReason::ForcedClose, true);
     }
+}
+
+/// Whether JavaScript would take `value` as true (`null`, `false`, `0` and `""` are not).
+fn is_truthy(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Null => false,
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        serde_json::Value::String(s) => !s.is_empty(),
+        serde_json::Value::Array(_) | serde_json::Value::Object(_) => true,
+    }
+}
+
+/// Moves the query string a protocol v4 client puts after a CONNECT's namespace
+/// (`/chat?token=abc`) into the auth payload (`{"token": "abc"}`), as the reference does.
+fn split_legacy_auth(packet: &mut Packet) {
+    let Some((nsp, query)) = packet.nsp.split_once('?') else {
+        return;
+    };
+    let auth: serde_json::Map<String, serde_json::Value> =
+        crate::engineio::query::parse_pairs(query)
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+    packet.nsp = nsp.to_owned();
+    packet.data = Some(serde_json::Value::Object(auth));
 }
 
 impl SessionHandler for Client {

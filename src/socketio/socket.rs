@@ -273,14 +273,17 @@ impl Socket {
         let pid = ns
             .recovery()
             .map(|_| Room::from(crate::engineio::sid::generate()));
-        Self::with_ids(
-            ns,
-            client,
-            auth,
-            crate::engineio::sid::generate().into(),
-            pid,
-            false,
-        )
+        // A socket.io-client 2.x socket is named as that client expects: the Engine.IO id on `/`,
+        // `<nsp>#<id>` elsewhere, as the reference does for them. Others get a random id: the
+        // Engine.IO id is a secret of the connection.
+        let id: Room = if !client.is_legacy() {
+            crate::engineio::sid::generate().into()
+        } else if ns.name() == "/" {
+            client.session().id().into()
+        } else {
+            format!("{}#{}", ns.name(), client.session().id()).into()
+        };
+        Self::with_ids(ns, client, auth, id, pid, false)
     }
 
     pub(crate) fn with_ids(
