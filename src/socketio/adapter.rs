@@ -117,10 +117,15 @@ pub fn broadcast_local<A: Adapter + ?Sized>(
     };
     let frames = first.encode(packet);
     let observed = first.ns().observer().is_some();
+    // The recovery offset the event carries, for recovered sockets replaying what they missed.
+    let offset = first
+        .ns()
+        .recovery()
+        .and_then(|recovery| recovery.offset_in(packet.data.as_ref()));
     sockets
         .iter()
         .filter(|socket| {
-            let sent = socket.send_frames(&frames, opts.volatile);
+            let sent = socket.send_broadcast(&frames, opts.volatile, offset);
             if sent && observed {
                 socket.notify_sent(packet);
             }

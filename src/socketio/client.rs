@@ -21,7 +21,7 @@ use super::io::IoInner;
 use super::namespace::Namespace;
 use super::packet::{Limits, Packet, PacketType};
 use super::parser::PacketDecoder;
-use super::recovery::StoredPacket;
+use super::recovery::Resumed;
 use super::socket::{DisconnectReason, Socket, SocketRef};
 
 struct State {
@@ -204,7 +204,7 @@ impl Client {
 
     /// A socket for a CONNECT: restored by connection state recovery when the auth carries a known
     /// `{pid, offset}`, otherwise new. `None` (with CONNECT_ERROR sent) for an unknown namespace.
-    fn new_socket(&self, packet: &mut Packet) -> Option<(SocketRef, Option<Vec<StoredPacket>>)> {
+    fn new_socket(&self, packet: &mut Packet) -> Option<(SocketRef, Option<Resumed>)> {
         let Some(ns) = self.io.namespace_for(&packet.nsp) else {
             self.send(&Packet::connect_error(
                 packet.nsp.clone(),
@@ -214,33 +214,39 @@ impl Client {
             return None;
         };
         let auth = packet.data.take().unwrap_or_else(|| json!({}));
-        let restored = ns.recovery().and_then(|recovery| {
+        let resumed = ns.recovery().and_then(|recovery| {
             let pid = auth.get("pid")?.as_str()?;
             let offset = auth.get("offset")?.as_str()?;
-            recovery.restore(pid, offset)
+            recovery.resume(pid, offset)
         });
-        if let Some((session, missed)) = restored {
-            let socket =
-                Socket::with_ids(ns, self.arc(), auth, session.sid, Some(session.pid), true);
-            socket.set_data(session.data);
-            let socket = Arc::new(socket);
-            socket.ns().adapter().add_all(&socket, &session.rooms);
-            return Some((socket, Some(missed)));
+        if let Some(resumed) = resumed {
+            // Its rooms are joined, and what it missed is gathered, once it is connected.
+            let session = &resumed.session;
+            let socket = Socket::with_ids(
+                ns,
+                self.arc(),
+                auth,
+                session.sid.clone(),
+                Some(session.pid.clone()),
+                true,
+            );
+            socket.set_data(session.data.clone());
+            return Some((Arc::new(socket), Some(resumed)));
         }
         Some((Arc::new(Socket::new(ns, self.arc(), auth)), None))
     }
 
     fn connect(&self, mut packet: Packet) {
-        if let Some((socket, missed)) = self.new_socket(&mut packet) {
-            self.finish_connect(socket, missed);
+        if let Some((socket, resumed)) = self.new_socket(&mut packet) {
+            self.finish_connect(socket, resumed);
         }
     }
 
     async fn connect_with_middlewares(&self, mut packet: Packet, ns: Arc<Namespace>) {
-        let Some((socket, missed)) = self.new_socket(&mut packet) else {
+        let Some((socket, resumed)) = self.new_socket(&mut packet) else {
             return;
         };
-        let skip = missed.is_some() && ns.recovery().is_some_and(|r| r.config.skip_middlewares);
+        let skip = resumed.is_some() && ns.recovery().is_some_and(|r| r.config.skip_middlewares);
         let middlewares = if skip { Vec::new() } else { ns.middlewares() };
         for middleware in middlewares {
             if let Err(err) = middleware(socket.clone()).await {
@@ -269,16 +275,19 @@ impl Client {
             ns.adapter().del_all(socket.id());
             return;
         }
-        self.finish_connect(socket, missed);
+        self.finish_connect(socket, resumed);
     }
 
     /// Registers the socket, replays what a recovered socket missed, replies CONNECT, then runs the
     /// connection handler: handlers are in place before the next packet of this client is read.
     ///
-    /// The socket joins its own room (which makes it a target of namespace-wide broadcasts) only
+    /// A new socket joins its own room (which makes it a target of namespace-wide broadcasts) only
     /// once the CONNECT reply is queued: a broadcast from another thread must not reach the client
-    /// before it knows it is connected.
-    fn finish_connect(&self, socket: SocketRef, missed: Option<Vec<StoredPacket>>) {
+    /// before it knows it is connected. A recovered socket joins its rooms first, with its replay
+    /// gate closed (broadcasts reaching it are held back), then gathers what it missed, queues that
+    /// and the CONNECT reply, and opens the gate: held broadcasts follow the replay in order, and
+    /// any the replay already carried are dropped. Nothing is missed, nothing comes twice.
+    fn finish_connect(&self, socket: SocketRef, resumed: Option<Resumed>) {
         {
             let mut state = self.lock();
             state.sockets.push(socket.clone());
@@ -286,7 +295,17 @@ impl Client {
         }
         let ns = socket.ns().clone();
         socket.set_connected();
-        for packet in missed.unwrap_or_default() {
+        let replay = resumed.and_then(|resumed| {
+            let recovery = ns.recovery()?;
+            let mut rooms = resumed.session.rooms.clone();
+            if !rooms.contains(socket.room_id()) {
+                rooms.push(socket.room_id().clone());
+            }
+            ns.adapter().add_all(&socket, &rooms);
+            Some(recovery.missed(&resumed))
+        });
+        let bound = replay.as_ref().map(|(_, bound)| *bound);
+        for packet in replay.map(|(missed, _)| missed).unwrap_or_default() {
             self.send(
                 &Packet::event(ns.name().to_owned(), packet.data, None)
                     .with_attachments(packet.attachments),
@@ -298,8 +317,12 @@ impl Client {
             None => Some(json!({ "sid": socket.id() })),
         };
         self.send(&Packet::connect(ns.name().to_owned(), reply));
-        ns.adapter()
-            .add_all(&socket, std::slice::from_ref(socket.room_id()));
+        match bound {
+            Some(bound) => socket.open_replay_gate(bound),
+            None => ns
+                .adapter()
+                .add_all(&socket, std::slice::from_ref(socket.room_id())),
+        }
         if !socket.connected() {
             // Its connection closed on another thread meanwhile, and the disconnect left its rooms
             // before the join above: leave them again.

@@ -65,6 +65,13 @@ pub(crate) struct SavedSession {
     at: Instant,
 }
 
+/// A saved session being resumed, and the offset its client saw last.
+#[derive(Debug)]
+pub(crate) struct Resumed {
+    pub(crate) session: SavedSession,
+    after: u64,
+}
+
 #[derive(Debug, Default)]
 struct State {
     next_offset: u64,
@@ -147,32 +154,54 @@ impl Recovery {
         self.sweep(&mut state, now);
     }
 
-    /// The saved session of `pid` and the packets after `offset` meant for it, if it can be
-    /// recovered. The session is consumed.
-    pub(crate) fn restore(
-        &self,
-        pid: &str,
-        offset: &str,
-    ) -> Option<(SavedSession, Vec<StoredPacket>)> {
+    /// Takes the saved session of `pid` if its client's last `offset` can still be resumed from:
+    /// the offset was handed out, and nothing after it has been dropped from the buffer (or the
+    /// client would silently miss it). The session is consumed.
+    pub(crate) fn resume(&self, pid: &str, offset: &str) -> Option<Resumed> {
         let now = Instant::now();
         let mut state = self.lock();
         self.sweep(&mut state, now);
         let after = self.parse_offset(offset)?;
-        // The offset must have been handed out, and nothing after it dropped from the buffer (or the
-        // client would silently miss it).
         let known = after < state.next_offset
             && state.packets.front().is_none_or(|p| p.offset <= after + 1);
         if !known {
             return None;
         }
         let session = state.sessions.remove(pid)?;
+        Some(Resumed { session, after })
+    }
+
+    /// The kept packets after the resumed client's offset that were meant for it, in order, and the
+    /// bound below which every offset has been handed out (so is either among them or not for it).
+    pub(crate) fn missed(&self, resumed: &Resumed) -> (Vec<StoredPacket>, u64) {
+        let state = self.lock();
         let missed = state
             .packets
             .iter()
-            .filter(|p| p.offset > after && is_for(p, &session))
+            .filter(|p| p.offset > resumed.after && is_for(p, &resumed.session))
             .cloned()
             .collect();
-        Some((session, missed))
+        (missed, state.next_offset)
+    }
+
+    /// The offset [`store`](Self::store) gave an event, read back from its data.
+    pub(crate) fn offset_in(&self, data: Option<&Value>) -> Option<u64> {
+        match data? {
+            Value::Array(items) => self.parse_offset(items.last()?.as_str()?),
+            _ => None,
+        }
+    }
+
+    /// [`resume`](Self::resume) and [`missed`](Self::missed) at once.
+    #[cfg(test)]
+    pub(crate) fn restore(
+        &self,
+        pid: &str,
+        offset: &str,
+    ) -> Option<(SavedSession, Vec<StoredPacket>)> {
+        let resumed = self.resume(pid, offset)?;
+        let (missed, _) = self.missed(&resumed);
+        Some((resumed.session, missed))
     }
 
     fn sweep(&self, state: &mut State, now: Instant) {

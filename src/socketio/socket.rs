@@ -233,6 +233,27 @@ pub struct Socket {
     extensions: Mutex<Option<Extensions>>,
     /// Inbound event tokens, when a rate limit is configured.
     bucket: Option<Mutex<Bucket>>,
+    /// A recovered socket's replay gate (see [`ReplayGate`]).
+    replay: Option<Box<ReplayGate>>,
+}
+
+/// Keeps a recovered socket's replay and live broadcasts in order. Until the missed packets are
+/// queued, broadcasts that reach the socket (it has rejoined its rooms) are held; then they follow,
+/// except those with an offset below the bound the replay was gathered at, which it carried already.
+#[derive(Debug, Default)]
+struct ReplayGate(Mutex<GateState>);
+
+#[derive(Debug, Default)]
+struct GateState {
+    open: bool,
+    bound: Option<u64>,
+    held: Vec<(u64, Vec<Frame>)>,
+}
+
+impl ReplayGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A token bucket for the inbound event rate limit.
@@ -320,6 +341,7 @@ impl Socket {
             connected: AtomicBool::new(false),
             data: Mutex::new(None),
             extensions: Mutex::new(None),
+            replay: recovered.then(Box::default),
         }
     }
 
@@ -545,6 +567,54 @@ impl Socket {
             return false;
         }
         session.send_all(frames.iter().cloned()).is_ok()
+    }
+
+    /// Queues a broadcast's frames. `offset` is the recovery offset the event carries, if any: a
+    /// recovered socket's gate holds or drops it (see [`ReplayGate`]).
+    pub(crate) fn send_broadcast(
+        &self,
+        frames: &[Frame],
+        volatile: bool,
+        offset: Option<u64>,
+    ) -> bool {
+        if let (Some(gate), Some(offset)) = (&self.replay, offset) {
+            let mut gate = gate.lock();
+            if gate.bound.is_some_and(|bound| offset < bound) {
+                // The replay carried it.
+                return true;
+            }
+            if !gate.open {
+                gate.held.push((offset, frames.to_vec()));
+                return true;
+            }
+        }
+        self.send_frames(frames, volatile)
+    }
+
+    /// Opens a recovered socket's gate once its replay is queued: broadcasts held meanwhile go out in
+    /// the order they came, minus those below `bound` (the replay carried them). Frames are queued
+    /// with the gate unlocked (queueing may close a slow consumer, whose disconnect handlers may
+    /// broadcast); what arrives meanwhile is held and sent by the next round.
+    pub(crate) fn open_replay_gate(&self, bound: u64) {
+        let Some(gate) = &self.replay else {
+            return;
+        };
+        gate.lock().bound = Some(bound);
+        loop {
+            let held = {
+                let mut gate = gate.lock();
+                if gate.held.is_empty() {
+                    gate.open = true;
+                    return;
+                }
+                std::mem::take(&mut gate.held)
+            };
+            for (offset, frames) in held {
+                if offset >= bound {
+                    self.send_frames(&frames, false);
+                }
+            }
+        }
     }
 
     // ===== rooms and broadcasting =====
