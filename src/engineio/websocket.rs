@@ -305,6 +305,10 @@ async fn serve(session: Arc<Session>, mut ws: Box<Ws>, framing: Framing) {
 /// Serves a session over its WebSocket, framed as `framing`, until either side closes it.
 async fn run_session(session: &Session, ws: &mut Ws, framing: Framing) {
     let _guard = CloseOnExit(session);
+    // One timer for the heartbeat, moved only when its deadline changes (after a ping or a pong),
+    // not registered anew for every message.
+    let heartbeat = tokio::time::sleep_until(session.lock().heartbeat.poll_timeout());
+    tokio::pin!(heartbeat);
     let reason = loop {
         let notified = session.notify.notified();
         tokio::pin!(notified);
@@ -334,6 +338,9 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing) {
             let _ = ws.close(None).await;
             return;
         }
+        if heartbeat.deadline() != deadline {
+            heartbeat.as_mut().reset(deadline);
+        }
 
         tokio::select! {
             incoming = ws.next() => {
@@ -345,7 +352,7 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing) {
                 }
             }
             () = &mut notified => {}
-            () = tokio::time::sleep_until(deadline) => {
+            () = &mut heartbeat => {
                 session.drive_heartbeat(Instant::now());
             }
         }
