@@ -24,7 +24,7 @@ PEER_NAMES = {
     "floor": "floor (tungstenite)",
 }
 COLORS = {"tidings": "#d9480f", "node": "#2f9e44", "socketioxide": "#1971c2", "floor": "#868e96"}
-SCENARIOS = ["idle", "fanout-100", "fanout-max", "echo", "soak"]
+SCENARIOS = ["idle", "idle-polling", "fanout-100", "fanout-max", "echo", "soak"]
 
 
 def g(d, *path):
@@ -76,9 +76,10 @@ ECHO = [
     ("cpu_rt", "server CPU per round trip", lambda d: g(d, "server", "cpu_us_per_round_trip"), "µs", "lower"),
     ("drops", "clients dropped", lambda d: d.get("drops"), "", "lower"),
 ]
-METRICS = {"idle": IDLE, "fanout-100": FANOUT, "fanout-max": FANOUT, "echo": ECHO, "soak": IDLE}
+METRICS = {"idle": IDLE, "idle-polling": IDLE, "fanout-100": FANOUT, "fanout-max": FANOUT, "echo": ECHO, "soak": IDLE}
 TITLES = {
     "idle": "Idle connections held through heartbeats",
+    "idle-polling": "Idle connections opened over long-polling, then upgraded (the browser client's default; the floor has no polling)",
     "fanout-100": "Fan-out at a fixed rate",
     "fanout-max": "Fan-out at the maximum sustainable rate",
     "echo": "Echo, clients in closed loop",
@@ -86,6 +87,7 @@ TITLES = {
 }
 CHART = {
     "idle": ["kib_per_conn", "connect_rate", "hs_p99"],
+    "idle-polling": ["kib_per_conn", "connect_rate", "hs_p99"],
     "fanout-100": ["deliveries", "lat_p99", "cpu_delivery"],
     "fanout-max": ["deliveries", "lat_p99", "cpu_delivery"],
     "echo": ["round_trips", "rtt_p99", "cpu_rt"],

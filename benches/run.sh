@@ -9,7 +9,7 @@
 # Options (each also an environment variable, shown in brackets):
 #   --repeat R          runs per peer and scenario; median and min–max are reported  [BENCH_REPEAT=3]
 #   --peers "a b"       among: tidings node socketioxide floor                         [BENCH_PEERS]
-#   --scenarios "a b"   among: idle fanout-100 fanout-max echo                         [BENCH_SCENARIOS]
+#   --scenarios "a b"   among: idle idle-polling fanout-100 fanout-max echo            [BENCH_SCENARIOS]
 #   --idle-conns N      connections of the idle scenario                               [BENCH_IDLE_CONNS=18000]
 #   --idle-hold S       seconds they are held                                          [BENCH_IDLE_HOLD=10]
 #   --subs N            subscribers of the fan-out scenarios                           [BENCH_SUBS=1000]
@@ -30,7 +30,7 @@ cd "$ROOT"
 QUICK=0
 REPEAT="${BENCH_REPEAT:-}"
 PEERS="${BENCH_PEERS:-tidings node socketioxide floor}"
-SCENARIOS="${BENCH_SCENARIOS:-idle fanout-100 fanout-max echo}"
+SCENARIOS="${BENCH_SCENARIOS:-idle idle-polling fanout-100 fanout-max echo}"
 IDLE_CONNS="${BENCH_IDLE_CONNS:-}"
 IDLE_HOLD="${BENCH_IDLE_HOLD:-}"
 SUBS="${BENCH_SUBS:-}"
@@ -157,6 +157,7 @@ next_src() {
 scenario_args() {
   case "$1" in
     idle) echo "idle --conns $IDLE_CONNS --hold $IDLE_HOLD" ;;
+    idle-polling) echo "--polling idle --conns $IDLE_CONNS --hold $IDLE_HOLD" ;;
     fanout-100) echo "fanout --subs $SUBS --rate $RATE --secs $SECS" ;;
     fanout-max) echo "fanout --subs $SUBS --rate max --secs $SECS" ;;
     echo) echo "echo --clients $CLIENTS --secs $SECS" ;;
@@ -213,6 +214,8 @@ EOF
 
 for scenario in $SCENARIOS; do
   for peer in $PEERS; do
+    # The floor speaks WebSocket only.
+    [[ $scenario == idle-polling && $peer == floor ]] && continue
     for r in $(seq 1 "$REPEAT"); do
       run_one "$scenario" "$peer" "$r" "$REPEAT"
     done

@@ -101,6 +101,152 @@ pub async fn connect(target: &Target, src: Ipv4Addr) -> Result<(Ws, Duration), E
     Ok((ws, start.elapsed()))
 }
 
+/// A TCP connection to the target from `src`, with Nagle off.
+async fn tcp(target: &Target, src: Ipv4Addr) -> Result<TcpStream, Error> {
+    let sock = TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::new(src.into(), 0))?;
+    let stream = sock.connect(target.addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Opens a Socket.IO connection as a browser's client does by default: the Engine.IO handshake
+/// and the CONNECT of namespace `/` over HTTP long-polling (one keep-alive connection), then the
+/// upgrade to WebSocket (`2probe` → `3probe`, `5`) on a second connection, which is returned. The
+/// handshake time runs from the first TCP connect to the CONNECT reply; the whole, upgrade
+/// included, is bounded by the target's timeout.
+pub async fn connect_polling(target: &Target, src: Ipv4Addr) -> Result<(Ws, Duration), Error> {
+    let start = Instant::now();
+    let fut = async {
+        let mut http = tcp(target, src).await?;
+        let base = format!("{}?EIO=4&transport=polling", target.path);
+        let open = http_exchange(&mut http, target, "GET", &base, None).await?;
+        let open: serde_json::Value = serde_json::from_str(
+            open.strip_prefix('0')
+                .ok_or_else(|| format!("expected an open packet, got {open:?}"))?,
+        )?;
+        let sid = open["sid"]
+            .as_str()
+            .ok_or("open packet without sid")?
+            .to_owned();
+        let session = format!("{base}&sid={sid}");
+        http_exchange(&mut http, target, "POST", &session, Some("40")).await?;
+        loop {
+            let body = http_exchange(&mut http, target, "GET", &session, None).await?;
+            let mut packets = body.split('\u{1e}');
+            if packets.any(|p| p.starts_with("40")) {
+                break;
+            }
+            if body.split('\u{1e}').any(|p| p.starts_with("44")) {
+                return Err(format!("connect refused: {body}").into());
+            }
+        }
+        let handshake = start.elapsed();
+        let stream = tcp(target, src).await?;
+        let url = format!(
+            "ws://{}{}?EIO=4&transport=websocket&sid={sid}",
+            target.addr, target.path
+        );
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await?;
+        ws.send(Message::text("2probe")).await?;
+        loop {
+            let text = next_text(&mut ws).await?;
+            if text.as_str() == "3probe" {
+                break;
+            }
+        }
+        ws.send(Message::text("5")).await?;
+        Ok::<_, Error>((ws, handshake))
+    };
+    tokio::time::timeout(target.timeout, fut)
+        .await
+        .map_err(|_| "polling handshake or upgrade timed out")?
+}
+
+/// One HTTP/1.1 request on a keep-alive connection; returns the body of a 200 response.
+async fn http_exchange(
+    stream: &mut TcpStream,
+    target: &Target,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<String, Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain;charset=UTF-8\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        target.addr,
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(1024);
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err("connection closed before the response head".into());
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200") {
+        let line = head.lines().next().unwrap_or("").to_owned();
+        return Err(format!("{method} {path}: {line}").into());
+    }
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+    };
+    let mut body = buf[head_end..].to_vec();
+    if let Some(len) = header("content-length:").and_then(|v| v.parse::<usize>().ok()) {
+        while body.len() < len {
+            if stream.read_buf(&mut body).await? == 0 {
+                return Err("connection closed inside a response body".into());
+            }
+        }
+        body.truncate(len);
+    } else if header("transfer-encoding:").is_some_and(|v| v.contains("chunked")) {
+        // Chunks until the empty one, then the final CRLF.
+        let mut raw = body;
+        body = Vec::new();
+        let mut at = 0;
+        loop {
+            let line_end = loop {
+                if let Some(p) = raw[at..].windows(2).position(|w| w == b"\r\n") {
+                    break at + p;
+                }
+                if stream.read_buf(&mut raw).await? == 0 {
+                    return Err("connection closed inside a chunk header".into());
+                }
+            };
+            let size = usize::from_str_radix(
+                String::from_utf8_lossy(&raw[at..line_end])
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim(),
+                16,
+            )?;
+            let data = line_end + 2;
+            while raw.len() < data + size + 2 {
+                if stream.read_buf(&mut raw).await? == 0 {
+                    return Err("connection closed inside a chunk".into());
+                }
+            }
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&raw[data..data + size]);
+            at = data + size + 2;
+        }
+    } else {
+        return Err("a response without a length".into());
+    }
+    Ok(String::from_utf8(body)?)
+}
+
 /// The next text frame; pings/pongs of the WebSocket layer are skipped, a close is an error.
 pub async fn next_text(ws: &mut Ws) -> Result<Utf8Bytes, Error> {
     loop {

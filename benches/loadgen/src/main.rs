@@ -74,6 +74,10 @@ struct Common {
     /// A label copied into the result (e.g. the peer's name).
     #[arg(long, global = true, default_value = "")]
     label: String,
+    /// Open connections the way a browser's client does: the handshake and CONNECT over HTTP
+    /// long-polling, then the upgrade to WebSocket, on which they are held (`idle` only).
+    #[arg(long, global = true)]
+    polling: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -273,6 +277,7 @@ async fn idle(c: &Common, conns: usize, hold: u64, child: bool) -> Result<Value,
     let drops = Arc::new(AtomicU64::new(0));
     let pings = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
+    let polling = c.polling;
     let start = Instant::now();
     for i in 0..conns {
         let (target, sem, tx, drops, pings) = (
@@ -285,7 +290,11 @@ async fn idle(c: &Common, conns: usize, hold: u64, child: bool) -> Result<Value,
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
             let permit = sem.acquire_owned().await.expect("semaphore open");
-            let opened = client::connect(&target, src.nth(i)).await;
+            let opened = if polling {
+                client::connect_polling(&target, src.nth(i)).await
+            } else {
+                client::connect(&target, src.nth(i)).await
+            };
             drop(permit);
             let mut ws = match opened {
                 Ok((ws, d)) => {
@@ -353,6 +362,7 @@ async fn idle(c: &Common, conns: usize, hold: u64, child: bool) -> Result<Value,
         stats::rss(probe)
     };
     Ok(idle_result(&IdleParts {
+        polling: c.polling,
         conns,
         hold,
         procs: 1,
@@ -366,6 +376,7 @@ async fn idle(c: &Common, conns: usize, hold: u64, child: bool) -> Result<Value,
 }
 
 struct IdleParts<'a> {
+    polling: bool,
     conns: usize,
     hold: u64,
     procs: usize,
@@ -387,6 +398,7 @@ fn idle_result(p: &IdleParts<'_>) -> Value {
     };
     json!({
         "mode": "idle",
+        "polling": p.polling,
         "conns": p.conns,
         "hold_secs": p.hold,
         "procs": p.procs,
@@ -443,6 +455,11 @@ async fn idle_parent(c: &Common, conns: usize, hold: u64, per_proc: usize) -> Re
             &c.threads.to_string(),
             "--timeout",
             &c.timeout.to_string(),
+        ]);
+        if c.polling {
+            cmd.arg("--polling");
+        }
+        cmd.args([
             "idle",
             "--conns",
             &n.to_string(),
@@ -511,6 +528,7 @@ async fn idle_parent(c: &Common, conns: usize, hold: u64, per_proc: usize) -> Re
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after = stats::rss(probe);
     Ok(idle_result(&IdleParts {
+        polling: c.polling,
         conns,
         hold,
         procs,
