@@ -5,7 +5,8 @@
 //! `CONNECT_TIMEOUT_MS`. `RECOVERY_WINDOW_MS` turns connection state recovery on with that window.
 //! `REDIS_URL` joins a Redis cluster (the Node redis-adapter's wire format). `PARSER=msgpack` speaks
 //! the npm `socket.io-msgpack-parser` instead of the default JSON parser (`PARSER=json`).
-//! `ALLOW_EIO3=1` also accepts socket.io-client 2.x (Engine.IO v3).
+//! `ALLOW_EIO3=1` also accepts socket.io-client 2.x (Engine.IO v3). `MAX_PACKETS_PER_POLL` sets the
+//! most packets one polling response carries (default 16).
 //!
 //! Namespaces and events:
 //! - `/`: emits `welcome` `{id}` on connect; see the handlers below for each test event
@@ -330,6 +331,12 @@ async fn main() -> std::io::Result<()> {
     }
     if let Some(d) = env_ms("PING_TIMEOUT_MS") {
         config.engine.ping_timeout = d;
+    }
+    if let Some(n) = std::env::var("MAX_PACKETS_PER_POLL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.engine.max_packets_per_poll = n;
     }
     // socket.io-client 2.x (Engine.IO v3) too.
     config.engine.allow_eio3 = std::env::var("ALLOW_EIO3").is_ok_and(|v| v == "1");
