@@ -142,6 +142,9 @@ pub async fn connect_polling(target: &Target, src: Ipv4Addr) -> Result<(Ws, Dura
             }
         }
         let handshake = start.elapsed();
+        // As the stock client: a poll is pending while the upgrade is probed; the server answers it
+        // (with a noop) once the probe succeeds, and only then does the client send `5`.
+        send_request(&mut http, target, "GET", &session, "").await?;
         let stream = tcp(target, src).await?;
         let url = format!(
             "ws://{}{}?EIO=4&transport=websocket&sid={sid}",
@@ -156,6 +159,7 @@ pub async fn connect_polling(target: &Target, src: Ipv4Addr) -> Result<(Ws, Dura
                 break;
             }
         }
+        read_response(&mut http, "GET", &session).await?;
         ws.send(Message::text("5")).await?;
         Ok::<_, Error>((ws, handshake))
     };
@@ -172,8 +176,18 @@ async fn http_exchange(
     path: &str,
     body: Option<&str>,
 ) -> Result<String, Error> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = body.unwrap_or("");
+    send_request(stream, target, method, path, body.unwrap_or("")).await?;
+    read_response(stream, method, path).await
+}
+
+async fn send_request(
+    stream: &mut TcpStream,
+    target: &Target,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(), Error> {
+    use tokio::io::AsyncWriteExt;
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain;charset=UTF-8\r\n\
          Content-Length: {}\r\n\r\n{body}",
@@ -181,6 +195,12 @@ async fn http_exchange(
         body.len()
     );
     stream.write_all(request.as_bytes()).await?;
+    Ok(())
+}
+
+/// Reads one HTTP/1.1 response; returns the body of a 200.
+async fn read_response(stream: &mut TcpStream, method: &str, path: &str) -> Result<String, Error> {
+    use tokio::io::AsyncReadExt;
     let mut buf = Vec::with_capacity(1024);
     let head_end = loop {
         if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
