@@ -632,6 +632,50 @@ async fn other_paths_are_not_found() {
 
 // ===== polling =====
 
+/// A burst of 40 echoed messages, read back by `user_agent`'s client: how many packets each GET
+/// carried (pings left out).
+async fn burst_sizes(server: &TestServer, user_agent: Option<&str>) -> Vec<usize> {
+    let headers: Vec<(&str, &str)> = user_agent
+        .map(|ua| ("User-Agent", ua))
+        .into_iter()
+        .collect();
+    let open = http(server.addr, "GET", &eio("transport=polling"), &headers, b"")
+        .await
+        .assert_payload();
+    let open: serde_json::Value = serde_json::from_str(&open[0][1..]).unwrap();
+    let sid = open["sid"].as_str().unwrap().to_owned();
+    let burst: Vec<String> = (0..40).map(|i| format!("4m{i}")).collect();
+    post(server.addr, &sid, &burst.join("\u{1e}"))
+        .await
+        .assert_ok();
+    let mut sizes = Vec::new();
+    let mut got = Vec::new();
+    while got.len() < 40 {
+        let packets = poll_skipping_pings(server.addr, &sid).await;
+        sizes.push(packets.len());
+        got.extend(packets);
+    }
+    assert_eq!(got, burst, "every message once, in order");
+    sizes
+}
+
+#[tokio::test]
+async fn polling_responses_hold_at_most_16_packets_for_python_clients_only() {
+    let server = start().await;
+    // python-engineio's clients (requests, aiohttp) refuse payloads of more than 16 packets.
+    for ua in ["python-requests/2.32.3", "Python/3.11 aiohttp/3.10.5"] {
+        let sizes = burst_sizes(&server, Some(ua)).await;
+        assert!(sizes.iter().all(|&n| n <= 16), "{ua}: {sizes:?}");
+        assert!(sizes.len() >= 3, "{ua}: {sizes:?}");
+    }
+    // Anyone else gets the burst in one response.
+    let sizes = burst_sizes(&server, Some("node")).await;
+    assert_eq!(sizes, [40]);
+    let sizes = burst_sizes(&server, None).await;
+    assert_eq!(sizes, [40]);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn polling_echoes_text_and_binary() {
     let server = start().await;

@@ -54,9 +54,17 @@ pub struct EngineConfig {
     pub allow_websocket: bool,
     /// The most packets a client may put in one polling request body. Default 1 024.
     pub max_packets_per_payload: usize,
-    /// The most packets one polling GET response carries. Default 16: python-engineio's client refuses
-    /// a payload of more than 16 packets, and the JavaScript client simply polls again for the rest.
+    /// The most packets one polling GET response carries. Default 1 024 (the rest waits for the next
+    /// GET, which the client sends at once).
     pub max_packets_per_poll: usize,
+    /// Clients that refuse larger polling payloads, recognised by a substring of the `User-Agent` of
+    /// their handshake, get at most `small_poll_packets` per response. Default: the HTTP stacks of
+    /// python-engineio's clients (`python-requests`, `aiohttp`), which refuse a payload of more than
+    /// 16 packets and drop the connection. A cap of 16 for every client would cut the JavaScript
+    /// client's polling throughput under bursts some fifty-fold (benches/results/polling.md).
+    pub small_poll_user_agents: Vec<String>,
+    /// The most packets per polling response for those clients. Default 16.
+    pub small_poll_packets: usize,
     /// The most frames buffered for one session before it counts as a slow consumer and is closed.
     /// Default 8 192.
     pub max_buffered_frames: usize,
@@ -98,7 +106,9 @@ impl Default for EngineConfig {
             allow_polling: true,
             allow_websocket: true,
             max_packets_per_payload: 1024,
-            max_packets_per_poll: 16,
+            max_packets_per_poll: 1024,
+            small_poll_user_agents: vec!["python-requests".to_owned(), "aiohttp".to_owned()],
+            small_poll_packets: 16,
             max_buffered_frames: 8192,
             ws_read_buffer_size: 512,
             ws_write_buffer_size: 16 * 1024,
@@ -123,7 +133,10 @@ impl EngineConfig {
         if self.max_payload == 0 {
             return Err("max payload must be positive".into());
         }
-        if self.max_packets_per_poll == 0 || self.max_packets_per_payload == 0 {
+        if self.max_packets_per_poll == 0
+            || self.max_packets_per_payload == 0
+            || self.small_poll_packets == 0
+        {
             return Err("packet limits must be positive".into());
         }
         if !self.allow_polling && !self.allow_websocket {

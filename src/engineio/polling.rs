@@ -171,13 +171,30 @@ pub(crate) async fn get<H: Handler>(
     encoding: Encoding,
 ) -> Result<Response<Body>, HttpError> {
     let threshold = inner.config.http_compression_threshold;
-    answer_get(
-        session,
-        inner.config.max_packets_per_poll,
-        encoding,
-        threshold,
-    )
-    .await
+    let max = packets_per_poll(&inner.config, &session);
+    answer_get(session, max, encoding, threshold).await
+}
+
+/// The most packets a GET of this session's client may carry (see
+/// [`super::EngineConfig::small_poll_user_agents`]).
+fn packets_per_poll(config: &super::EngineConfig, session: &Session) -> usize {
+    let small = !config.small_poll_user_agents.is_empty()
+        && session
+            .request()
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|ua| ua.to_str().ok())
+            .is_some_and(|ua| {
+                config
+                    .small_poll_user_agents
+                    .iter()
+                    .any(|needle| ua.contains(needle.as_str()))
+            });
+    if small {
+        config.small_poll_packets.min(config.max_packets_per_poll)
+    } else {
+        config.max_packets_per_poll
+    }
 }
 
 async fn answer_get(
