@@ -188,9 +188,13 @@ for (const mode of MODES) {
         const [transport] = await upgrade;
         assert.equal(transport.name, "websocket");
         assert.equal(socket.transport.name, "websocket");
-        // The session has moved: the server now refuses polling for it (code 3 "Bad request").
-        const res = await httpRequest(server.url, "GET", eioPath({ path: PATH, sid: socket.id }));
-        assert.equal(res.status, 400);
+        // The session has moved: the server now refuses polling for it (code 3 "Bad request"). The
+        // client fires "upgrade" once it has sent the upgrade packet; the server moves the session
+        // when it reads it, a moment later (meanwhile a GET gets a noop), so wait for that.
+        const res = await waitUntil(async () => {
+          const r = await httpRequest(server.url, "GET", eioPath({ path: PATH, sid: socket.id }));
+          return r.status === 400 ? r : null;
+        }, "polling to be refused once the upgrade is read");
         assert.deepEqual(JSON.parse(res.body), { code: 3, message: "Bad request" });
       });
     }
