@@ -418,16 +418,21 @@ def main():
     doc["_out"] = str(out)
     (out / "results.md").write_text(markdown(doc))
     passed, failed = check(results)
-    for f in failed:
+    for f, _ in failed:
         print("failed run:", f)
     print(f"bench: {passed} passed, {len(failed)} failed")
-    if args.strict and failed:
+    # Strict (the CI smoke): every Tidings run must pass, and every peer's run must have produced a
+    # result; a comparison peer that lost a connection or a join under load (socketioxide does at its
+    # defaults) is reported, not fatal.
+    fatal = [f for f, (peer, harness) in failed if peer == "tidings" or harness]
+    if args.strict and fatal:
         raise SystemExit(1)
 
 
 def check(results):
     """A run passes when the load generator finished and every connection it asked for was made and
-    kept (loss and latency are results, not failures)."""
+    kept (loss and latency are results, not failures). Failures come with (peer, whether the run
+    produced no result at all)."""
     passed, failed = 0, []
     for scenario, peers in results.items():
         for peer, r in peers.items():
@@ -440,7 +445,7 @@ def check(results):
                     f"{got} of {want} connected" if want is not None and got is not None and got < want else None
                 )
                 if why:
-                    failed.append(f"{scenario} {peer} run {i}: {why}")
+                    failed.append((f"{scenario} {peer} run {i}: {why}", (peer, bool(d.get("error")))))
                 else:
                     passed += 1
     return passed, failed
