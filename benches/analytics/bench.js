@@ -5,13 +5,12 @@
 //
 //   node benches/analytics/bench.js --bin target/release/tidings [--orgs 100] [--dashboards 10]
 //        [--rate 100] [--batch 10] [--secs 20]
-import { spawn } from "node:child_process";
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
+import { startServer } from "../lib/server.js";
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
@@ -25,23 +24,6 @@ const SECS = Number(args.secs ?? 20);
 const API_KEY = "bench-key";
 const RESULTS = join(dirname(fileURLToPath(import.meta.url)), "..", "results");
 
-function startServer() {
-  const child = spawn(BIN, [], {
-    env: { ...process.env, TIDINGS_PORT: "0", TIDINGS_API_KEY: API_KEY, TIDINGS_DEMO: "false", RUST_LOG: "warn" },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("server did not start")), 10_000);
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      const m = /listening on (\S+):(\d+)/.exec(line);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ child, url: `http://127.0.0.1:${m[2]}` });
-      }
-    });
-  });
-}
-
 /** utime + stime of a process, in seconds. */
 function cpuSeconds(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -54,7 +36,7 @@ function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
-const { child, url } = await startServer();
+const { child, url } = await startServer(BIN, { TIDINGS_PORT: "0", TIDINGS_API_KEY: API_KEY, TIDINGS_DEMO: "false", RUST_LOG: "warn" });
 const latencies = [];
 let received = 0;
 const sockets = [];

@@ -12,13 +12,12 @@
 //
 //   node benches/polling/bench.js --bin target/release/examples/test_server
 //        [--burst 5000] [--rounds 5] [--echoes 2000] [--limits 1024,16]
-import { spawn } from "node:child_process";
 import { writeFileSync, mkdirSync } from "node:fs";
 import { cpus } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
+import { startServer } from "../lib/server.js";
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
@@ -29,23 +28,6 @@ const ROUNDS = Number(args.rounds ?? 5);
 const ECHOES = Number(args.echoes ?? 2000);
 const LIMITS = (args.limits ?? "1024,16").split(",").map(Number);
 const OUT = args.out || join(dirname(fileURLToPath(import.meta.url)), "..", "results");
-
-function startServer(limit) {
-  const child = spawn(BIN, [], {
-    env: { ...process.env, PORT: "0", MAX_PACKETS_PER_POLL: String(limit), RUST_LOG: "warn" },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("server did not start")), 10_000);
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      const m = /listening on (\S+):(\d+)/.exec(line);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ child, url: `http://127.0.0.1:${m[2]}` });
-      }
-    });
-  });
-}
 
 function withTimeout(promise, ms, what) {
   let timer;
@@ -63,7 +45,7 @@ function percentile(sorted, p) {
 }
 
 async function measure(limit) {
-  const { child, url } = await startServer(limit);
+  const { child, url } = await startServer(BIN, { PORT: "0", MAX_PACKETS_PER_POLL: String(limit), RUST_LOG: "warn" });
   const socket = io(url, { transports: ["polling"], reconnection: false, forceNew: true });
   try {
     await withTimeout(new Promise((resolve, reject) => {
