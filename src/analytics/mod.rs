@@ -144,6 +144,18 @@ impl Analytics {
             let result = me.authenticate(&socket);
             async move { result }
         });
+        // A resume passes the middleware above first; then it keeps only the organisations its
+        // (new) token grants: other rooms are not rejoined and nothing sent to them is replayed. A
+        // token granting none of them does not resume at all (the saved session stays its owner's).
+        ns.on_resume(|socket, room| {
+            let Some(rest) = room.strip_prefix("org:") else {
+                return false;
+            };
+            let org = rest.split_once(':').map_or(rest, |(org, _)| org);
+            socket
+                .with_extension(|sub: &mut Subscription| sub.grant.allows(org))
+                .unwrap_or(false)
+        });
         this
     }
 
@@ -166,12 +178,8 @@ impl Analytics {
         let grant = match &self.shared.verifier {
             None => Grant::Any,
             Some(verifier) => {
-                let token = socket
-                    .handshake()
-                    .auth()
-                    .get("token")
-                    .and_then(Value::as_str);
-                match token.map(|t| verifier.verify(t)) {
+                let token = socket.handshake().auth_str("token");
+                match token.map(|t| verifier.verify(&t)) {
                     Some(Ok(grant)) => grant,
                     Some(Err(err)) => {
                         tracing::info!(socket = socket.id(), %err, "refused token");

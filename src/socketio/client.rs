@@ -16,9 +16,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use serde_json::json;
 
 use crate::engineio::{CloseReason, Payload, Protocol, Session, SessionHandler};
+use crate::rooms::Room;
 
 use super::io::IoInner;
-use super::namespace::Namespace;
+use super::namespace::{ConnectError, Namespace};
 use super::packet::{Limits, Packet, PacketType};
 use super::parser::PacketDecoder;
 use super::recovery::Resumed;
@@ -33,6 +34,11 @@ struct State {
     backlog: VecDeque<Packet>,
     /// Whether a namespace was ever joined: from then on the connect timeout no longer applies.
     joined: bool,
+    /// The bytes the decoder holds for a binary packet waiting for attachments, as last counted
+    /// in the server's gauge, and since when it has waited.
+    pending: Option<(usize, tokio::time::Instant)>,
+    /// Whether a task watches the attachment deadline.
+    watching: bool,
 }
 
 /// The Socket.IO side of one Engine.IO session.
@@ -45,10 +51,7 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) fn new(session: Arc<Session>, io: Arc<IoInner>) -> Arc<Self> {
-        let limits = Limits {
-            max_attachments: io.config.max_attachments,
-        };
-        let decoder = io.config.parser.decoder(limits);
+        let decoder = io.config.parser.decoder(decoder_limits(&io.config));
         let client = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             session,
@@ -59,6 +62,8 @@ impl Client {
                 connecting: false,
                 backlog: VecDeque::new(),
                 joined: false,
+                pending: None,
+                watching: false,
             }),
         });
         client.spawn_connect_timeout();
@@ -214,10 +219,27 @@ impl Client {
             return None;
         };
         let auth = packet.data.take().unwrap_or_else(|| json!({}));
+        let kept = match &auth {
+            serde_json::Value::Object(map) if map.is_empty() => None,
+            auth => Some(auth.to_string().into_boxed_str()),
+        };
+        if kept
+            .as_ref()
+            .is_some_and(|k| k.len() > self.io.config.max_auth_bytes)
+        {
+            tracing::debug!(sid = self.session.id(), nsp = %packet.nsp, "auth payload too large");
+            ns.metrics().auth_too_large.inc();
+            self.send(&Packet::connect_error(
+                packet.nsp.clone(),
+                "auth payload too large",
+                None,
+            ));
+            return None;
+        }
         let resumed = ns.recovery().and_then(|recovery| {
             let pid = auth.get("pid")?.as_str()?;
             let offset = auth.get("offset")?.as_str()?;
-            recovery.resume(pid, offset)
+            recovery.claim(pid, offset)
         });
         if let Some(resumed) = resumed {
             // Its rooms are joined, and what it missed is gathered, once it is connected.
@@ -225,7 +247,7 @@ impl Client {
             let socket = Socket::with_ids(
                 ns,
                 self.arc(),
-                auth,
+                kept,
                 session.sid.clone(),
                 Some(session.pid.clone()),
                 true,
@@ -233,49 +255,137 @@ impl Client {
             socket.set_data(session.data.clone());
             return Some((Arc::new(socket), Some(resumed)));
         }
-        Some((Arc::new(Socket::new(ns, self.arc(), auth)), None))
+        Some((Arc::new(Socket::new(ns, self.arc(), kept)), None))
     }
 
     fn connect(&self, mut packet: Packet) {
-        if let Some((socket, resumed)) = self.new_socket(&mut packet) {
-            self.finish_connect(socket, resumed);
-        }
+        let Some((socket, resumed)) = self.new_socket(&mut packet) else {
+            return;
+        };
+        // No middlewares: the resume hook is the only check.
+        let (socket, resume) = match self.authorise_resume(&socket, resumed) {
+            Ok(resume) => (socket, resume),
+            Err(()) => (self.fresh_socket(&socket), None),
+        };
+        self.finish_connect(socket, resume);
     }
 
     async fn connect_with_middlewares(&self, mut packet: Packet, ns: Arc<Namespace>) {
         let Some((socket, resumed)) = self.new_socket(&mut packet) else {
             return;
         };
+        // A resume passes the same middlewares as a fresh connect (unless the application opted
+        // out), before anything of the saved session is restored or replayed.
         let skip = resumed.is_some() && ns.recovery().is_some_and(|r| r.config.skip_middlewares);
-        let middlewares = if skip { Vec::new() } else { ns.middlewares() };
-        for middleware in middlewares {
-            if let Err(err) = middleware(socket.clone()).await {
-                ns.adapter().del_all(socket.id());
-                let refusal = if self.is_legacy() {
-                    // Protocol v4 sends `err.data || err.message` as the payload itself.
-                    let data = err
-                        .data
-                        .filter(is_truthy)
-                        .unwrap_or(serde_json::Value::String(err.message));
-                    Packet {
-                        kind: PacketType::ConnectError,
-                        nsp: ns.name().to_owned(),
-                        id: None,
-                        data: Some(data),
-                        attachments: Vec::new(),
-                    }
-                } else {
-                    Packet::connect_error(ns.name().to_owned(), &err.message, err.data)
-                };
-                self.send(&refusal);
+        if !skip {
+            if let Err(err) = self.run_middlewares(&ns, &socket).await {
+                // Someone else's refused attempt with a stolen pid costs the owner nothing.
+                put_back(&ns, resumed);
+                self.refuse(&ns, err);
                 return;
             }
         }
+        let (socket, resume) = match self.authorise_resume(&socket, resumed) {
+            Ok(resume) => (socket, resume),
+            Err(()) => {
+                // Not this session's to resume: a fresh socket, through the same middlewares.
+                let fresh = self.fresh_socket(&socket);
+                if let Err(err) = self.run_middlewares(&ns, &fresh).await {
+                    self.refuse(&ns, err);
+                    return;
+                }
+                (fresh, None)
+            }
+        };
         if self.session.is_closed() {
             ns.adapter().del_all(socket.id());
+            put_back(&ns, resume.map(|(resumed, _)| resumed));
             return;
         }
-        self.finish_connect(socket, resumed);
+        self.finish_connect(socket, resume);
+    }
+
+    /// Runs the namespace's middlewares on `socket`, in order, until one refuses it.
+    async fn run_middlewares(
+        &self,
+        ns: &Namespace,
+        socket: &SocketRef,
+    ) -> Result<(), ConnectError> {
+        for middleware in ns.middlewares() {
+            if let Err(err) = middleware(socket.clone()).await {
+                ns.adapter().del_all(socket.id());
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a middleware's refusal as CONNECT_ERROR.
+    fn refuse(&self, ns: &Namespace, err: ConnectError) {
+        let refusal = if self.is_legacy() {
+            // Protocol v4 sends `err.data || err.message` as the payload itself.
+            let data = err
+                .data
+                .filter(is_truthy)
+                .unwrap_or(serde_json::Value::String(err.message));
+            Packet {
+                kind: PacketType::ConnectError,
+                nsp: ns.name().to_owned(),
+                id: None,
+                data: Some(data),
+                attachments: Vec::new(),
+            }
+        } else {
+            Packet::connect_error(ns.name().to_owned(), &err.message, err.data)
+        };
+        self.send(&refusal);
+    }
+
+    /// The one authorisation step of a resume, once the socket's current credentials passed the
+    /// middlewares: the namespace's resume hook picks the saved rooms those credentials grant.
+    /// `Ok(None)` for a plain connect, `Ok(Some(..))` with the rooms to rejoin, or `Err` when the
+    /// hook granted none of the saved rooms: the attempt is not that session's owner (the saved
+    /// session is handed back untouched, and the socket connects as a new one).
+    fn authorise_resume(
+        &self,
+        socket: &SocketRef,
+        resumed: Option<Resumed>,
+    ) -> Result<Option<(Resumed, Vec<Room>)>, ()> {
+        let Some(resumed) = resumed else {
+            return Ok(None);
+        };
+        let ns = socket.ns();
+        let saved: Vec<&Room> = resumed
+            .session
+            .rooms
+            .iter()
+            .filter(|room| *room != socket.room_id())
+            .collect();
+        let kept: Vec<Room> = saved
+            .iter()
+            .filter(|room| ns.may_rejoin(socket, room))
+            .map(|room| (*room).clone())
+            .collect();
+        if !saved.is_empty() && kept.is_empty() {
+            tracing::debug!(
+                socket = socket.id(),
+                nsp = ns.name(),
+                "resume refused by the resume hook"
+            );
+            put_back(ns, Some(resumed));
+            return Err(());
+        }
+        Ok(Some((resumed, kept)))
+    }
+
+    /// A new socket in place of one whose resume was refused: new ids, the same auth, no data.
+    fn fresh_socket(&self, refused: &SocketRef) -> SocketRef {
+        refused.ns().adapter().del_all(refused.id());
+        Arc::new(Socket::new(
+            refused.ns().clone(),
+            self.arc(),
+            refused.handshake().auth.clone(),
+        ))
     }
 
     /// Registers the socket, replays what a recovered socket missed, replies CONNECT, then runs the
@@ -287,7 +397,7 @@ impl Client {
     /// gate closed (broadcasts reaching it are held back), then gathers what it missed, queues that
     /// and the CONNECT reply, and opens the gate: held broadcasts follow the replay in order, and
     /// any the replay already carried are dropped. Nothing is missed, nothing comes twice.
-    fn finish_connect(&self, socket: SocketRef, resumed: Option<Resumed>) {
+    fn finish_connect(&self, socket: SocketRef, resumed: Option<(Resumed, Vec<Room>)>) {
         {
             let mut state = self.lock();
             state.sockets.push(socket.clone());
@@ -295,14 +405,16 @@ impl Client {
         }
         let ns = socket.ns().clone();
         socket.set_connected();
-        let replay = resumed.and_then(|resumed| {
+        let replay = resumed.and_then(|(resumed, mut rooms)| {
             let recovery = ns.recovery()?;
-            let mut rooms = resumed.session.rooms.clone();
+            // Only the rooms the socket's current credentials grant are rejoined, and what was
+            // sent only to the others is not replayed.
+            let replay = recovery.missed(&resumed, &rooms);
             if !rooms.contains(socket.room_id()) {
                 rooms.push(socket.room_id().clone());
             }
             ns.adapter().add_all(&socket, &rooms);
-            Some(recovery.missed(&resumed))
+            Some(replay)
         });
         let bound = replay.as_ref().map(|(_, bound)| *bound);
         for packet in replay.map(|(missed, _)| missed).unwrap_or_default() {
@@ -360,6 +472,14 @@ impl Client {
     }
 }
 
+/// Hands a claimed saved session back to its namespace's store, as it was, when the resume that
+/// claimed it did not happen.
+fn put_back(ns: &Namespace, resumed: Option<Resumed>) {
+    if let (Some(recovery), Some(resumed)) = (ns.recovery(), resumed) {
+        recovery.put_back(resumed);
+    }
+}
+
 /// Whether JavaScript would take `value` as true (`null`, `false`, `0` and `""` are not).
 fn is_truthy(value: &serde_json::Value) -> bool {
     match value {
@@ -386,14 +506,95 @@ fn split_legacy_auth(packet: &mut Packet) {
     packet.data = Some(serde_json::Value::Object(auth));
 }
 
+impl Client {
+    /// Brings the pending-attachment gauge and deadline up to date after a decode.
+    fn track_pending(&self, state: &mut State) {
+        let now_held = state.decoder.pending_bytes();
+        let gauge = &self.io.metrics.pending_attachment_bytes;
+        match state.pending.take() {
+            Some((held, since)) => {
+                gauge.sub(held);
+                if now_held > 0 {
+                    gauge.add(now_held);
+                    state.pending = Some((now_held, since));
+                }
+            }
+            None if now_held > 0 => {
+                gauge.add(now_held);
+                state.pending = Some((now_held, tokio::time::Instant::now()));
+                if !std::mem::replace(&mut state.watching, true) {
+                    self.watch_attachments();
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Closes the connection when a binary packet's attachments take longer than
+    /// `attachment_timeout`. One task per client at most, and only while something is pending.
+    fn watch_attachments(&self) {
+        let me = self.me.clone();
+        let timeout = self.io.config.attachment_timeout;
+        tokio::spawn(async move {
+            loop {
+                let deadline = {
+                    let Some(client) = me.upgrade() else { return };
+                    let mut state = client.lock();
+                    match state.pending {
+                        Some((_, since)) => since + timeout,
+                        None => {
+                            state.watching = false;
+                            return;
+                        }
+                    }
+                };
+                tokio::time::sleep_until(deadline).await;
+                let Some(client) = me.upgrade() else { return };
+                let expired = client
+                    .lock()
+                    .pending
+                    .is_some_and(|(_, since)| since + timeout <= tokio::time::Instant::now());
+                if expired {
+                    tracing::debug!(sid = client.session.id(), "binary attachments too slow");
+                    client.release_pending();
+                    client.session.close(CloseReason::ParseError, true);
+                }
+            }
+        });
+    }
+
+    /// Drops a partial binary packet and what it held.
+    fn release_pending(&self) {
+        let mut state = self.lock();
+        if let Some((held, _)) = state.pending.take() {
+            self.io.metrics.pending_attachment_bytes.sub(held);
+            state.decoder = self
+                .io
+                .config
+                .parser
+                .decoder(decoder_limits(&self.io.config));
+        }
+    }
+}
+
+/// The decoder limits the configuration sets.
+fn decoder_limits(config: &super::Config) -> Limits {
+    Limits {
+        max_attachments: config.max_attachments,
+        max_pending_bytes: config.max_pending_attachment_bytes,
+    }
+}
+
 impl SessionHandler for Client {
     fn on_message(&self, payload: Payload) {
         let decoded = {
             let mut state = self.lock();
-            match payload {
+            let decoded = match payload {
                 Payload::Text(text) => state.decoder.decode_text(&text),
                 Payload::Binary(bytes) => state.decoder.decode_binary(bytes),
-            }
+            };
+            self.track_pending(&mut state);
+            decoded
         };
         match decoded {
             Ok(Some(packet)) => self.handle_packet(packet),
@@ -406,6 +607,7 @@ impl SessionHandler for Client {
     }
 
     fn on_close(&self, reason: CloseReason) {
+        self.release_pending();
         let sockets = {
             let mut state = self.lock();
             state.backlog.clear();

@@ -39,6 +39,19 @@ pub struct Config {
     /// The most namespaces dynamic patterns may create; connects beyond get "Invalid namespace".
     /// Default 10 000.
     pub max_dynamic_namespaces: usize,
+    /// The largest CONNECT auth payload a socket may keep, in bytes of JSON. A CONNECT with more is
+    /// refused with CONNECT_ERROR "auth payload too large". Default 8 KiB: a token or two. The
+    /// reference has no such limit (only `maxHttpBufferSize` on the whole message), and keeps the
+    /// parsed object for the socket's life; Tidings keeps the JSON text, parsed when asked for.
+    pub max_auth_bytes: usize,
+    /// The most bytes a binary packet still waiting for its attachments may hold (its text part
+    /// and the attachments so far). Over it the connection is closed ("parse error"). Default
+    /// 8 MiB. The reference has no such bound.
+    pub max_pending_attachment_bytes: usize,
+    /// How long the attachments of a binary packet may take to arrive, from its text part. After it
+    /// the connection is closed ("parse error") and what it held is freed. Default 10 s. The
+    /// reference waits forever.
+    pub attachment_timeout: Duration,
 }
 
 /// A token bucket: `burst` events at once, refilled at `per_second`.
@@ -74,6 +87,12 @@ impl std::fmt::Debug for Config {
             .field("event_rate_limit", &self.event_rate_limit)
             .field("max_rooms_per_socket", &self.max_rooms_per_socket)
             .field("max_dynamic_namespaces", &self.max_dynamic_namespaces)
+            .field("max_auth_bytes", &self.max_auth_bytes)
+            .field(
+                "max_pending_attachment_bytes",
+                &self.max_pending_attachment_bytes,
+            )
+            .field("attachment_timeout", &self.attachment_timeout)
             .finish()
     }
 }
@@ -91,6 +110,9 @@ impl Default for Config {
             event_rate_limit: None,
             max_rooms_per_socket: 1000,
             max_dynamic_namespaces: 10_000,
+            max_auth_bytes: 8 * 1024,
+            max_pending_attachment_bytes: 8 * 1024 * 1024,
+            attachment_timeout: Duration::from_secs(10),
         }
     }
 }

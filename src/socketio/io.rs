@@ -34,7 +34,7 @@ pub(crate) struct IoInner {
     dynamic: RwLock<Vec<DynamicNamespace>>,
     allow_request: RwLock<Option<AllowRequest>>,
     dynamic_created: AtomicUsize,
-    metrics: Arc<SocketIoMetrics>,
+    pub(crate) metrics: Arc<SocketIoMetrics>,
     /// Connections waiting to join a namespace, by deadline (oldest first).
     connect_deadlines:
         std::sync::Mutex<std::collections::VecDeque<(tokio::time::Instant, Weak<Client>)>>,
@@ -338,6 +338,50 @@ impl SocketIo {
             "Rooms with members by namespace.",
             "namespace",
             rooms,
+        );
+        let recovery: Vec<_> = namespaces
+            .iter()
+            .filter_map(|ns| Some((ns.name(), ns.recovery_stats()?)))
+            .collect();
+        e.labelled(
+            "tidings_recovery_packets",
+            "gauge",
+            "Packets kept for connection state recovery, by namespace.",
+            "namespace",
+            recovery.iter().map(|(n, s)| (*n, s.packets as u64)),
+        );
+        e.labelled(
+            "tidings_recovery_saved_sessions",
+            "gauge",
+            "Disconnected sessions kept for connection state recovery, by namespace.",
+            "namespace",
+            recovery.iter().map(|(n, s)| (*n, s.saved_sessions as u64)),
+        );
+        e.labelled(
+            "tidings_recovery_saved_session_bytes",
+            "gauge",
+            "Bytes those saved sessions hold (ids, rooms, data), by namespace.",
+            "namespace",
+            recovery.iter().map(|(n, s)| (*n, s.saved_bytes as u64)),
+        );
+        let sio = &self.inner.metrics;
+        e.single(
+            "tidings_auth_retained_bytes",
+            "gauge",
+            "Bytes of CONNECT auth payloads kept by sockets.",
+            sio.auth_bytes.get(),
+        );
+        e.single(
+            "tidings_pending_attachment_bytes",
+            "gauge",
+            "Bytes held for binary packets still waiting for their attachments.",
+            sio.pending_attachment_bytes.get(),
+        );
+        e.single(
+            "tidings_auth_too_large_total",
+            "counter",
+            "CONNECTs refused for an auth payload over max_auth_bytes.",
+            sio.auth_too_large.get(),
         );
         e.single(
             "tidings_packets_in_total",

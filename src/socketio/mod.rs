@@ -35,7 +35,7 @@ pub use io::{SocketIo, SocketIoHandler};
 pub use namespace::{BoxFuture, ConnectError, Namespace, SocketIoMetrics};
 pub use observer::Observer;
 pub use parser::{JsonParser, MsgPackParser, PacketDecoder, Parser, parser_named};
-pub use recovery::RecoveryConfig;
+pub use recovery::{RecoveryConfig, RecoveryStats};
 pub use socket::{
     AckError, AckSender, DisconnectReason, Handshake, IntoRooms, Socket, SocketInfo, SocketRef,
 };

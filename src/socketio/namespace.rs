@@ -26,6 +26,12 @@ pub struct SocketIoMetrics {
     pub rate_limited: Counter,
     /// Disconnects by reason, indexed by [`super::DisconnectReason::index`].
     pub disconnects: [Counter; 8],
+    /// Bytes of CONNECT auth payloads kept by connected (or connecting) sockets.
+    pub auth_bytes: crate::metrics::Gauge,
+    /// Bytes held for binary packets still waiting for their attachments.
+    pub pending_attachment_bytes: crate::metrics::Gauge,
+    /// CONNECTs refused because their auth payload was over `max_auth_bytes`.
+    pub auth_too_large: Counter,
 }
 use super::socket::{IntoRooms, SocketRef};
 
@@ -64,11 +70,15 @@ pub(crate) type ConnectionHandler = Arc<dyn Fn(SocketRef) + Send + Sync>;
 pub(crate) type Middleware =
     Arc<dyn Fn(SocketRef) -> BoxFuture<Result<(), ConnectError>> + Send + Sync>;
 
+/// Decides whether a socket being restored by connection state recovery may rejoin a room.
+pub(crate) type ResumeHook = Arc<dyn Fn(&SocketRef, &str) -> bool + Send + Sync>;
+
 /// A Socket.IO namespace.
 pub struct Namespace {
     name: String,
     on_connection: ConnectionHandler,
     middlewares: RwLock<Vec<Middleware>>,
+    resume_hook: RwLock<Option<ResumeHook>>,
     adapter: Box<dyn Adapter>,
     ack_ids: AtomicU64,
     recovery: Option<Recovery>,
@@ -101,6 +111,7 @@ impl Namespace {
             name,
             on_connection,
             middlewares: RwLock::new(Vec::new()),
+            resume_hook: RwLock::new(None),
             adapter,
             ack_ids: AtomicU64::new(0),
             recovery: recovery.map(Recovery::new),
@@ -123,6 +134,11 @@ impl Namespace {
         self.recovery.as_ref()
     }
 
+    /// What connection state recovery keeps for this namespace now (`None` when it is off).
+    pub fn recovery_stats(&self) -> Option<super::RecoveryStats> {
+        self.recovery.as_ref().map(Recovery::stats)
+    }
+
     /// The namespace name (`/`, `/admin`, ...).
     pub fn name(&self) -> &str {
         &self.name
@@ -143,6 +159,31 @@ impl Namespace {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push(Arc::new(move |s| Box::pin(middleware(s))));
+    }
+
+    /// Decides which of its saved rooms a socket restored by connection state recovery may rejoin.
+    ///
+    /// Called once per saved room (its own id excepted) after the namespace's middlewares accepted
+    /// the socket's *current* credentials, and before anything is replayed: rooms it refuses are not
+    /// rejoined, and packets that were sent only to them are not replayed. A resume carries a
+    /// private id that anyone who learnt it can present, so a service whose rooms are per tenant or
+    /// per user should check here what the new credentials grant. Without a hook every saved room is
+    /// rejoined, as the reference does. Replaces an earlier hook.
+    pub fn on_resume<F>(&self, hook: F)
+    where
+        F: Fn(&SocketRef, &str) -> bool + Send + Sync + 'static,
+    {
+        *self.resume_hook.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+    }
+
+    /// Whether the resume hook lets `socket` rejoin `room` (true without a hook).
+    pub(crate) fn may_rejoin(&self, socket: &SocketRef, room: &str) -> bool {
+        let hook = self
+            .resume_hook
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        hook.is_none_or(|hook| hook(socket, room))
     }
 
     pub(crate) fn middlewares(&self) -> Vec<Middleware> {

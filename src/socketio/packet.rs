@@ -282,6 +282,9 @@ pub enum DecodeError {
     InvalidMsgPack,
     /// msgpack parser: maps and arrays nested deeper than [`super::msgpack::MAX_DEPTH`].
     TooDeep,
+    /// A binary packet and the attachments received for it so far hold more than
+    /// [`Limits::max_pending_bytes`].
+    PendingTooLarge,
 }
 
 impl fmt::Display for DecodeError {
@@ -302,6 +305,7 @@ impl fmt::Display for DecodeError {
             Self::InvalidUtf8 => "invalid UTF-8",
             Self::InvalidMsgPack => "invalid msgpack",
             Self::TooDeep => "nested too deep",
+            Self::PendingTooLarge => "binary packet too large",
         })
     }
 }
@@ -318,12 +322,17 @@ pub struct Limits {
     /// `maxAttachments`; a larger count is refused before anything is buffered. The msgpack parser
     /// applies it to the binary values of one packet.
     pub max_attachments: usize,
+    /// The most bytes a binary packet still waiting for attachments may hold: its text part and
+    /// the attachments received so far. Default 8 MiB (the reference has no such bound; its
+    /// `maxHttpBufferSize` caps each message, not the packet they add up to).
+    pub max_pending_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_attachments: 10,
+            max_pending_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -344,8 +353,15 @@ enum State {
     /// No partial packet.
     #[default]
     Idle,
-    /// A binary packet waiting for `expected` attachments in total.
-    Collecting { packet: Packet, expected: usize },
+    /// A binary packet waiting for `expected` attachments in total. Its text part is kept as it
+    /// came (checked already, parsed again once complete): a parsed JSON tree takes tens of times
+    /// the bytes of its text, for as long as the attachments take to come.
+    Collecting {
+        text: Bytes,
+        attachments: Vec<Bytes>,
+        expected: usize,
+        held: usize,
+    },
 }
 
 impl Decoder {
@@ -377,7 +393,17 @@ impl Decoder {
         if expected == 0 {
             return Ok(Some(packet));
         }
-        self.state = State::Collecting { packet, expected };
+        if text.len() > self.limits.max_pending_bytes {
+            return Err(DecodeError::PendingTooLarge);
+        }
+        drop(packet);
+        self.state = State::Collecting {
+            text: Bytes::copy_from_slice(text),
+            // Not the declared count: a client may declare many and send none.
+            attachments: Vec::new(),
+            expected,
+            held: text.len(),
+        };
         Ok(None)
     }
 
@@ -388,23 +414,45 @@ impl Decoder {
     pub fn decode_binary(&mut self, bytes: Bytes) -> Result<Option<Packet>, DecodeError> {
         // socket.io-parser: "got binary data when not reconstructing a packet".
         let State::Collecting {
-            mut packet,
+            text,
+            mut attachments,
             expected,
+            held,
         } = std::mem::take(&mut self.state)
         else {
             return Err(DecodeError::UnexpectedBinary);
         };
-        packet.attachments.push(bytes);
-        if packet.attachments.len() < expected {
-            self.state = State::Collecting { packet, expected };
+        let held = held.saturating_add(bytes.len());
+        if held > self.limits.max_pending_bytes {
+            return Err(DecodeError::PendingTooLarge);
+        }
+        attachments.push(bytes);
+        if attachments.len() < expected {
+            self.state = State::Collecting {
+                text,
+                attachments,
+                expected,
+                held,
+            };
             return Ok(None);
         }
+        // The text was checked when it came; parsing it again cannot fail differently.
+        let (mut packet, _) = parse_text(&text, self.limits)?;
+        packet.attachments = attachments;
         Ok(Some(packet))
     }
 
     /// Whether a binary packet is waiting for attachments (the next message must be binary).
     pub fn is_awaiting_attachments(&self) -> bool {
         matches!(self.state, State::Collecting { .. })
+    }
+
+    /// The bytes a binary packet waiting for attachments holds (0 when none waits).
+    pub fn pending_bytes(&self) -> usize {
+        match self.state {
+            State::Collecting { held, .. } => held,
+            State::Idle => 0,
+        }
     }
 }
 
@@ -1052,14 +1100,20 @@ mod tests {
 
     #[test]
     fn attachment_limit_is_configurable() {
-        let mut decoder = Decoder::new(Limits { max_attachments: 2 });
+        let mut decoder = Decoder::new(Limits {
+            max_attachments: 2,
+            ..Limits::default()
+        });
         assert_eq!(
             decoder.decode_text(br#"53-["a"]"#),
             Err(DecodeError::TooManyAttachments)
         );
         assert_eq!(decoder.decode_text(br#"52-["a"]"#), Ok(None));
 
-        let mut none = Decoder::new(Limits { max_attachments: 0 });
+        let mut none = Decoder::new(Limits {
+            max_attachments: 0,
+            ..Limits::default()
+        });
         assert_eq!(
             none.decode_text(br#"51-["a"]"#),
             Err(DecodeError::TooManyAttachments)
@@ -1077,6 +1131,7 @@ mod tests {
     fn huge_limit_does_not_preallocate_the_declared_count() {
         let mut decoder = Decoder::new(Limits {
             max_attachments: usize::MAX,
+            ..Limits::default()
         });
         assert_eq!(
             decoder.decode_text(br#"5999999999999999999-["a"]"#),
@@ -1239,6 +1294,7 @@ mod tests {
             InvalidUtf8,
             InvalidMsgPack,
             TooDeep,
+            PendingTooLarge,
         ];
         let messages: std::collections::HashSet<String> =
             all.iter().map(ToString::to_string).collect();

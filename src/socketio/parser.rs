@@ -38,6 +38,12 @@ pub trait PacketDecoder: Send + fmt::Debug {
 
     /// A binary message.
     fn decode_binary(&mut self, bytes: Bytes) -> Result<Option<Packet>, DecodeError>;
+
+    /// The bytes held for a packet still waiting for more messages (its binary attachments); 0
+    /// when none waits.
+    fn pending_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// The parser a name selects, for flags and environment variables: `"json"` ([`JsonParser`]) or
@@ -79,6 +85,10 @@ impl PacketDecoder for packet::Decoder {
 
     fn decode_binary(&mut self, bytes: Bytes) -> Result<Option<Packet>, DecodeError> {
         Self::decode_binary(self, bytes)
+    }
+
+    fn pending_bytes(&self) -> usize {
+        Self::pending_bytes(self)
     }
 }
 

@@ -135,8 +135,10 @@ impl std::error::Error for AckError {}
 #[derive(Debug, Clone)]
 pub struct Handshake {
     request: Arc<RequestInfo>,
-    /// Boxed, and `None` for the usual empty object: a `Value` is large and most clients send none.
-    auth: Option<Box<Value>>,
+    /// The auth payload as the JSON text it came as (at most `max_auth_bytes`), `None` for the
+    /// usual empty object. A parsed `Value` tree takes tens of times the bytes of its text, for the
+    /// socket's whole life.
+    pub(crate) auth: Option<Box<str>>,
 }
 
 impl Handshake {
@@ -158,11 +160,26 @@ impl Handshake {
             .map(|(_, v)| v)
     }
 
-    /// The auth payload the client sent with CONNECT (`{}` when none).
-    pub fn auth(&self) -> &Value {
-        static EMPTY: std::sync::LazyLock<Value> =
-            std::sync::LazyLock::new(|| Value::Object(serde_json::Map::new()));
-        self.auth.as_deref().unwrap_or(&EMPTY)
+    /// The auth payload the client sent with CONNECT (`{}` when none), parsed from the JSON text
+    /// the socket keeps (see [`Handshake::auth_json`]).
+    pub fn auth(&self) -> Value {
+        self.auth
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_else(|| Value::Object(serde_json::Map::new()))
+    }
+
+    /// The auth payload as JSON text (`{}` when none): what the socket keeps of it.
+    pub fn auth_json(&self) -> &str {
+        self.auth.as_deref().unwrap_or("{}")
+    }
+
+    /// The auth payload's field `key`, if it is a string.
+    pub fn auth_str(&self, key: &str) -> Option<String> {
+        match self.auth().get(key)? {
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        }
     }
 
     /// The remote address.
@@ -280,6 +297,13 @@ impl Bucket {
 
 type Extensions = HashMap<std::any::TypeId, Box<dyn std::any::Any + Send + Sync>>;
 
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let kept = self.handshake.auth.as_deref().map_or(0, str::len);
+        self.ns.metrics().auth_bytes.sub(kept);
+    }
+}
+
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Socket")
@@ -290,7 +314,7 @@ impl std::fmt::Debug for Socket {
 }
 
 impl Socket {
-    pub(crate) fn new(ns: Arc<Namespace>, client: Arc<Client>, auth: Value) -> Self {
+    pub(crate) fn new(ns: Arc<Namespace>, client: Arc<Client>, auth: Option<Box<str>>) -> Self {
         let pid = ns
             .recovery()
             .map(|_| Room::from(crate::engineio::sid::generate()));
@@ -310,11 +334,14 @@ impl Socket {
     pub(crate) fn with_ids(
         ns: Arc<Namespace>,
         client: Arc<Client>,
-        auth: Value,
+        auth: Option<Box<str>>,
         id: Room,
         pid: Option<Room>,
         recovered: bool,
     ) -> Self {
+        ns.metrics()
+            .auth_bytes
+            .add(auth.as_deref().map_or(0, str::len));
         let request = client.session().request().clone();
         let bucket = client.io().config.event_rate_limit.map(|limit| {
             Mutex::new(Bucket {
@@ -329,13 +356,7 @@ impl Socket {
             recovered,
             ns,
             client,
-            handshake: Handshake {
-                request,
-                auth: match auth {
-                    Value::Object(map) if map.is_empty() => None,
-                    auth => Some(Box::new(auth)),
-                },
-            },
+            handshake: Handshake { request, auth },
             handlers: RwLock::new(Handlers::default()),
             acks: Mutex::new(None),
             connected: AtomicBool::new(false),
