@@ -105,6 +105,35 @@ struct Cli {
     /// package), served at `/admin-ui/`.
     #[arg(long, env = "TIDINGS_ADMIN_UI_STATIC", requires = "admin_ui_username")]
     admin_ui_static: Option<PathBuf>,
+    /// The largest CONNECT auth payload a socket may keep, in bytes of JSON (larger: CONNECT_ERROR).
+    #[arg(long, env = "TIDINGS_MAX_AUTH_BYTES", default_value_t = 8 * 1024)]
+    max_auth_bytes: usize,
+    /// The most bytes a binary packet waiting for its attachments may hold.
+    #[arg(long, env = "TIDINGS_MAX_PENDING_ATTACHMENT_BYTES", default_value_t = 8 * 1024 * 1024)]
+    max_pending_attachment_bytes: usize,
+    /// How long a binary packet's attachments may take to arrive, in milliseconds.
+    #[arg(long, env = "TIDINGS_ATTACHMENT_TIMEOUT_MS", default_value_t = 10_000)]
+    attachment_timeout_ms: u64,
+    /// Connection state recovery: the most packets kept for replay, all rooms together.
+    #[arg(long, env = "TIDINGS_RECOVERY_MAX_PACKETS", default_value_t = 10_000)]
+    recovery_max_packets: usize,
+    /// Connection state recovery: the most packets kept for one room.
+    #[arg(
+        long,
+        env = "TIDINGS_RECOVERY_MAX_PACKETS_PER_ROOM",
+        default_value_t = 1_000
+    )]
+    recovery_max_packets_per_room: usize,
+    /// Connection state recovery: the most disconnected sessions kept.
+    #[arg(
+        long,
+        env = "TIDINGS_RECOVERY_MAX_SAVED_SESSIONS",
+        default_value_t = 10_000
+    )]
+    recovery_max_saved_sessions: usize,
+    /// Connection state recovery: the most bytes those saved sessions may hold.
+    #[arg(long, env = "TIDINGS_RECOVERY_MAX_SAVED_BYTES", default_value_t = 16 * 1024 * 1024)]
+    recovery_max_saved_bytes: usize,
 }
 
 /// The analytics service, with the Admin UI's files in front when they are served.
@@ -212,8 +241,14 @@ async fn run(cli: Cli) -> Result<(), String> {
         tracing::info!(uid = factory.uid(), "joined the redis cluster");
         config.adapter = Some(std::sync::Arc::new(factory));
     }
+    config.max_auth_bytes = cli.max_auth_bytes;
+    config.max_pending_attachment_bytes = cli.max_pending_attachment_bytes;
+    config.attachment_timeout = Duration::from_millis(cli.attachment_timeout_ms);
     let mut recovery = RecoveryConfig::default();
-    recovery.skip_middlewares = false;
+    recovery.max_packets = cli.recovery_max_packets;
+    recovery.max_packets_per_room = cli.recovery_max_packets_per_room;
+    recovery.max_saved_sessions = cli.recovery_max_saved_sessions;
+    recovery.max_saved_bytes = cli.recovery_max_saved_bytes;
     config.recovery = Some(recovery);
 
     let mut analytics_config = AnalyticsConfig::default();
@@ -246,6 +281,16 @@ async fn run(cli: Cli) -> Result<(), String> {
         admin_ui_static = ?cli.admin_ui_static,
         demo,
         "effective configuration"
+    );
+    tracing::info!(
+        max_auth_bytes = cli.max_auth_bytes,
+        max_pending_attachment_bytes = cli.max_pending_attachment_bytes,
+        attachment_timeout_ms = cli.attachment_timeout_ms,
+        recovery_max_packets = cli.recovery_max_packets,
+        recovery_max_packets_per_room = cli.recovery_max_packets_per_room,
+        recovery_max_saved_sessions = cli.recovery_max_saved_sessions,
+        recovery_max_saved_bytes = cli.recovery_max_saved_bytes,
+        "effective socket.io limits"
     );
     if development {
         tracing::warn!(
