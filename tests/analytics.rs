@@ -578,3 +578,75 @@ async fn a_token_before_its_nbf_is_refused() {
     let ready = token(&["acme"], now_secs() + 3600, Some(now_secs() - 1));
     connected(s.addr, &json!({ "token": ready })).await;
 }
+// ===== the binary =====
+
+/// Runs the `tidings` binary with `args` and `env`; returns it with its main and metrics addresses.
+async fn run_binary(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, SocketAddr, Option<SocketAddr>) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"));
+    cmd.args(args)
+        .env_clear()
+        .env("TIDINGS_PORT", "0")
+        .env("TIDINGS_DEMO", "false")
+        .env("RUST_LOG", "error")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("the tidings binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let (mut main, mut metrics) = (None, None);
+    bounded(WAIT, "the binary's addresses", async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(addr) = line.strip_prefix("metrics on ") {
+                metrics = Some(addr.parse().unwrap());
+            }
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                main = Some(addr.parse().unwrap());
+                break;
+            }
+        }
+    })
+    .await;
+    // Keep reading, so that the binary never writes to a closed pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, main.expect("a listening line"), metrics)
+}
+
+#[tokio::test]
+async fn the_binary_fails_closed_and_serves_metrics_apart() {
+    let (mut child, addr, metrics) = run_binary(
+        &["--metrics-addr", "127.0.0.1:0"],
+        &[("TIDINGS_AUTH_SECRET", SECRET)],
+    )
+    .await;
+    let res = post_events(addr, "acme", None, &message(now_ms())).await;
+    assert_eq!(res.status, 503, "{}", res.text());
+    assert_eq!(
+        http(addr, "GET", "/api/v1/stats", &[], b"").await.status,
+        503
+    );
+    assert_eq!(http(addr, "GET", "/metrics", &[], b"").await.status, 404);
+    let metrics = metrics.expect("a metrics line");
+    let res = http(metrics, "GET", "/metrics", &[], b"").await;
+    assert_eq!(res.status, 200);
+    assert!(res.text().contains("tidings_analytics_events_in_total 0"));
+    child.kill().await.unwrap();
+
+    // `--api-open` (here through its variable) opens it; metrics are back on the main port.
+    let (mut child, addr, _) = run_binary(
+        &[],
+        &[
+            ("TIDINGS_AUTH_SECRET", SECRET),
+            ("TIDINGS_API_OPEN", "true"),
+        ],
+    )
+    .await;
+    let res = post_events(addr, "acme", None, &message(now_ms())).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(http(addr, "GET", "/metrics", &[], b"").await.status, 200);
+    child.kill().await.unwrap();
+}
