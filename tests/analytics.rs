@@ -502,6 +502,83 @@ async fn history_requests_count_against_the_event_rate_limit() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_history_requests_does_not_delay_another_dashboard() {
+    let s = start(production, |_| {}).await;
+    // A full history for the flooded organisation: 1 000 updates of about 600 bytes.
+    let base = now_ms() - 60_000;
+    for chunk in 0..4u64 {
+        let batch: Vec<Value> = (0..250)
+            .map(|i| {
+                let mut m = message(base + chunk * 250 + i);
+                m["data"]["content"] = Value::from("x".repeat(500));
+                m
+            })
+            .collect();
+        let res = post_events(s.addr, "big", Some(KEY), &Value::Array(batch)).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+    }
+    let exp = now_secs() + 3600;
+    let mut flooders = Vec::new();
+    for _ in 0..2 {
+        let mut ws = connected(s.addr, &json!({ "token": token(&["big"], exp, None) })).await;
+        call(
+            &mut ws,
+            1,
+            "join:analytics",
+            &json!({ "organizationId": "big" }),
+        )
+        .await;
+        flooders.push(tokio::spawn(async move {
+            // 100 requests for the largest page, as fast as the answers are read.
+            for id in 2..102u64 {
+                let page = call(
+                    &mut ws,
+                    id,
+                    "request:history",
+                    &json!({ "since": 0, "limit": 100_000 }),
+                )
+                .await;
+                assert_eq!(page["ok"], true);
+                assert_eq!(page["more"], true);
+            }
+        }));
+    }
+    let mut canary = connected(s.addr, &json!({ "token": token(&["canary"], exp, None) })).await;
+    call(
+        &mut canary,
+        1,
+        "join:analytics",
+        &json!({ "organizationId": "canary" }),
+    )
+    .await;
+    // Live updates to the canary while the flood runs: each is posted, then awaited.
+    let mut worst = Duration::ZERO;
+    let mut rounds = 0;
+    while rounds < 20 || (!flooders.iter().all(|f| f.is_finished()) && rounds < 2000) {
+        rounds += 1;
+        let posted = Instant::now();
+        let res = post_events(s.addr, "canary", Some(KEY), &message(now_ms())).await;
+        assert_eq!(body_json(&res)["delivered"], 1);
+        loop {
+            let packet = ws_text(&mut canary).await;
+            if packet.starts_with("42[\"analytics:update\"") {
+                break;
+            }
+        }
+        worst = worst.max(posted.elapsed());
+    }
+    for f in flooders {
+        bounded(Duration::from_secs(60), "the flooders", f)
+            .await
+            .unwrap();
+    }
+    assert!(
+        worst < Duration::from_secs(1),
+        "a live update took {worst:?} during the flood ({rounds} rounds)"
+    );
+}
+
 // ===== tokens =====
 
 #[tokio::test]

@@ -80,12 +80,17 @@ async fn sweep(expiry: Arc<Expiry>, io: SocketIo) {
         let notified = expiry.wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (due, next) = expiry.take_due(super::now_ms());
+        let now_ms = super::now_ms();
+        let (due, next) = expiry.take_due(now_ms);
         if let (false, Some(ns)) = (due.is_empty(), io.of("/")) {
             for id in due {
                 let Some(socket) = ns.socket(&id) else {
                     continue;
                 };
+                // The id may have come back (a resumed session) with a fresh token since.
+                if !super::token_expired(&socket, now_ms) {
+                    continue;
+                }
                 tracing::debug!(socket = %id, "token expired; disconnecting");
                 socket.emit(
                     "analytics:error",

@@ -550,6 +550,14 @@ fn restore_subscription(socket: &SocketRef) {
     }
 }
 
+/// Whether the socket's token has expired at `now_ms` (development-mode sockets never expire).
+fn token_expired(socket: &SocketRef, now_ms: u64) -> bool {
+    socket
+        .with_extension(|sub: &mut Subscription| sub.expires_ms)
+        .flatten()
+        .is_some_and(|deadline| deadline <= now_ms)
+}
+
 /// The `organizationId` of the first argument (an object, or the id as a plain string).
 fn org_arg(args: &Args) -> Option<String> {
     match args.values.first()? {
