@@ -3,7 +3,7 @@
 //! the stock client bundle at `<path>socket.io.js`, and `GET /metrics` unless it has a listener of
 //! its own ([`Analytics::metrics_service`]).
 //!
-//! Access to the API (events and stats) is decided in one place, [`Analytics::api_access`]: with an
+//! Access to the API (events and stats) is decided in one place (`Analytics::api_access`): with an
 //! API key it needs `Authorization: Bearer <key>` (else 401); without one it is open only in
 //! development mode or with [`AnalyticsConfig::api_open`](super::AnalyticsConfig::api_open), and in
 //! production mode it fails closed with 503 (the service is not configured to take requests: no

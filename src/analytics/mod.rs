@@ -3,7 +3,9 @@
 //!
 //! Socket side (namespace `/`):
 //! - `join:analytics` `{organizationId}` → joins room `org:{id}` (ack `{ok:true, room}` or
-//!   `{ok:false, error}`), `leave:analytics` `{organizationId}`;
+//!   `{ok:false, error}`: `forbidden`, `invalid organizationId`, or `room limit reached` past
+//!   `max_rooms_per_socket`, in which case the socket does not count as joined),
+//!   `leave:analytics` `{organizationId}`;
 //! - `subscribe:events` / `unsubscribe:events` with a list of update types (default: all);
 //! - `request:history` `{since, limit?, organizationId?}` → ack `{ok, events, more}`: one page of
 //!   the updates after `since` (ms) of the joined organisations (or of one of them), oldest first, at
@@ -16,7 +18,7 @@
 //! Updates go out as `analytics:update` `{type, organizationId, data, timestamp}`.
 //!
 //! A socket whose token expires gets `analytics:error` `{code: "token_expired"}` and is then
-//! disconnected by the server (see [`expiry`]); a token before its `nbf` is refused at connect.
+//! disconnected by the server (one sweeper task watches every deadline); a token before its `nbf` is refused at connect.
 //!
 //! Tenant isolation: with a secret configured, a socket must connect with `auth: {token}`, an HS256
 //! token whose `orgs` claim lists what it may join. Delivery is by room: a socket is in
