@@ -205,6 +205,37 @@ mod tests {
         assert_eq!(texts(&h.page(["a"], 0, ALL, 200)), ["200"]);
     }
 
+    fn shard_index(h: &History, org: &str) -> usize {
+        (h.hasher.hash_one(org) % SHARDS as u64) as usize
+    }
+
+    #[test]
+    fn an_organisation_is_recorded_while_another_ones_shard_is_locked() {
+        let h = std::sync::Arc::new(History::new(10, Duration::from_secs(3600)));
+        let other = (0..)
+            .map(|i| format!("org{i}"))
+            .find(|o| shard_index(&h, o) != shard_index(&h, "busy"))
+            .unwrap();
+        // A reader of "busy" holds its shard (as a page being gathered does).
+        let held = h.shard("busy");
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let writer = {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                h.record(&other, 1, Bytes::from_static(b"1"), 10);
+                let page = h.page([other.as_str()], 0, ALL, 10);
+                done_tx.send(page.events.len()).unwrap();
+            })
+        };
+        assert_eq!(
+            done_rx.recv_timeout(Duration::from_secs(5)),
+            Ok(1),
+            "another organisation waited for the lock"
+        );
+        drop(held);
+        writer.join().unwrap();
+    }
+
     #[test]
     fn pages_by_count_and_walks_the_history_with_since() {
         let h = History::new(100, Duration::from_secs(3600));
