@@ -343,6 +343,42 @@ async fn a_join_past_the_room_limit_says_it_failed_and_claims_nothing() {
     assert_eq!(b, json!({ "ok": true, "room": "org:b" }));
 }
 
+#[tokio::test]
+async fn a_subscription_past_the_room_limit_says_it_failed_and_is_taken_back() {
+    let s = start(production, |c| c.max_rooms_per_socket = 7).await;
+    let exp = now_secs() + 3600;
+    let mut ws = connected(s.addr, &json!({ "token": token(&["a", "b"], exp, None) })).await;
+    let types = call(&mut ws, 1, "unsubscribe:events", &json!(["metrics"])).await;
+    assert_eq!(
+        types,
+        json!({ "ok": true, "types": ["message", "sentiment"] })
+    );
+    // Own room + 2 x (org room + two type rooms) = 7.
+    for (id, org) in [(2, "a"), (3, "b")] {
+        let joined = call(
+            &mut ws,
+            id,
+            "join:analytics",
+            &json!({ "organizationId": org }),
+        )
+        .await;
+        assert_eq!(joined["ok"], true, "{org}");
+    }
+    let more = call(&mut ws, 4, "subscribe:events", &json!(["metrics"])).await;
+    assert_eq!(more, json!({ "ok": false, "error": "room limit reached" }));
+    // The subscription still says what is delivered.
+    let types = call(&mut ws, 5, "subscribe:events", &json!([])).await;
+    assert_eq!(
+        types,
+        json!({ "ok": true, "types": ["message", "sentiment"] })
+    );
+    let metrics = json!({ "type": "metrics", "data": { "totalMessages": 1 } });
+    let res = post_events(s.addr, "a", Some(KEY), &metrics).await;
+    assert_eq!(body_json(&res)["delivered"], 0);
+    let res = post_events(s.addr, "a", Some(KEY), &message(now_ms())).await;
+    assert_eq!(body_json(&res)["delivered"], 1);
+}
+
 fn now_ms() -> u64 {
     tidings::analytics::now_ms()
 }

@@ -18,7 +18,8 @@
 //! Updates go out as `analytics:update` `{type, organizationId, data, timestamp}`.
 //!
 //! A socket whose token expires gets `analytics:error` `{code: "token_expired"}` and is then
-//! disconnected by the server (one sweeper task watches every deadline); a token before its `nbf` is refused at connect.
+//! disconnected by the server (one sweeper task watches every deadline); a token before its `nbf`
+//! is refused at connect.
 //!
 //! Tenant isolation: with a secret configured, a socket must connect with `auth: {token}`, an HS256
 //! token whose `orgs` claim lists what it may join. Delivery is by room: a socket is in
