@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use tidings::admin_ui::{AdminUiConfig, Mode, StaticFiles};
+use tidings::admin_ui::{AdminUiConfig, LoginThrottle, Mode, StaticFiles};
 use tidings::analytics::{Analytics, AnalyticsConfig};
 use tidings::engineio::{AllowedOrigins, Cors};
 use tidings::socketio::redis::{RedisAdapterFactory, RedisConfig};
-use tidings::socketio::{Config, RecoveryConfig, SocketIo, parser_named};
+use tidings::socketio::{Config, OnExceed, RateLimit, RecoveryConfig, SocketIo, parser_named};
 
 /// A Socket.IO server for live multi-tenant analytics dashboards.
 #[derive(Debug, Parser)]
@@ -33,9 +33,32 @@ struct Cli {
     /// HS256 secret that dashboard tokens are signed with. Unset: development mode (any org).
     #[arg(long, env = "TIDINGS_AUTH_SECRET", hide_env_values = true)]
     auth_secret: Option<String>,
-    /// Bearer key for the HTTP API. Unset: the API is open (development mode).
+    /// Bearer key for the HTTP API (events and stats). Unset: the API is open in development mode,
+    /// and refused (503) in production mode unless `--api-open`.
     #[arg(long, env = "TIDINGS_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// With an auth secret and no API key, serve the HTTP API to anyone anyway.
+    #[arg(long, env = "TIDINGS_API_OPEN")]
+    api_open: bool,
+    /// How long an API request body may take to arrive, in milliseconds (then 408).
+    #[arg(long, env = "TIDINGS_API_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    api_body_timeout_ms: u64,
+    /// Serve `/metrics` only on this separate address (e.g. 127.0.0.1:9100), not on the main port.
+    #[arg(long, env = "TIDINGS_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Inbound event rate limit per socket: `<n>/s,burst=<m>`, or `off`.
+    #[arg(
+        long,
+        env = "TIDINGS_EVENT_RATE_LIMIT",
+        default_value = "50/s,burst=100"
+    )]
+    event_rate_limit: String,
+    /// What happens to events over the rate limit: `drop` them, or `disconnect` the socket.
+    #[arg(long, env = "TIDINGS_EVENT_RATE_LIMIT_ON_EXCEED", default_value = "drop", value_parser = ["drop", "disconnect"])]
+    event_rate_limit_on_exceed: String,
+    /// The most rooms one socket may be in (its own included); an organisation takes 4.
+    #[arg(long, env = "TIDINGS_MAX_ROOMS_PER_SOCKET", default_value_t = 1000)]
+    max_rooms_per_socket: usize,
     /// Server ping interval in milliseconds.
     #[arg(long, env = "TIDINGS_PING_INTERVAL_MS", default_value_t = 25_000)]
     ping_interval_ms: u64,
@@ -54,6 +77,15 @@ struct Cli {
     /// How long updates stay in the history, in seconds.
     #[arg(long, env = "TIDINGS_HISTORY_AGE_SECS", default_value_t = 3600)]
     history_age_secs: u64,
+    /// Updates in a `request:history` reply when the request names no limit.
+    #[arg(long, env = "TIDINGS_HISTORY_PAGE_DEFAULT", default_value_t = 100)]
+    history_page_default: usize,
+    /// The most updates in a `request:history` reply.
+    #[arg(long, env = "TIDINGS_HISTORY_PAGE_MAX", default_value_t = 500)]
+    history_page_max: usize,
+    /// The most bytes of updates in a `request:history` reply (one update always goes).
+    #[arg(long, env = "TIDINGS_HISTORY_PAGE_BYTES", default_value_t = 262_144)]
+    history_page_bytes: usize,
     /// Generate demo traffic for org `demo` (default: on in development mode).
     #[arg(long, env = "TIDINGS_DEMO")]
     demo: Option<bool>,
@@ -101,6 +133,13 @@ struct Cli {
     /// Report only aggregated stats, not every socket, room and event.
     #[arg(long, env = "TIDINGS_ADMIN_UI_PRODUCTION")]
     admin_ui_production: bool,
+    /// Failed Admin UI password logins allowed per client address per window (0 = no throttle).
+    #[arg(long, env = "TIDINGS_ADMIN_UI_LOGIN_MAX_FAILURES", default_value_t = 5)]
+    admin_ui_login_max_failures: u32,
+    /// The Admin UI login throttle window, in seconds: failures are counted over it, and a refused
+    /// address waits until it ends.
+    #[arg(long, env = "TIDINGS_ADMIN_UI_LOGIN_WINDOW_SECS", default_value_t = 60)]
+    admin_ui_login_window_secs: u64,
     /// Directory of the Admin UI's static files (`ui/dist` of the `@socket.io/admin-ui` npm
     /// package), served at `/admin-ui/`.
     #[arg(long, env = "TIDINGS_ADMIN_UI_STATIC", requires = "admin_ui_username")]
@@ -160,6 +199,42 @@ impl tidings::server::Service for App {
     fn shutdown(&self) {
         self.analytics.shutdown();
     }
+}
+
+/// `--event-rate-limit`: `<n>/s,burst=<m>` (burst defaults to twice the rate) or `off`.
+fn parse_rate_limit(spec: &str, on_exceed: &str) -> Result<Option<RateLimit>, String> {
+    let spec = spec.trim();
+    if spec.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let bad = || format!("--event-rate-limit: expected `<n>/s,burst=<m>` or `off`, got {spec:?}");
+    let (rate, burst) = match spec.split_once(',') {
+        Some((rate, burst)) => (rate.trim(), Some(burst.trim())),
+        None => (spec, None),
+    };
+    let per_second: f64 = rate
+        .strip_suffix("/s")
+        .and_then(|n| n.trim().parse().ok())
+        .filter(|n: &f64| n.is_finite() && *n > 0.0)
+        .ok_or_else(bad)?;
+    let burst: u32 = match burst {
+        Some(b) => b
+            .strip_prefix("burst=")
+            .and_then(|n| n.trim().parse().ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(bad)?,
+        // Truncation is intended: a burst is a whole number of events.
+        None => ((per_second * 2.0).ceil() as u32).max(1),
+    };
+    let on_exceed = match on_exceed {
+        "disconnect" => OnExceed::Disconnect,
+        _ => OnExceed::Drop,
+    };
+    Ok(Some(RateLimit {
+        per_second,
+        burst,
+        on_exceed,
+    }))
 }
 
 fn init_logging(format: &str) {
@@ -228,6 +303,12 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
     });
     config.engine.validate()?;
+    config.event_rate_limit =
+        parse_rate_limit(&cli.event_rate_limit, &cli.event_rate_limit_on_exceed)?;
+    if cli.max_rooms_per_socket < 2 {
+        return Err("--max-rooms-per-socket must be at least 2".to_owned());
+    }
+    config.max_rooms_per_socket = cli.max_rooms_per_socket;
     config.parser =
         parser_named(&cli.parser).ok_or_else(|| format!("unknown parser {:?}", cli.parser))?;
     // Dashboards live on flaky networks: a reconnect within two minutes misses nothing. Middlewares
@@ -254,11 +335,18 @@ async fn run(cli: Cli) -> Result<(), String> {
     let mut analytics_config = AnalyticsConfig::default();
     analytics_config.auth_secret = cli.auth_secret.clone();
     analytics_config.api_key = cli.api_key.clone();
+    analytics_config.api_open = cli.api_open;
+    analytics_config.api_body_timeout = Duration::from_millis(cli.api_body_timeout_ms);
+    analytics_config.serve_metrics = cli.metrics_addr.is_none();
     analytics_config.history_len = cli.history_size;
     analytics_config.history_age = Duration::from_secs(cli.history_age_secs);
+    analytics_config.history_page_default = cli.history_page_default;
+    analytics_config.history_page_max = cli.history_page_max;
+    analytics_config.history_page_bytes = cli.history_page_bytes;
     if let Some(dir) = cli.client_dir.clone() {
         analytics_config.client_dir = dir;
     }
+    analytics_config.validate()?;
 
     let demo = cli.demo.unwrap_or(development);
     let addr = SocketAddr::new(cli.host, port);
@@ -274,11 +362,21 @@ async fn run(cli: Cli) -> Result<(), String> {
         cors = ?cli.cors_origins,
         auth_secret = mask(&cli.auth_secret),
         api_key = mask(&cli.api_key),
+        api_open = cli.api_open,
+        api_body_timeout_ms = cli.api_body_timeout_ms,
+        metrics_addr = ?cli.metrics_addr,
+        event_rate_limit = ?config.event_rate_limit,
+        max_rooms_per_socket = cli.max_rooms_per_socket,
         history_size = cli.history_size,
         history_age_secs = cli.history_age_secs,
+        history_page_default = cli.history_page_default,
+        history_page_max = cli.history_page_max,
+        history_page_bytes = cli.history_page_bytes,
         redis = cli.redis_url.is_some(),
         admin_ui = cli.admin_ui_username.is_some(),
         admin_ui_static = ?cli.admin_ui_static,
+        admin_ui_login_max_failures = cli.admin_ui_login_max_failures,
+        admin_ui_login_window_secs = cli.admin_ui_login_window_secs,
         demo,
         "effective configuration"
     );
@@ -297,8 +395,25 @@ async fn run(cli: Cli) -> Result<(), String> {
             "DEVELOPMENT MODE: no TIDINGS_AUTH_SECRET, so any client may join any organisation"
         );
     }
-    if cli.api_key.is_none() {
-        tracing::warn!("no TIDINGS_API_KEY: the event API accepts unauthenticated requests");
+    match (&cli.api_key, development, cli.api_open) {
+        (Some(_), _, _) => {}
+        (None, true, _) => tracing::warn!(
+            "no TIDINGS_API_KEY (development mode): the HTTP API accepts unauthenticated requests"
+        ),
+        (None, false, true) => tracing::warn!(
+            "no TIDINGS_API_KEY and --api-open: anyone may post events to any organisation and \
+             read the stats"
+        ),
+        (None, false, false) => tracing::warn!(
+            "no TIDINGS_API_KEY: the HTTP API (events, stats) is closed and answers 503; set a key, \
+             or pass --api-open"
+        ),
+    }
+    if cli.metrics_addr.is_none() {
+        tracing::info!(
+            "/metrics is served on the main port; use --metrics-addr to move it to a private \
+             listener"
+        );
     }
 
     let io = SocketIo::new(config);
@@ -306,6 +421,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         let mut admin = AdminUiConfig::basic(username.clone(), hash.clone());
         admin.namespace = cli.admin_ui_namespace.clone();
         admin.readonly = cli.admin_ui_readonly;
+        let mut throttle = LoginThrottle::default();
+        throttle.max_failures = cli.admin_ui_login_max_failures;
+        throttle.window = Duration::from_secs(cli.admin_ui_login_window_secs);
+        admin.login_throttle = throttle;
         if cli.admin_ui_production {
             admin.mode = Mode::Production;
         }
@@ -323,6 +442,27 @@ async fn run(cli: Cli) -> Result<(), String> {
     let analytics = Analytics::new(io, analytics_config);
     if demo {
         analytics.spawn_demo_traffic(Duration::from_millis(500));
+    }
+    if let Some(metrics_addr) = cli.metrics_addr {
+        let metrics_listener = tidings::server::bind(metrics_addr)
+            .map_err(|e| format!("cannot listen on {metrics_addr} for metrics: {e}"))?;
+        let metrics_local = metrics_listener.local_addr().map_err(|e| e.to_string())?;
+        println!("metrics on {metrics_local}");
+        tracing::info!("metrics at http://{metrics_local}/metrics");
+        let service = analytics.metrics_service();
+        tokio::spawn(async move {
+            // Ends with the process: the metrics listener has no sessions to close.
+            let result = tidings::server::serve(
+                metrics_listener,
+                service,
+                tidings::server::ServeOptions::default(),
+                std::future::pending(),
+            )
+            .await;
+            if let Err(err) = result {
+                tracing::error!(%err, "the metrics listener failed");
+            }
+        });
     }
     let listener =
         tidings::server::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -343,4 +483,37 @@ async fn run(cli: Cli) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_specs() {
+        let limit = parse_rate_limit("50/s,burst=100", "drop").unwrap().unwrap();
+        assert_eq!(limit.per_second, 50.0);
+        assert_eq!(limit.burst, 100);
+        assert_eq!(limit.on_exceed, OnExceed::Drop);
+        let limit = parse_rate_limit(" 2.5/s ", "disconnect").unwrap().unwrap();
+        assert_eq!(limit.burst, 5);
+        assert_eq!(limit.on_exceed, OnExceed::Disconnect);
+        assert_eq!(parse_rate_limit("off", "drop").unwrap(), None);
+        for bad in ["", "50", "0/s", "-1/s", "50/s,100", "50/s,burst=0", "x/s"] {
+            assert!(parse_rate_limit(bad, "drop").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_defaults_protect_and_parse() {
+        let cli = Cli::parse_from(["tidings"]);
+        assert!(
+            parse_rate_limit(&cli.event_rate_limit, &cli.event_rate_limit_on_exceed)
+                .unwrap()
+                .is_some()
+        );
+        assert!(!cli.api_open);
+        assert!(cli.metrics_addr.is_none());
+        assert_eq!(cli.admin_ui_login_max_failures, 5);
+    }
 }

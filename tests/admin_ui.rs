@@ -385,3 +385,41 @@ async fn an_upgrade_is_reported_with_the_new_transport() {
         json!({ "id": id, "nsp": "/", "transport": "websocket" })
     );
 }
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_address_and_success_resets() {
+    let server = start(|admin| {
+        let mut throttle = tidings::admin_ui::LoginThrottle::default();
+        throttle.max_failures = 3;
+        throttle.window = Duration::from_secs(60);
+        admin.login_throttle = throttle;
+    })
+    .await;
+    let wrong = json!({ "username": "admin", "password": "wrong" });
+    let right = json!({ "username": "admin", "password": "changeit" });
+    let attempt = |auth: Value| async move {
+        let (mut ws, _) = ws_session(server.addr, "/socket.io/").await;
+        admin_connect(&mut ws, &auth).await
+    };
+    // Two failures, then a success: the count starts again.
+    for _ in 0..2 {
+        assert_eq!(
+            attempt(wrong.clone()).await,
+            r#"44/admin,{"message":"invalid credentials"}"#
+        );
+    }
+    assert!(attempt(right.clone()).await.starts_with("40/admin,"));
+    for _ in 0..3 {
+        assert_eq!(
+            attempt(wrong.clone()).await,
+            r#"44/admin,{"message":"invalid credentials"}"#
+        );
+    }
+    // Past the limit every attempt from this address is refused, the right password included,
+    // without a password check.
+    let throttled = r#"44/admin,{"message":"too many failed logins, retry later"}"#;
+    assert_eq!(attempt(wrong.clone()).await, throttled);
+    let started = std::time::Instant::now();
+    assert_eq!(attempt(right.clone()).await, throttled);
+    assert!(started.elapsed() < WAIT);
+}

@@ -10,7 +10,9 @@
 //! Protocol (the reference's `instrument(io, opts)`):
 //! - Login: `auth {username, password}` checked against a bcrypt hash; success creates a session id
 //!   (16 hex chars, kept 24 h) sent as `session`, which the UI reconnects with (`auth {sessionId}`).
-//!   Failure: CONNECT_ERROR `invalid credentials`.
+//!   Failure: CONNECT_ERROR `invalid credentials`. Failed password attempts are throttled per client
+//!   address ([`LoginThrottle`]): past the limit, CONNECT_ERROR `too many failed logins, retry later`
+//!   without a password check. bcrypt runs on the blocking pool, never on the async workers.
 //! - On connect: `config {supportedFeatures}`, then (development mode) `all_sockets [socket...]`.
 //! - Development mode: `socket_connected`, `socket_updated`, `socket_disconnected`, `room_joined`,
 //!   `room_left`, `event_received`, `event_sent`, each with the date last.
@@ -25,6 +27,7 @@
 mod files;
 mod instrument;
 mod serialize;
+mod throttle;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
@@ -37,6 +40,8 @@ use crate::socketio::{Args, ConnectError, Namespace, SocketIo, SocketRef};
 
 pub use files::StaticFiles;
 use instrument::{EventBuffer, Instrumentation};
+pub use throttle::LoginThrottle;
+use throttle::Throttle;
 
 /// How admins log in.
 #[derive(Clone, PartialEq, Eq)]
@@ -96,6 +101,9 @@ pub struct AdminUiConfig {
     pub stats_interval: Duration,
     /// How long a login session id stays valid. Default 24 h (the reference's store TTL).
     pub session_ttl: Duration,
+    /// Throttling of failed password logins per client address. Default: 5 per 60 s, 10 000
+    /// addresses tracked (the reference has none).
+    pub login_throttle: LoginThrottle,
 }
 
 impl AdminUiConfig {
@@ -109,6 +117,7 @@ impl AdminUiConfig {
             mode: Mode::Development,
             stats_interval: Duration::from_secs(2),
             session_ttl: Duration::from_secs(86_400),
+            login_throttle: LoginThrottle::default(),
         }
     }
 
@@ -127,6 +136,9 @@ impl AdminUiConfig {
                 "the admin namespace must start with '/' and contain no ',': {:?}",
                 self.namespace
             ));
+        }
+        if self.login_throttle.max_failures > 0 && self.login_throttle.window.is_zero() {
+            return Err("the admin login throttle window must be above zero".to_owned());
         }
         if self.stats_interval.is_zero() {
             return Err("the admin stats interval must be above zero".to_owned());
@@ -224,10 +236,15 @@ pub fn instrument(io: &SocketIo, config: AdminUiConfig) -> Result<AdminUi, Strin
     } = config.auth.clone()
     {
         let ttl = config.session_ttl;
+        let throttle = Arc::new(Throttle::new(config.login_throttle));
         admin.use_middleware(move |socket: SocketRef| {
-            let (sessions, username, hash) =
-                (sessions.clone(), username.clone(), password_hash.clone());
-            async move { login(&socket, &sessions, &username, hash, ttl).await }
+            let (sessions, throttle, username, hash) = (
+                sessions.clone(),
+                throttle.clone(),
+                username.clone(),
+                password_hash.clone(),
+            );
+            async move { login(&socket, &sessions, &throttle, &username, hash, ttl).await }
         });
     } else {
         tracing::warn!(nsp = %config.namespace, "Admin UI without authentication");
@@ -251,10 +268,12 @@ pub fn instrument(io: &SocketIo, config: AdminUiConfig) -> Result<AdminUi, Strin
     Ok(AdminUi { inner })
 }
 
-/// The login middleware: a known session id, or the username and a password matching the hash.
+/// The login middleware: a known session id, or the username and a password matching the hash,
+/// from an address the throttle does not refuse.
 async fn login(
     socket: &SocketRef,
     sessions: &Sessions,
+    throttle: &Throttle,
     username: &str,
     hash: String,
     ttl: Duration,
@@ -265,23 +284,31 @@ async fn login(
             return Ok(());
         }
     }
-    let password = auth.get("password").and_then(Value::as_str);
-    if let (Some(true), Some(password)) = (
-        auth.get("username")
-            .and_then(Value::as_str)
-            .map(|u| u == username),
-        password,
-    ) {
+    let Some(password) = auth.get("password").and_then(Value::as_str) else {
+        return Err(ConnectError::new("invalid credentials"));
+    };
+    // Sockets without a known address (none over this server's listeners) share one entry.
+    let addr = socket
+        .handshake()
+        .address()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    if !throttle.begin(addr, Instant::now()) {
+        tracing::debug!(%addr, "admin ui: login throttled");
+        return Err(ConnectError::new("too many failed logins, retry later"));
+    }
+    if auth.get("username").and_then(Value::as_str) == Some(username) {
         let password = password.to_owned();
         // bcrypt is slow on purpose: keep it off the runtime's workers.
         let matches = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
             .await
             .is_ok_and(|r| r.unwrap_or(false));
         if matches {
+            throttle.succeeded(addr);
             socket.insert_extension(NewSession(sessions.create(ttl)));
             return Ok(());
         }
     }
+    tracing::debug!(%addr, "admin ui: login failed");
     Err(ConnectError::new("invalid credentials"))
 }
 

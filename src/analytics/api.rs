@@ -1,6 +1,13 @@
 //! The HTTP side of the analytics service, on the same port as Socket.IO:
 //! `POST /api/v1/orgs/{org}/events`, `GET /api/v1/stats`, `GET /healthz`, the dashboard at `/`, and
-//! the stock client bundle at `<path>socket.io.js`.
+//! the stock client bundle at `<path>socket.io.js`, and `GET /metrics` unless it has a listener of
+//! its own ([`Analytics::metrics_service`]).
+//!
+//! Access to the API (events and stats) is decided in one place (`Analytics::api_access`): with an
+//! API key it needs `Authorization: Bearer <key>` (else 401); without one it is open only in
+//! development mode or with [`AnalyticsConfig::api_open`](super::AnalyticsConfig::api_open), and in
+//! production mode it fails closed with 503 (the service is not configured to take requests: no
+//! key was given, and no client can fix that by retrying with other credentials).
 
 use std::net::SocketAddr;
 
@@ -37,6 +44,15 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, &json!({ "error": message }))
 }
 
+/// An error after which the connection is closed: the rest of the request cannot be trusted to
+/// arrive, so the connection is not kept for another.
+fn error_closing(status: StatusCode, message: &str) -> Response<Body> {
+    let mut res = error(status, message);
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
 impl Service for Analytics {
     async fn call(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
         let io = self.io();
@@ -58,15 +74,11 @@ impl Service for Analytics {
                 res
             }
             (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({ "status": "ok" })),
-            (&Method::GET, "/api/v1/stats") => json_response(StatusCode::OK, &self.stats()),
-            (&Method::GET, "/metrics") => {
-                let mut res = Response::new(Full::new(Bytes::from(self.metrics_text())));
-                res.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                res
-            }
+            (&Method::GET, "/api/v1/stats") => match self.api_access(&req) {
+                Ok(()) => json_response(StatusCode::OK, &self.stats()),
+                Err(refused) => refused.into_response(),
+            },
+            (&Method::GET, "/metrics") if self.config().serve_metrics => self.metrics_response(),
             (_, p) if p.starts_with("/api/v1/orgs/") => {
                 let org = p
                     .strip_prefix("/api/v1/orgs/")
@@ -98,7 +110,41 @@ impl Service for Analytics {
     }
 }
 
+/// `GET /metrics` alone, for a listener of its own (`--metrics-addr`): everything else is 404.
+#[derive(Debug, Clone)]
+pub struct MetricsService {
+    analytics: Analytics,
+}
+
+impl Service for MetricsService {
+    async fn call(&self, req: Request<Incoming>, _remote: SocketAddr) -> Response<Body> {
+        if req.method() == Method::GET && req.uri().path() == "/metrics" {
+            self.analytics.metrics_response()
+        } else {
+            error(StatusCode::NOT_FOUND, "not found")
+        }
+    }
+}
+
 impl Analytics {
+    /// A service answering `GET /metrics` only, to serve on a separate (private) listener. Set
+    /// [`AnalyticsConfig::serve_metrics`](super::AnalyticsConfig::serve_metrics) to false so that
+    /// the public port stops answering it.
+    pub fn metrics_service(&self) -> MetricsService {
+        MetricsService {
+            analytics: self.clone(),
+        }
+    }
+
+    fn metrics_response(&self) -> Response<Body> {
+        let mut res = Response::new(Full::new(Bytes::from(self.metrics_text())));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        res
+    }
+
     /// The server's metrics and the service's own, in Prometheus text format.
     pub fn metrics_text(&self) -> String {
         use std::sync::atomic::Ordering;
@@ -131,26 +177,49 @@ impl Analytics {
             "Updates delivered to dashboards.",
             c.events_out.load(Ordering::Relaxed),
         );
+        e.single(
+            "tidings_analytics_tokens_expired_total",
+            "counter",
+            "Sockets disconnected because their token expired.",
+            c.tokens_expired.load(Ordering::Relaxed),
+        );
+        e.single(
+            "tidings_analytics_token_deadlines",
+            "gauge",
+            "Connected sockets whose token deadline is watched.",
+            self.shared.expiry.len() as u64,
+        );
         e.finish()
     }
 
-    fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(key) = self.config().api_key.as_deref() else {
-            return true;
+    /// The one access check of the HTTP API (see the module doc).
+    fn api_access(&self, req: &Request<Incoming>) -> Result<(), Refused> {
+        let config = self.config();
+        if config.api_is_open() {
+            return Ok(());
+        }
+        let Some(key) = config.api_key.as_deref() else {
+            tracing::debug!(path = %req.uri().path(), "API refused: no API key configured");
+            return Err(Refused::Closed);
         };
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        given.is_some_and(|given| constant_time_eq(given.as_bytes(), key.as_bytes()))
+        if given.is_some_and(|given| constant_time_eq(given.as_bytes(), key.as_bytes())) {
+            Ok(())
+        } else {
+            tracing::debug!(path = %req.uri().path(), "API refused: missing or wrong key");
+            Err(Refused::Unauthorized)
+        }
     }
 
     /// `POST /api/v1/orgs/{org}/events`: one event object or an array of them. Every event is
     /// validated before any is published, so a bad batch changes nothing.
     async fn post_events(&self, org: &str, req: Request<Incoming>) -> Response<Body> {
-        if !self.authorized(&req) {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong API key");
+        if let Err(refused) = self.api_access(&req) {
+            return refused.into_response();
         }
         if !valid_org_id(org) {
             return invalid(&Invalid {
@@ -165,12 +234,18 @@ impl Analytics {
         if declared.is_some_and(|len| len > MAX_API_BODY as u64) {
             return error(StatusCode::PAYLOAD_TOO_LARGE, "body over 1 MB");
         }
-        let body = match Limited::new(req.into_body(), MAX_API_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+        let timeout = self.config().api_body_timeout;
+        let collect = Limited::new(req.into_body(), MAX_API_BODY).collect();
+        let body = match tokio::time::timeout(timeout, collect).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
                 return error(StatusCode::PAYLOAD_TOO_LARGE, "body over 1 MB");
             }
-            Err(_) => return error(StatusCode::BAD_REQUEST, "could not read body"),
+            Ok(Err(_)) => return error(StatusCode::BAD_REQUEST, "could not read body"),
+            Err(_) => {
+                tracing::debug!(org, ?timeout, "API body not received in time");
+                return error_closing(StatusCode::REQUEST_TIMEOUT, "body not received in time");
+            }
         };
         let value: Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
@@ -242,6 +317,27 @@ impl Analytics {
                 tracing::debug!(path = %path.display(), %err, "client bundle unavailable");
                 error(StatusCode::NOT_FOUND, "client bundle not installed")
             }
+        }
+    }
+}
+
+/// Why the API refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// Production mode without an API key (and not `api_open`): nobody is let in.
+    Closed,
+    /// A key is configured and the request did not carry it.
+    Unauthorized,
+}
+
+impl Refused {
+    fn into_response(self) -> Response<Body> {
+        match self {
+            Self::Closed => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the API is closed: no API key is configured",
+            ),
+            Self::Unauthorized => error(StatusCode::UNAUTHORIZED, "missing or wrong API key"),
         }
     }
 }

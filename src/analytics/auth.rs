@@ -13,8 +13,11 @@ pub struct Claims {
     pub sub: Option<String>,
     /// The organisations the bearer may see.
     pub orgs: Vec<String>,
-    /// Expiry, seconds since the Unix epoch.
+    /// Expiry, seconds since the Unix epoch. A connected socket is disconnected when it passes.
     pub exp: u64,
+    /// Not before, seconds since the Unix epoch: the token is refused until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
 
 /// What a connected socket may see.
@@ -36,6 +39,15 @@ impl Grant {
     }
 }
 
+/// What a valid token grants, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The organisations it grants.
+    pub grant: Grant,
+    /// When it expires, in seconds since the Unix epoch.
+    pub exp: u64,
+}
+
 /// Verifies tokens with a shared secret.
 #[derive(Clone)]
 pub struct Verifier {
@@ -55,6 +67,7 @@ impl Verifier {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp"]);
         Self {
             key: DecodingKey::from_secret(secret),
@@ -62,11 +75,14 @@ impl Verifier {
         }
     }
 
-    /// The grant of a valid, unexpired token.
-    pub fn verify(&self, token: &str) -> Result<Grant, String> {
+    /// The grant of a valid token that is neither expired nor before its `nbf`.
+    pub fn verify(&self, token: &str) -> Result<Verified, String> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| e.to_string())?;
-        Ok(Grant::Orgs(data.claims.orgs.into_iter().collect()))
+        Ok(Verified {
+            grant: Grant::Orgs(data.claims.orgs.into_iter().collect()),
+            exp: data.claims.exp,
+        })
     }
 }
 
@@ -97,9 +113,12 @@ mod tests {
             sub: None,
             orgs: vec!["acme".into()],
             exp: now() + 60,
+            nbf: None,
         };
         let token = sign(b"s3cret", &claims).unwrap();
-        let grant = Verifier::new(b"s3cret").verify(&token).unwrap();
+        let verified = Verifier::new(b"s3cret").verify(&token).unwrap();
+        assert_eq!(verified.exp, claims.exp);
+        let grant = verified.grant;
         assert!(grant.allows("acme"));
         assert!(!grant.allows("globex"));
         assert!(Verifier::new(b"other").verify(&token).is_err());
@@ -113,5 +132,26 @@ mod tests {
         .unwrap();
         assert!(Verifier::new(b"s3cret").verify(&expired).is_err());
         assert!(Verifier::new(b"s3cret").verify("not.a.token").is_err());
+    }
+
+    #[test]
+    fn refuses_a_token_before_its_nbf() {
+        let claims = Claims {
+            sub: None,
+            orgs: vec!["acme".into()],
+            exp: now() + 120,
+            nbf: Some(now() + 60),
+        };
+        let early = sign(b"s3cret", &claims).unwrap();
+        assert!(Verifier::new(b"s3cret").verify(&early).is_err());
+        let ready = sign(
+            b"s3cret",
+            &Claims {
+                nbf: Some(now() - 1),
+                ..claims
+            },
+        )
+        .unwrap();
+        assert!(Verifier::new(b"s3cret").verify(&ready).is_ok());
     }
 }

@@ -3,12 +3,23 @@
 //!
 //! Socket side (namespace `/`):
 //! - `join:analytics` `{organizationId}` → joins room `org:{id}` (ack `{ok:true, room}` or
-//!   `{ok:false, error}`), `leave:analytics` `{organizationId}`;
+//!   `{ok:false, error}`: `forbidden`, `invalid organizationId`, or `room limit reached` past
+//!   `max_rooms_per_socket`, in which case the socket does not count as joined),
+//!   `leave:analytics` `{organizationId}`;
 //! - `subscribe:events` / `unsubscribe:events` with a list of update types (default: all);
-//! - `request:history` `{since, organizationId?}` → ack `{ok, events}`;
+//! - `request:history` `{since, limit?, organizationId?}` → ack `{ok, events, more}`: one page of
+//!   the updates after `since` (ms) of the joined organisations (or of one of them), oldest first, at
+//!   most `limit` (default [`AnalyticsConfig::history_page_default`], capped at
+//!   [`AnalyticsConfig::history_page_max`]) and about [`AnalyticsConfig::history_page_bytes`] of
+//!   JSON; `more` says to ask again with `since` = the last timestamp. Each request is one inbound
+//!   event, so it counts against the socket's event rate limit like any other;
 //! - `ping` → `pong` `{timestamp}` (and the same as ack, when asked).
 //!
 //! Updates go out as `analytics:update` `{type, organizationId, data, timestamp}`.
+//!
+//! A socket whose token expires gets `analytics:error` `{code: "token_expired"}` and is then
+//! disconnected by the server (one sweeper task watches every deadline); a token before its `nbf`
+//! is refused at connect.
 //!
 //! Tenant isolation: with a secret configured, a socket must connect with `auth: {token}`, an HS256
 //! token whose `orgs` claim lists what it may join. Delivery is by room: a socket is in
@@ -18,6 +29,7 @@
 pub mod api;
 pub mod auth;
 pub mod events;
+mod expiry;
 pub mod history;
 
 use std::collections::HashSet;
@@ -32,7 +44,8 @@ use crate::socketio::{Args, ConnectError, SocketIo, SocketRef};
 
 use auth::{Grant, Verifier};
 use events::{Update, UpdateType, valid_org_id};
-use history::History;
+use expiry::Expiry;
+use history::{History, Page};
 
 /// Options of the analytics service.
 #[derive(Debug, Clone)]
@@ -40,14 +53,62 @@ use history::History;
 pub struct AnalyticsConfig {
     /// The HS256 secret dashboard tokens are signed with. `None` = development mode (any org).
     pub auth_secret: Option<String>,
-    /// The bearer key other services use on the HTTP API. `None` = open API (development mode).
+    /// The bearer key other services use on the HTTP API (`POST /api/v1/orgs/{org}/events` and
+    /// `GET /api/v1/stats`). `None`: in development mode (no `auth_secret`) the API is open; in
+    /// production mode it fails closed (503) unless [`Self::api_open`] says otherwise.
     pub api_key: Option<String>,
+    /// With an `auth_secret` and no `api_key`, serve the API to anyone anyway. Default false: a
+    /// production deployment that forgot its key must not let anyone post to any tenant.
+    pub api_open: bool,
+    /// How long an API request body may take to arrive in full; slower ones get 408. Default 10 s:
+    /// a batch is at most 1 MB, which any live service sends far faster, while a body that never
+    /// finishes would otherwise hold its buffer and connection forever.
+    pub api_body_timeout: Duration,
+    /// Whether `GET /metrics` is answered on the service's port. Default true. Set it to false when
+    /// the metrics are served on a listener of their own ([`Analytics::metrics_service`]).
+    pub serve_metrics: bool,
     /// Updates kept per organisation for `request:history`. Default 1 000.
     pub history_len: usize,
     /// How long updates stay in the history. Default 1 hour.
     pub history_age: Duration,
+    /// Updates in a `request:history` reply when the request names no `limit`. Default 100.
+    pub history_page_default: usize,
+    /// The most updates in a `request:history` reply, whatever the request asks. Default 500.
+    pub history_page_max: usize,
+    /// The most bytes of update JSON in a `request:history` reply (one update is always sent, however
+    /// large). Default 256 KiB: a page is built and encoded while the socket's session waits, and a
+    /// client that floods history requests costs at most its event rate limit times this.
+    pub history_page_bytes: usize,
     /// Where the stock socket.io-client browser bundle lives (served at `<path>socket.io.js`).
     pub client_dir: PathBuf,
+}
+
+impl AnalyticsConfig {
+    /// Checks the options once, at start-up.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.history_page_max == 0 || self.history_page_default == 0 {
+            return Err("history page limits must be above zero".to_owned());
+        }
+        if self.history_page_default > self.history_page_max {
+            return Err(format!(
+                "the default history page ({}) exceeds the maximum ({})",
+                self.history_page_default, self.history_page_max
+            ));
+        }
+        if self.history_page_bytes == 0 {
+            return Err("the history page byte budget must be above zero".to_owned());
+        }
+        if self.api_body_timeout.is_zero() {
+            return Err("the API body timeout must be above zero".to_owned());
+        }
+        Ok(())
+    }
+
+    /// Whether the HTTP API needs no key: development mode without a key, or [`Self::api_open`].
+    /// With a key configured the key is always required.
+    pub fn api_is_open(&self) -> bool {
+        self.api_key.is_none() && (self.auth_secret.is_none() || self.api_open)
+    }
 }
 
 impl Default for AnalyticsConfig {
@@ -55,8 +116,14 @@ impl Default for AnalyticsConfig {
         Self {
             auth_secret: None,
             api_key: None,
+            api_open: false,
+            api_body_timeout: Duration::from_secs(10),
+            serve_metrics: true,
             history_len: 1000,
             history_age: Duration::from_secs(3600),
+            history_page_default: 100,
+            history_page_max: 500,
+            history_page_bytes: 256 * 1024,
             client_dir: PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/src/analytics/web/node_modules/socket.io-client/dist"
@@ -74,6 +141,8 @@ pub struct Counters {
     pub events_out: AtomicU64,
     /// Joins refused for lack of a grant.
     pub joins_refused: AtomicU64,
+    /// Sockets disconnected because their token expired.
+    pub tokens_expired: AtomicU64,
     /// Event API answers by HTTP status.
     pub api_requests: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
 }
@@ -83,6 +152,7 @@ pub(crate) struct Shared {
     pub(crate) config: AnalyticsConfig,
     verifier: Option<Verifier>,
     history: History,
+    expiry: Arc<Expiry>,
     pub(crate) counters: Counters,
     started: Instant,
 }
@@ -102,6 +172,8 @@ impl std::fmt::Debug for Analytics {
 /// What one socket has joined and wants.
 struct Subscription {
     grant: Grant,
+    /// When the token expires (ms since the Unix epoch); `None` in development mode.
+    expires_ms: Option<u64>,
     orgs: HashSet<String>,
     types: HashSet<UpdateType>,
 }
@@ -122,7 +194,8 @@ fn type_room(org: &str, kind: UpdateType) -> String {
 }
 
 impl Analytics {
-    /// Installs the service's handlers on `io`'s main namespace.
+    /// Installs the service's handlers on `io`'s main namespace. The options should have passed
+    /// [`AnalyticsConfig::validate`].
     pub fn new(io: SocketIo, config: AnalyticsConfig) -> Self {
         let verifier = config
             .auth_secret
@@ -131,6 +204,7 @@ impl Analytics {
         let shared = Arc::new(Shared {
             io: io.clone(),
             history: History::new(config.history_len, config.history_age),
+            expiry: Arc::default(),
             config,
             verifier,
             counters: Counters::default(),
@@ -175,12 +249,12 @@ impl Analytics {
     }
 
     fn authenticate(&self, socket: &SocketRef) -> Result<(), ConnectError> {
-        let grant = match &self.shared.verifier {
-            None => Grant::Any,
+        let (grant, expires_ms) = match &self.shared.verifier {
+            None => (Grant::Any, None),
             Some(verifier) => {
                 let token = socket.handshake().auth_str("token");
                 match token.map(|t| verifier.verify(&t)) {
-                    Some(Ok(grant)) => grant,
+                    Some(Ok(verified)) => (verified.grant, Some(verified.exp.saturating_mul(1000))),
                     Some(Err(err)) => {
                         tracing::info!(socket = socket.id(), %err, "refused token");
                         return Err(ConnectError::new("unauthorized"));
@@ -191,6 +265,7 @@ impl Analytics {
         };
         socket.insert_extension(Subscription {
             grant,
+            expires_ms,
             orgs: HashSet::new(),
             types: UpdateType::ALL.into_iter().collect(),
         });
@@ -201,6 +276,7 @@ impl Analytics {
         if socket.recovered() {
             restore_subscription(socket);
         }
+        self.watch_expiry(socket);
         let me = self.clone();
         socket.on("join:analytics", move |socket, args: Args, ack| {
             let reply = me.join(socket, &args);
@@ -251,10 +327,7 @@ impl Analytics {
             return json!({ "ok": false, "error": "invalid organizationId" });
         }
         let types = socket.with_extension(|sub: &mut Subscription| {
-            sub.grant.allows(&org).then(|| {
-                sub.orgs.insert(org.clone());
-                sub.types.clone()
-            })
+            sub.grant.allows(&org).then(|| sub.types.clone())
         });
         let Some(Some(types)) = types else {
             self.shared
@@ -266,32 +339,71 @@ impl Analytics {
         };
         let mut rooms = vec![org_room(&org)];
         rooms.extend(types.into_iter().map(|t| type_room(&org, t)));
-        socket.join(rooms);
+        // The subscription claims the organisation only once its rooms are joined: a join past
+        // `max_rooms_per_socket` joins none of them, and would deliver nothing.
+        if !socket.join(rooms) {
+            return json!({ "ok": false, "error": "room limit reached" });
+        }
+        socket.with_extension(|sub: &mut Subscription| sub.orgs.insert(org.clone()));
         json!({ "ok": true, "room": org_room(&org) })
     }
 
+    /// `request:history`: one page of the joined organisations' updates (see the module doc).
     fn history_for(&self, socket: &SocketRef, args: &Args) -> Value {
-        let since = args
-            .get::<Value>(0)
-            .ok()
-            .and_then(|v| v.get("since").and_then(Value::as_u64))
-            .unwrap_or(0);
+        let first = args.values.first();
+        let field = |name: &str| first.and_then(|v| v.get(name)).and_then(Value::as_u64);
+        let since = field("since").unwrap_or(0);
+        let config = &self.shared.config;
+        let limit = field("limit").map_or(config.history_page_default, |l| {
+            usize::try_from(l).unwrap_or(usize::MAX)
+        });
+        let page = Page {
+            limit: limit.clamp(1, config.history_page_max),
+            max_bytes: config.history_page_bytes,
+        };
         let wanted = org_arg(args);
         let orgs = socket
-            .with_extension(|sub: &mut Subscription| sub.orgs.clone())
-            .unwrap_or_default();
-        let orgs: Vec<String> = match wanted {
-            Some(org) if orgs.contains(&org) => vec![org],
-            Some(_) => return json!({ "ok": false, "error": "not joined" }),
-            None => orgs.into_iter().collect(),
+            .with_extension(|sub: &mut Subscription| match wanted {
+                Some(org) => sub.orgs.contains(&org).then(|| vec![org]),
+                None => Some(sub.orgs.iter().cloned().collect()),
+            })
+            .flatten();
+        let Some(orgs) = orgs else {
+            return json!({ "ok": false, "error": "not joined" });
         };
-        let now = now_ms();
-        let mut events: Vec<Value> = orgs
+        let found =
+            self.shared
+                .history
+                .page(orgs.iter().map(String::as_str), since, page, now_ms());
+        // Parsed from the shared bytes here, with no lock held.
+        let events: Vec<Value> = found
+            .events
             .iter()
-            .flat_map(|org| self.shared.history.since(org, since, now))
+            .filter_map(|json| serde_json::from_slice(json).ok())
             .collect();
-        events.sort_by_key(|e| e.get("timestamp").and_then(Value::as_u64).unwrap_or(0));
-        json!({ "ok": true, "events": events })
+        json!({ "ok": true, "events": events, "more": found.more })
+    }
+
+    /// Watches the socket's token deadline; forgets it when the socket disconnects.
+    fn watch_expiry(&self, socket: &SocketRef) {
+        let Some(Some(deadline)) = socket.with_extension(|sub: &mut Subscription| sub.expires_ms)
+        else {
+            return;
+        };
+        let expiry = self.shared.expiry.clone();
+        expiry.register(&self.shared.io, socket.id(), deadline);
+        let me = self.clone();
+        socket.on_disconnect(move |socket, reason| {
+            me.shared.expiry.unregister(socket.id(), deadline);
+            if reason == crate::socketio::DisconnectReason::ServerNamespaceDisconnect
+                && deadline <= now_ms()
+            {
+                me.shared
+                    .counters
+                    .tokens_expired
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        });
     }
 
     /// Publishes validated updates: records them in the history and emits each to its organisation's
@@ -301,12 +413,14 @@ impl Analytics {
         let mut delivered = 0;
         for update in updates {
             let payload = update.to_json();
-            self.shared.history.record(
-                &update.organization_id,
-                update.timestamp,
-                payload.clone(),
-                now,
-            );
+            if let Ok(json) = serde_json::to_vec(&payload) {
+                self.shared.history.record(
+                    &update.organization_id,
+                    update.timestamp,
+                    json.into(),
+                    now,
+                );
+            }
             delivered += self
                 .shared
                 .io
@@ -447,6 +561,14 @@ fn restore_subscription(socket: &SocketRef) {
     }
 }
 
+/// Whether the socket's token has expired at `now_ms` (development-mode sockets never expire).
+fn token_expired(socket: &SocketRef, now_ms: u64) -> bool {
+    socket
+        .with_extension(|sub: &mut Subscription| sub.expires_ms)
+        .flatten()
+        .is_some_and(|deadline| deadline <= now_ms)
+}
+
 /// The `organizationId` of the first argument (an object, or the id as a plain string).
 fn org_arg(args: &Args) -> Option<String> {
     match args.values.first()? {
@@ -486,7 +608,8 @@ fn set_types(socket: &SocketRef, args: &Args, add: bool) -> Value {
             None => return json!({ "ok": false, "error": format!("unknown type {item}") }),
         }
     }
-    let Some((orgs, types)) = socket.with_extension(|sub: &mut Subscription| {
+    let Some((orgs, before, types)) = socket.with_extension(|sub: &mut Subscription| {
+        let before = sub.types.clone();
         for kind in &kinds {
             if add {
                 sub.types.insert(*kind);
@@ -494,18 +617,36 @@ fn set_types(socket: &SocketRef, args: &Args, add: bool) -> Value {
                 sub.types.remove(kind);
             }
         }
-        (sub.orgs.clone(), sub.types.clone())
+        (sub.orgs.clone(), before, sub.types.clone())
     }) else {
         return json!({ "ok": false, "error": "not connected" });
     };
+    let mut joined = true;
     for org in &orgs {
         for kind in UpdateType::ALL {
-            if types.contains(&kind) {
-                socket.join(type_room(org, kind));
-            } else {
+            if !types.contains(&kind) {
                 socket.leave(&type_room(org, kind));
             }
         }
+    }
+    for org in &orgs {
+        let rooms: Vec<String> = UpdateType::ALL
+            .into_iter()
+            .filter(|kind| types.contains(kind))
+            .map(|kind| type_room(org, kind))
+            .collect();
+        joined &= socket.join(rooms);
+    }
+    if !joined {
+        // Past `max_rooms_per_socket`: take the new types back, so the subscription claims only
+        // what is delivered.
+        for org in &orgs {
+            for kind in types.difference(&before) {
+                socket.leave(&type_room(org, *kind));
+            }
+        }
+        socket.with_extension(|sub: &mut Subscription| sub.types = before);
+        return json!({ "ok": false, "error": "room limit reached" });
     }
     let mut names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
     names.sort_unstable();

@@ -36,10 +36,14 @@ after(async () => {
 
 const b64url = (data) => Buffer.from(data).toString("base64url");
 
-/** An HS256 token granting `orgs`, valid for `ttl` seconds (negative = already expired). */
-function token(orgs, { ttl = 3600, secret = SECRET } = {}) {
+/** An HS256 token granting `orgs`, valid for `ttl` seconds (negative = already expired), not
+ * before `nbf` seconds from now when given. */
+function token(orgs, { ttl = 3600, secret = SECRET, nbf } = {}) {
   const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
-  const payload = b64url(JSON.stringify({ orgs, exp: Math.floor(Date.now() / 1000) + ttl }));
+  const now = Math.floor(Date.now() / 1000);
+  const claims = { orgs, exp: now + ttl };
+  if (nbf !== undefined) claims.nbf = now + nbf;
+  const payload = b64url(JSON.stringify(claims));
   const sig = createHmac("sha256", secret).update(`${header}.${payload}`).digest("base64url");
   return `${header}.${payload}.${sig}`;
 }
@@ -93,6 +97,13 @@ const message = (content = "hello") => ({
 });
 const sentiment = { type: "sentiment", data: { conversationId: "c1", messageId: "m1", score: 0.7, sentiment: "positive" } };
 const metrics = { type: "metrics", data: { totalMessages: 12, resolutionRate: 0.5 } };
+
+/** `GET /api/v1/stats` with the API key (it lists every org id, so it needs the key). */
+async function stats() {
+  const res = await fetch(`${server.url}/api/v1/stats`, { headers: { authorization: `Bearer ${API_KEY}` } });
+  assert.equal(res.status, 200);
+  return res.json();
+}
 
 /** Waits until `socket` has `n` updates (or fails). */
 async function updates(socket, n) {
@@ -153,8 +164,7 @@ test("joining an org the token does not grant is refused", { skip }, async () =>
   await post("globex", message("secret"));
   await s.emitWithAck("ping");
   assert.equal(s.updates.length, 0);
-  const stats = await (await fetch(`${server.url}/api/v1/stats`)).json();
-  assert.ok(stats.joinsRefused >= 1);
+  assert.ok((await stats()).joinsRefused >= 1);
   s.close();
 });
 
@@ -202,6 +212,38 @@ test("history returns the org's events since a time", { skip }, async () => {
   // History of an org not joined is refused.
   assert.equal((await s.emitWithAck("request:history", { since: 0, organizationId: "acme" })).ok, false);
   s.close();
+});
+
+test("history comes in pages of at most `limit` events, with `more`", { skip }, async () => {
+  const base = Date.now() - 5000;
+  const batch = [1, 2, 3, 4, 5].map((i) => ({ ...message(`p${i}`), timestamp: base + i }));
+  assert.equal((await post("pages", batch)).status, 200);
+  const s = await dashboard({ token: token(["pages"]) });
+  await s.emitWithAck("join:analytics", { organizationId: "pages" });
+  const first = await s.emitWithAck("request:history", { since: 0, limit: 2 });
+  assert.deepEqual(first.events.map((e) => e.data.content), ["p1", "p2"]);
+  assert.equal(first.more, true);
+  const rest = await s.emitWithAck("request:history", { since: first.events[1].timestamp, limit: 10, organizationId: "pages" });
+  assert.deepEqual(rest.events.map((e) => e.data.content), ["p3", "p4", "p5"]);
+  assert.equal(rest.more, false);
+  s.close();
+});
+
+test("a token before its nbf is refused", { skip }, async () => {
+  await assert.rejects(dashboard({ token: token(["acme"], { nbf: 600 }) }), (err) => {
+    assert.equal(err.message, "unauthorized");
+    return true;
+  });
+  (await dashboard({ token: token(["acme"], { nbf: -1 }) })).close();
+});
+
+test("a socket whose token expires is told and disconnected by the server", { skip, timeout: 15_000 }, async () => {
+  const s = await dashboard({ token: token(["acme"], { ttl: 2 }) });
+  assert.equal((await s.emitWithAck("join:analytics", { organizationId: "acme" })).ok, true);
+  const error = new Promise((r) => s.once("analytics:error", r));
+  const reason = await withTimeout(new Promise((r) => s.once("disconnect", r)), "the expiry disconnect", 8000);
+  assert.equal(reason, "io server disconnect");
+  assert.equal((await error).code, "token_expired");
 });
 
 test("app-level ping answers pong with the server time", { skip }, async () => {
@@ -268,17 +310,19 @@ test("statistics count connections, org sockets and events", { skip }, async () 
   const b = await dashboard({ token: token(["stark"]) }, ["polling"]);
   await a.emitWithAck("join:analytics", { organizationId: "stark" });
   await b.emitWithAck("join:analytics", { organizationId: "stark" });
-  const before = await (await fetch(`${server.url}/api/v1/stats`)).json();
+  // The stats list every org id: they need the API key.
+  assert.equal((await fetch(`${server.url}/api/v1/stats`)).status, 401);
+  const before = await stats();
   await post("stark", [metrics, metrics]);
   await updates(a, 2);
   await updates(b, 2);
-  const stats = await (await fetch(`${server.url}/api/v1/stats`)).json();
-  assert.equal(stats.socketsPerOrg.stark, 2);
-  assert.ok(stats.connections >= 2);
-  assert.ok(stats.rooms >= 1);
-  assert.equal(stats.eventsIn - before.eventsIn, 2);
-  assert.equal(stats.eventsOut - before.eventsOut, 4);
-  assert.equal(typeof stats.uptimeSeconds, "number");
+  const after = await stats();
+  assert.equal(after.socketsPerOrg.stark, 2);
+  assert.ok(after.connections >= 2);
+  assert.ok(after.rooms >= 1);
+  assert.equal(after.eventsIn - before.eventsIn, 2);
+  assert.equal(after.eventsOut - before.eventsOut, 4);
+  assert.equal(typeof after.uptimeSeconds, "number");
   a.close();
   b.close();
 });
@@ -386,4 +430,23 @@ test("Prometheus metrics move when traffic flows", { skip }, async () => {
       1,
   );
   polling.close();
+});
+
+test("in production mode without an API key the API is closed", { skip }, async () => {
+  const closed = await startServer({
+    bin: BIN,
+    env: { TIDINGS_PORT: "0", TIDINGS_AUTH_SECRET: SECRET, TIDINGS_DEMO: "false", RUST_LOG: "error" },
+  });
+  try {
+    const res = await fetch(`${closed.url}/api/v1/orgs/acme/events`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(metrics),
+    });
+    assert.equal(res.status, 503);
+    assert.equal(typeof (await res.json()).error, "string");
+    assert.equal((await fetch(`${closed.url}/api/v1/stats`)).status, 503);
+  } finally {
+    await closed.stop();
+  }
 });
