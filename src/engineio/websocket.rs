@@ -27,7 +27,7 @@ use super::codec_v3;
 use super::engine::{EngineIo, Inner};
 use super::error::{Body, HttpError};
 use super::session::{RequestInfo, Session, Transport, TransportKind};
-use super::{CloseReason, Handler};
+use super::{CloseReason, ConnectionGuard, Handler};
 
 type Ws = WebSocketStream<WsIo>;
 
@@ -157,6 +157,7 @@ pub(crate) fn open_session<H: Handler, B: Send + 'static>(
     req: &mut Request<B>,
 ) -> Result<Response<Body>, HttpError> {
     let res = switching_protocols(req)?;
+    let guard = req.extensions_mut().remove::<ConnectionGuard>();
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -168,14 +169,16 @@ pub(crate) fn open_session<H: Handler, B: Send + 'static>(
             }
         };
         let mut ws = WsIo::accept(upgraded, ws_config(engine.config())).await;
+        let write_timeout = engine.config().effective_write_timeout();
         let (session, open) = engine.open_session(info, TransportKind::WebSocket, framing);
-        if ws.send(Message::text(open)).await.is_err() {
+        let sent = tokio::time::timeout(write_timeout, ws.send(Message::text(open))).await;
+        if !matches!(sent, Ok(Ok(()))) {
             session.close(CloseReason::TransportClose, false);
             return;
         }
         // The session gets a task of its own: the set-up's futures are large and short-lived, and
         // would otherwise widen the task that holds the connection for its whole life.
-        tokio::spawn(serve(session, Box::new(ws), framing));
+        tokio::spawn(serve(session, Box::new(ws), framing, write_timeout, guard));
     });
     Ok(res)
 }
@@ -188,6 +191,7 @@ pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
     req: &mut Request<B>,
 ) -> Result<Response<Body>, HttpError> {
     let res = switching_protocols(req)?;
+    let guard = req.extensions_mut().remove::<ConnectionGuard>();
     {
         let mut state = session.lock();
         if state.transport != Transport::Polling || state.closed.is_some() {
@@ -196,10 +200,12 @@ pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
             drop(state);
             let on_upgrade = hyper::upgrade::on(req);
             let ws_config = ws_config(&inner.config);
+            let write_timeout = inner.config.effective_write_timeout();
             tokio::spawn(async move {
+                let _guard = guard;
                 if let Ok(upgraded) = on_upgrade.await {
                     let mut ws = WsIo::accept(upgraded, ws_config).await;
-                    let _ = ws.close(None).await;
+                    let _ = tokio::time::timeout(write_timeout, ws.close(None)).await;
                 }
             });
             return Ok(res);
@@ -209,7 +215,10 @@ pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
     let on_upgrade = hyper::upgrade::on(req);
     let ws_config = ws_config(&inner.config);
     let upgrade_timeout = inner.config.upgrade_timeout;
+    let write_timeout = inner.config.effective_write_timeout();
     tokio::spawn(async move {
+        // Held until the WebSocket ends (see `ConnectionGuard`).
+        let _guard = guard;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(err) => {
@@ -220,11 +229,11 @@ pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
         };
         let mut ws = WsIo::accept(upgraded, ws_config).await;
         match tokio::time::timeout(upgrade_timeout, probe(&session, &mut ws)).await {
-            Ok(true) => run_session(&session, &mut ws, framing).await,
+            Ok(true) => run_session(&session, &mut ws, framing, write_timeout).await,
             Ok(false) | Err(_) => {
                 tracing::debug!(sid = session.id(), "upgrade abandoned");
                 abort_upgrade(&session);
-                let _ = ws.close(None).await;
+                let _ = tokio::time::timeout(write_timeout, ws.close(None)).await;
             }
         }
     });
@@ -290,6 +299,8 @@ struct CloseOnExit<'a>(&'a Session);
 
 impl Drop for CloseOnExit<'_> {
     fn drop(&mut self) {
+        // The batch that was being written, if any, is gone with the loop.
+        self.0.lock().in_flight = 0;
         self.0.close(CloseReason::TransportError, false);
         // A session closed during its upgrade stayed registered for its last packets, which the
         // WebSocket has now delivered (or failed to).
@@ -297,13 +308,22 @@ impl Drop for CloseOnExit<'_> {
     }
 }
 
-/// Serves a session over its WebSocket until either side closes it, as a task of its own.
-async fn serve(session: Arc<Session>, mut ws: Box<Ws>, framing: Framing) {
-    run_session(&session, &mut ws, framing).await;
+/// Serves a session over its WebSocket until either side closes it, as a task of its own, holding
+/// the connection's guard until then.
+async fn serve(
+    session: Arc<Session>,
+    mut ws: Box<Ws>,
+    framing: Framing,
+    write_timeout: Duration,
+    guard: Option<ConnectionGuard>,
+) {
+    run_session(&session, &mut ws, framing, write_timeout).await;
+    drop(guard);
 }
 
-/// Serves a session over its WebSocket, framed as `framing`, until either side closes it.
-async fn run_session(session: &Session, ws: &mut Ws, framing: Framing) {
+/// Serves a session over its WebSocket, framed as `framing`, until either side closes it. A write
+/// that makes no progress for `write_timeout` ends it ("transport error").
+async fn run_session(session: &Session, ws: &mut Ws, framing: Framing, write_timeout: Duration) {
     let _guard = CloseOnExit(session);
     // One timer for the heartbeat, moved only when its deadline changes (after a ping or a pong),
     // not registered anew for every message.
@@ -324,18 +344,24 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing) {
             if !state.outbox.is_empty() {
                 Session::observe_drain(&mut state, session.metrics(), Instant::now());
             }
-            let batch = std::mem::take(&mut state.outbox);
+            // The batch counts against the byte budget until it is written (the previous one,
+            // if any, has been).
+            let (batch, bytes) = state.outbox.take_all();
+            state.in_flight = bytes;
             (batch, state.closed, state.heartbeat.poll_timeout())
         };
-        if !batch.is_empty()
-            && write_all(ws, batch, framing, session.metrics())
-                .await
-                .is_err()
-        {
-            break CloseReason::TransportClose;
+        if !batch.is_empty() {
+            match write_all(ws, batch, framing, session.metrics(), write_timeout).await {
+                Ok(()) => {}
+                Err(WriteError::Failed) => break CloseReason::TransportClose,
+                Err(WriteError::Stalled) => {
+                    tracing::debug!(sid = session.id(), "websocket write timed out");
+                    break CloseReason::TransportError;
+                }
+            }
         }
         if closed.is_some() {
-            let _ = ws.close(None).await;
+            let _ = tokio::time::timeout(write_timeout, ws.close(None)).await;
             return;
         }
         if heartbeat.deadline() != deadline {
@@ -347,7 +373,7 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing) {
                 // What the handlers queue while this loop runs them is found on the next look:
                 // no wake-up of this task by itself.
                 session.lock().drainer_parked = false;
-                if let Err(reason) = handle_incoming(session, ws, framing, incoming).await {
+                if let Err(reason) = handle_incoming(session, ws, framing, incoming, write_timeout).await {
                     break reason;
                 }
             }
@@ -360,20 +386,37 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing) {
     session.close(reason, false);
 }
 
-/// Writes a batch of frames, flushing once at the end.
+/// Why a batch was not written.
+enum WriteError {
+    /// The connection failed.
+    Failed,
+    /// A feed or the flush made no progress for the write timeout.
+    Stalled,
+}
+
+/// Bounds one socket operation by the write timeout. The timer is only registered if `op` has to
+/// wait: a write the socket takes at once costs a clock read.
+async fn within<T>(
+    limit: Duration,
+    op: impl std::future::Future<Output = Result<T, tungstenite::Error>>,
+) -> Result<T, WriteError> {
+    match tokio::time::timeout(limit, op).await {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(_)) => Err(WriteError::Failed),
+        Err(_) => Err(WriteError::Stalled),
+    }
+}
+
+/// Writes a batch of frames, flushing once at the end; each feed and the flush get `limit`.
 async fn write_all(
     ws: &mut Ws,
     frames: std::collections::VecDeque<Frame>,
     framing: Framing,
     metrics: &super::EngineMetrics,
-) -> Result<(), tungstenite::Error> {
+    limit: Duration,
+) -> Result<(), WriteError> {
     metrics.packets_out.add(frames.len() as u64);
-    let bytes: usize = frames
-        .iter()
-        .map(|f| match f {
-            Frame::Text(b) | Frame::Binary(b) => b.len(),
-        })
-        .sum();
+    let bytes: usize = frames.iter().map(Frame::len).sum();
     metrics.bytes_out.add(bytes as u64);
     for frame in frames {
         let msg = match frame {
@@ -393,9 +436,9 @@ async fn write_all(
                 }
             },
         };
-        ws.feed(msg).await?;
+        within(limit, ws.feed(msg)).await?;
     }
-    ws.flush().await
+    within(limit, ws.flush()).await
 }
 
 /// Handles one read from the WebSocket; an error is the reason to close the session.
@@ -404,6 +447,7 @@ async fn handle_incoming(
     ws: &mut Ws,
     framing: Framing,
     incoming: Option<Result<Message, tungstenite::Error>>,
+    write_timeout: Duration,
 ) -> Result<(), CloseReason> {
     if let Some(Ok(Message::Text(b))) = &incoming {
         session.metrics().packets_in.inc();
@@ -448,9 +492,11 @@ async fn handle_incoming(
     if packet.kind == PacketType::Ping && packet.data == Payload::Text(Bytes::from_static(b"probe"))
     {
         // A stray probe on an established WebSocket: answer it, harmlessly.
-        return Box::pin(ws.send(Message::text("3probe")))
-            .await
-            .map_err(|_| CloseReason::TransportClose);
+        return match Box::pin(within(write_timeout, ws.send(Message::text("3probe")))).await {
+            Ok(()) => Ok(()),
+            Err(WriteError::Failed) => Err(CloseReason::TransportClose),
+            Err(WriteError::Stalled) => Err(CloseReason::TransportError),
+        };
     }
     session.handle_packet(packet.kind, packet.data, Instant::now())
 }
