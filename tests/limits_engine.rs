@@ -519,6 +519,15 @@ async fn foreign_origins_are_refused_on_every_request() {
     assert_eq!(res.text(), r#"{"code":4,"message":"Origin not allowed"}"#);
     assert_eq!(server.engine.session_count(), 0);
     assert_eq!(http(addr, "GET", &handshake, &good, b"").await.status, 200);
+    // A page of this server's own (Origin is the Host it talks to).
+    let own = format!("http://{addr}");
+    let same = [("Origin", own.as_str())];
+    assert_eq!(http(addr, "GET", &handshake, &same, b"").await.status, 200);
+    let spoof = [
+        ("Origin", "http://evil.test"),
+        ("X-Forwarded-Host", "evil.test"),
+    ];
+    assert_eq!(http(addr, "GET", &handshake, &spoof, b"").await.status, 403);
     // No Origin: a non-browser client.
     let sid = open_polling(addr, PATH).await;
 

@@ -33,7 +33,8 @@ pub struct Cors {
     /// With a [`AllowedOrigins::List`], refuse every request (handshake, polling GET/POST, WebSocket
     /// upgrade) whose `Origin` header is present and not in the list, with HTTP 403 (code 4, "Origin
     /// not allowed"; an upgrade is refused before `101`). A request without `Origin` (a non-browser
-    /// client) passes. Default true: CORS alone does not stop a foreign page, since browsers do not
+    /// client) passes, and so does a same-origin one (the `Origin`'s host and port are the request's
+    /// `Host`: a page served by this server; a browser on a foreign page cannot forge either). Default true: CORS alone does not stop a foreign page, since browsers do not
     /// apply CORS to WebSocket upgrades and do send simple cross-origin POSTs. The reference has no
     /// such check (its `cors` option only sets headers; `allowRequest` is left to the application).
     pub enforce_origin: bool,
@@ -58,13 +59,28 @@ impl Cors {
         }
     }
 
-    /// Whether a request with this `Origin` header is refused by [`Cors::enforce_origin`].
-    pub fn refuses(&self, origin: Option<&[u8]>) -> bool {
+    /// Whether a request with these `Origin` and `Host` headers is refused by
+    /// [`Cors::enforce_origin`].
+    pub fn refuses(&self, origin: Option<&[u8]>, host: Option<&[u8]>) -> bool {
         match origin {
-            Some(origin) if self.enforce_origin => !self.origins.contains(origin),
+            Some(origin) if self.enforce_origin => {
+                !self.origins.contains(origin) && !is_same_origin(origin, host)
+            }
             _ => false,
         }
     }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the `host` the request was sent to.
+fn is_same_origin(origin: &[u8], host: Option<&[u8]>) -> bool {
+    let Some(host) = host else {
+        return false;
+    };
+    let authority = origin
+        .windows(3)
+        .position(|w| w == b"://")
+        .map(|at| &origin[at + 3..]);
+    authority.is_some_and(|a| !a.is_empty() && a.eq_ignore_ascii_case(host))
 }
 
 /// Engine.IO server options.
@@ -228,5 +244,35 @@ impl EngineConfig {
             return Err("at least one transport must be allowed".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_origin_check_refuses_foreign_origins_only() {
+        let cors = Cors::list(vec!["https://dash.test".into()], true);
+        let refuses = |origin: Option<&str>, host: Option<&str>| {
+            cors.refuses(origin.map(str::as_bytes), host.map(str::as_bytes))
+        };
+        assert!(!refuses(Some("https://dash.test"), Some("api.test")));
+        assert!(!refuses(None, Some("api.test")));
+        assert!(refuses(Some("https://evil.test"), Some("api.test")));
+        assert!(refuses(Some("https://dash.test.evil"), Some("api.test")));
+        // Same origin: a page of this server.
+        assert!(!refuses(
+            Some("http://API.test:3000"),
+            Some("api.test:3000")
+        ));
+        assert!(refuses(Some("http://api.test:3001"), Some("api.test:3000")));
+        assert!(refuses(Some("null"), Some("null")));
+        assert!(refuses(Some("http://"), Some("")));
+        assert!(refuses(Some("https://evil.test"), None));
+        let mut off = cors.clone();
+        off.enforce_origin = false;
+        assert!(!off.refuses(Some(b"https://evil.test"), None));
+        assert!(!Cors::any().refuses(Some(b"https://evil.test"), None));
     }
 }

@@ -133,7 +133,9 @@ impl<H: Handler> EngineIo<H> {
             }
         }
         // One check for every request of the endpoint: handshakes, polling GETs and POSTs, upgrades.
-        let refused = cors.is_some_and(|c| c.refuses(origin.as_ref().map(HeaderValue::as_bytes)));
+        let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
+        let refused =
+            cors.is_some_and(|c| c.refuses(origin.as_ref().map(HeaderValue::as_bytes), host));
         let routed = if refused {
             tracing::debug!(?origin, "origin not allowed");
             Err((
