@@ -132,8 +132,9 @@ pub struct EngineConfig {
     /// How long one write to a WebSocket may make no progress before the session is closed
     /// ("transport error") and its queue and batch freed. `None` (the default) uses `ping_timeout`:
     /// a client that stops reading is treated like one that stops answering pings (while a write
-    /// is stuck the heartbeat cannot run). Each frame handed to the socket, and each flush, gets
-    /// this long. The reference has none (a stalled peer is found only by TCP keep-alive).
+    /// is stuck the heartbeat cannot run). It measures a lack of progress, not a write's length: a
+    /// slow reader that keeps taking bytes is not cut off, one that takes none for this long is.
+    /// The reference has none (a stalled peer is found only by TCP keep-alive).
     pub write_timeout: Option<Duration>,
     /// How long a polling POST may take to deliver its whole body. Default 10 s: a full
     /// `max_payload` body (1 MB) arrives in time at about 1 Mbit/s, and an honest client's payloads

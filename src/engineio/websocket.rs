@@ -7,6 +7,7 @@
 //! by the upgrade timeout; if that fails the session simply stays on polling.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,21 +32,57 @@ use super::{CloseReason, ConnectionGuard, Handler};
 
 type Ws = WebSocketStream<WsIo>;
 
-/// The connection under a WebSocket. When the server's own accept loop made it, hyper's upgrade hands
-/// back the plain TCP stream, without the boxed wrapper and its buffer of read-ahead bytes (the
-/// request's 8 KiB read buffer otherwise stays allocated for the connection's life); any other
-/// connection (TLS, a user's own transport) stays behind hyper's `Upgraded`.
-enum WsIo {
+/// The connection under a WebSocket, and when it last took bytes from us.
+struct WsIo {
+    conn: Conn,
+    progress: Arc<Progress>,
+}
+
+/// When the server's own accept loop made the connection, hyper's upgrade hands back the plain TCP
+/// stream, without the boxed wrapper and its buffer of read-ahead bytes (the request's 8 KiB read
+/// buffer otherwise stays allocated for the connection's life); any other connection (TLS, a user's
+/// own transport) stays behind hyper's `Upgraded`.
+enum Conn {
     Tcp(tokio::net::TcpStream),
     Upgraded(TokioIo<Upgraded>),
 }
 
+/// When a write to the connection last made progress, for the write timeout ([`within`]): shared
+/// between the connection, which marks it, and the session loop, which reads it while a write it
+/// started holds the connection. Per connection: no state shared across sessions.
+struct Progress {
+    base: Instant,
+    /// Nanoseconds from `base` to the last write that took at least one byte.
+    last: AtomicU64,
+}
+
+impl Progress {
+    fn mark(&self) {
+        let nanos = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.store(nanos, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_nanos(self.last.load(Ordering::Relaxed))
+    }
+}
+
 impl WsIo {
+    fn new(conn: Conn) -> Self {
+        Self {
+            conn,
+            progress: Arc::new(Progress {
+                base: Instant::now(),
+                last: AtomicU64::new(0),
+            }),
+        }
+    }
+
     /// Opens the WebSocket over an upgraded connection, keeping any bytes hyper read ahead.
     async fn accept(upgraded: Upgraded, config: WebSocketConfig) -> Ws {
         match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
             Ok(parts) => {
-                let io = Self::Tcp(parts.io.into_inner());
+                let io = Self::new(Conn::Tcp(parts.io.into_inner()));
                 if parts.read_buf.is_empty() {
                     WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
                 } else {
@@ -54,7 +91,7 @@ impl WsIo {
                 }
             }
             Err(upgraded) => {
-                let io = Self::Upgraded(TokioIo::new(upgraded));
+                let io = Self::new(Conn::Upgraded(TokioIo::new(upgraded)));
                 WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
             }
         }
@@ -67,9 +104,9 @@ impl tokio::io::AsyncRead for WsIo {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(io) => std::pin::Pin::new(io).poll_read(cx, buf),
-            Self::Upgraded(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+        match &mut self.get_mut().conn {
+            Conn::Tcp(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+            Conn::Upgraded(io) => std::pin::Pin::new(io).poll_read(cx, buf),
         }
     }
 }
@@ -80,19 +117,26 @@ impl tokio::io::AsyncWrite for WsIo {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(io) => std::pin::Pin::new(io).poll_write(cx, buf),
-            Self::Upgraded(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+        let this = self.get_mut();
+        let written = match &mut this.conn {
+            Conn::Tcp(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+            Conn::Upgraded(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+        };
+        if let std::task::Poll::Ready(Ok(n)) = &written {
+            if *n > 0 {
+                this.progress.mark();
+            }
         }
+        written
     }
 
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(io) => std::pin::Pin::new(io).poll_flush(cx),
-            Self::Upgraded(io) => std::pin::Pin::new(io).poll_flush(cx),
+        match &mut self.get_mut().conn {
+            Conn::Tcp(io) => std::pin::Pin::new(io).poll_flush(cx),
+            Conn::Upgraded(io) => std::pin::Pin::new(io).poll_flush(cx),
         }
     }
 
@@ -100,9 +144,9 @@ impl tokio::io::AsyncWrite for WsIo {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(io) => std::pin::Pin::new(io).poll_shutdown(cx),
-            Self::Upgraded(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+        match &mut self.get_mut().conn {
+            Conn::Tcp(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+            Conn::Upgraded(io) => std::pin::Pin::new(io).poll_shutdown(cx),
         }
     }
 }
@@ -325,6 +369,7 @@ async fn serve(
 /// that makes no progress for `write_timeout` ends it ("transport error").
 async fn run_session(session: &Session, ws: &mut Ws, framing: Framing, write_timeout: Duration) {
     let _guard = CloseOnExit(session);
+    let progress = ws.get_ref().progress.clone();
     // One timer for the heartbeat, moved only when its deadline changes (after a ping or a pong),
     // not registered anew for every message.
     let heartbeat = tokio::time::sleep_until(session.lock().heartbeat.poll_timeout());
@@ -351,7 +396,8 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing, write_tim
             (batch, state.closed, state.heartbeat.poll_timeout())
         };
         if !batch.is_empty() {
-            match write_all(ws, batch, framing, session.metrics(), write_timeout).await {
+            let write = write_all(ws, batch, framing, session.metrics());
+            match within(write_timeout, &progress, write).await {
                 Ok(()) => {}
                 Err(WriteError::Failed) => break CloseReason::TransportClose,
                 Err(WriteError::Stalled) => {
@@ -390,31 +436,45 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing, write_tim
 enum WriteError {
     /// The connection failed.
     Failed,
-    /// A feed or the flush made no progress for the write timeout.
+    /// The connection took no byte for the write timeout.
     Stalled,
 }
 
-/// Bounds one socket operation by the write timeout. The timer is only registered if `op` has to
-/// wait: a write the socket takes at once costs a clock read.
+/// Runs a write on the connection until it completes, or until the connection has taken no byte
+/// for `limit` (counted from the start at the earliest): a slow reader that keeps taking bytes is
+/// not cut off, a stalled one is. One timer per call, registered only if the write has to wait;
+/// it is moved on to the last progress when it fires.
 async fn within<T>(
     limit: Duration,
+    progress: &Progress,
     op: impl std::future::Future<Output = Result<T, tungstenite::Error>>,
 ) -> Result<T, WriteError> {
-    match tokio::time::timeout(limit, op).await {
-        Ok(Ok(out)) => Ok(out),
-        Ok(Err(_)) => Err(WriteError::Failed),
-        Err(_) => Err(WriteError::Stalled),
+    let start = Instant::now();
+    tokio::pin!(op);
+    let timer = tokio::time::sleep_until(start + limit);
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut op => return out.map_err(|_| WriteError::Failed),
+            () = &mut timer => {
+                let deadline = progress.last().max(start) + limit;
+                if deadline <= Instant::now() {
+                    return Err(WriteError::Stalled);
+                }
+                timer.as_mut().reset(deadline);
+            }
+        }
     }
 }
 
-/// Writes a batch of frames, flushing once at the end; each feed and the flush get `limit`.
+/// Writes a batch of frames, flushing once at the end.
 async fn write_all(
     ws: &mut Ws,
     frames: std::collections::VecDeque<Frame>,
     framing: Framing,
     metrics: &super::EngineMetrics,
-    limit: Duration,
-) -> Result<(), WriteError> {
+) -> Result<(), tungstenite::Error> {
     metrics.packets_out.add(frames.len() as u64);
     let bytes: usize = frames.iter().map(Frame::len).sum();
     metrics.bytes_out.add(bytes as u64);
@@ -436,9 +496,9 @@ async fn write_all(
                 }
             },
         };
-        within(limit, ws.feed(msg)).await?;
+        ws.feed(msg).await?;
     }
-    within(limit, ws.flush()).await
+    ws.flush().await
 }
 
 /// Handles one read from the WebSocket; an error is the reason to close the session.
@@ -492,11 +552,62 @@ async fn handle_incoming(
     if packet.kind == PacketType::Ping && packet.data == Payload::Text(Bytes::from_static(b"probe"))
     {
         // A stray probe on an established WebSocket: answer it, harmlessly.
-        return match Box::pin(within(write_timeout, ws.send(Message::text("3probe")))).await {
-            Ok(()) => Ok(()),
-            Err(WriteError::Failed) => Err(CloseReason::TransportClose),
-            Err(WriteError::Stalled) => Err(CloseReason::TransportError),
+        let answer = Box::pin(ws.send(Message::text("3probe")));
+        return match tokio::time::timeout(write_timeout, answer).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(CloseReason::TransportClose),
+            Err(_) => Err(CloseReason::TransportError),
         };
     }
     session.handle_packet(packet.kind, packet.data, Instant::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress() -> Arc<Progress> {
+        Arc::new(Progress {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_keeps_progressing_is_not_cut_off() {
+        let ms = Duration::from_millis;
+        let progress = progress();
+        let marker = progress.clone();
+        // The peer takes a few bytes every 200 ms for 2 s, then stops; the write never completes.
+        let feeder = tokio::spawn(async move {
+            for _ in 0..10 {
+                tokio::time::sleep(ms(200)).await;
+                marker.mark();
+            }
+        });
+        let start = Instant::now();
+        let never = std::future::pending::<Result<(), tungstenite::Error>>();
+        let out = within(ms(500), &progress, never).await;
+        assert!(matches!(out, Err(WriteError::Stalled)));
+        // 500 ms after the last progress (at 2 s), not 500 ms after the start.
+        assert_eq!(start.elapsed(), ms(2500));
+        feeder.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_with_no_progress_ends_at_the_limit() {
+        let ms = Duration::from_millis;
+        let progress = progress();
+        // Progress long before the write started does not extend it.
+        tokio::time::sleep(ms(5000)).await;
+        let start = Instant::now();
+        let never = std::future::pending::<Result<(), tungstenite::Error>>();
+        assert!(matches!(
+            within(ms(300), &progress, never).await,
+            Err(WriteError::Stalled)
+        ));
+        assert_eq!(start.elapsed(), ms(300));
+        let done = async { Ok::<_, tungstenite::Error>(7) };
+        assert!(matches!(within(ms(300), &progress, done).await, Ok(7)));
+    }
 }
