@@ -145,9 +145,11 @@ pub struct EngineConfig {
     pub body_read_timeout: Duration,
     /// Proxies whose `Forwarded: for=` / `X-Forwarded-For` headers are believed. Default empty: the
     /// TCP peer is the client, and the headers are ignored. When the peer is in one of these ranges
-    /// the client is the first untrusted hop from the right ([`RequestInfo::remote_addr`]
-    /// (super::RequestInfo::remote_addr)), which is what `max_connections_per_ip` counts; a
-    /// malformed list falls back to the peer. The reference has none (Express's `trust proxy`).
+    /// the client is the first untrusted hop from the right (kept as
+    /// [`RequestInfo::remote_addr`](super::RequestInfo::remote_addr), the peer as `peer_addr`),
+    /// which is what `max_connections_per_ip` counts; a malformed list falls back to the peer. The
+    /// reference has none (`handshake.address` is always the TCP peer; compare Express's
+    /// `trust proxy`).
     pub trusted_proxies: Vec<IpRange>,
     /// tungstenite's read buffer per WebSocket connection, and the most it reads in one call. The
     /// largest single item of an idle connection's memory: default 512 bytes, which holds the usual
@@ -164,10 +166,12 @@ pub struct EngineConfig {
     /// `Accept-Encoding` allows). Default `Some(1024)`, as the reference's `httpCompression`;
     /// `None` turns compression off.
     pub http_compression_threshold: Option<usize>,
-    /// The most sessions open at once; handshakes beyond it get HTTP 503. Default unlimited.
+    /// The most sessions open at once; handshakes beyond it get HTTP 503. Default unlimited (the
+    /// library leaves capacity to the application; the `tidings` binary sets 25 000).
     pub max_connections: usize,
-    /// The most sessions open at once from one client address; handshakes beyond it get HTTP 503.
-    /// Default unlimited (a proxy in front would otherwise look like one client).
+    /// The most sessions open at once from one client address (see `trusted_proxies`); handshakes
+    /// beyond it get HTTP 503. Default unlimited (a proxy in front would otherwise look like one
+    /// client; the `tidings` binary sets 2 000).
     pub max_connections_per_ip: usize,
     /// Whether Engine.IO v3 clients (socket.io-client 2.x) may connect, as the reference's
     /// `allowEIO3`. Default false: a handshake without `EIO=4` gets HTTP 400, code 5 "Unsupported

@@ -33,8 +33,8 @@ pub enum HttpError {
     InvalidPayload,
     /// The connection limit (global or per client address) is reached: HTTP 503.
     TooManyConnections,
-    /// Code 4: the request's `Origin` is not in the configured list ([`Cors::enforce_origin`]
-    /// (super::Cors::enforce_origin)): HTTP 403.
+    /// Code 4: the request's `Origin` is not in the configured list
+    /// ([`Cors::enforce_origin`](super::Cors::enforce_origin)): HTTP 403.
     OriginNotAllowed,
     /// Code 3: a POST body did not arrive within `body_read_timeout`: HTTP 408 (the session is
     /// closed too).
