@@ -222,6 +222,25 @@ async fn a_websocket_client_that_never_reads_is_closed_over_the_byte_budget() {
 }
 
 #[tokio::test]
+async fn a_slow_consumer_gives_its_connection_back_at_once() {
+    let mut config = config();
+    config.write_timeout = Some(Duration::from_secs(30));
+    let mut options = ServeOptions::default();
+    options.max_connections = 1;
+    let server = TestServer::start_with(config, options).await;
+    let (mut ws, sid) = stalled_ws(server.addr).await;
+    ws.send(Message::text("4stream")).await.unwrap();
+    let engine = &server.engine;
+    assert!(wait_until(WAIT, || engine.session(&sid).is_none()).await);
+    // The write that was stuck on the client ends with the session, not at the write timeout:
+    // the only connection permit is free again, and the batch is gone.
+    let other = open_polling(server.addr, PATH).await;
+    assert!(engine.session(&other).is_some());
+    drop(ws);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn one_message_larger_than_the_budget_still_goes_out() {
     let mut config = config();
     config.max_buffered_bytes = 1_000_000;

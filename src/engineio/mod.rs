@@ -85,6 +85,12 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Whether a close for this reason keeps what is queued for the transport to deliver (an
+    /// orderly close by the server); any other frees the queue at once.
+    pub(crate) fn keeps_queue(self) -> bool {
+        matches!(self, Self::ForcedClose | Self::ServerShutdown)
+    }
+
     /// The reason as the reference names it.
     pub fn as_str(self) -> &'static str {
         match self {

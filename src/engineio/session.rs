@@ -419,10 +419,7 @@ impl Session {
             // An orderly close keeps what is queued for the transport to deliver before the close
             // packet; any other frees it now: nobody is going to read it (a slow consumer, a stalled
             // writer, a dead peer).
-            if !matches!(
-                reason,
-                CloseReason::ForcedClose | CloseReason::ServerShutdown
-            ) {
+            if !reason.keeps_queue() {
                 state.outbox.clear();
             }
             if send_close_packet {

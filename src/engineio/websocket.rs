@@ -395,20 +395,45 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing, write_tim
             state.in_flight = bytes;
             (batch, state.closed, state.heartbeat.poll_timeout())
         };
+        // Whether the loop was woken while writing: then it looks again at once, as the wake-up
+        // has been used.
+        let mut woken = false;
         if !batch.is_empty() {
             let write = write_all(ws, batch, framing, session.metrics());
-            match within(write_timeout, &progress, write).await {
+            let write = within(write_timeout, &progress, write);
+            tokio::pin!(write);
+            let written = loop {
+                tokio::select! {
+                    biased;
+                    written = &mut write => break written,
+                    () = &mut notified => {
+                        // Frames queued, or a close. A close that frees the queue ends the write
+                        // too (and so the connection): nobody is going to read the rest.
+                        woken = true;
+                        if session.lock().closed.is_some_and(|r| !r.keeps_queue()) {
+                            break Err(WriteError::Abandoned);
+                        }
+                        notified.set(session.notify.notified());
+                        notified.as_mut().enable();
+                    }
+                }
+            };
+            match written {
                 Ok(()) => {}
                 Err(WriteError::Failed) => break CloseReason::TransportClose,
                 Err(WriteError::Stalled) => {
                     tracing::debug!(sid = session.id(), "websocket write timed out");
                     break CloseReason::TransportError;
                 }
+                Err(WriteError::Abandoned) => break CloseReason::TransportError,
             }
         }
         if closed.is_some() {
             let _ = tokio::time::timeout(write_timeout, ws.close(None)).await;
             return;
+        }
+        if woken {
+            continue;
         }
         if heartbeat.deadline() != deadline {
             heartbeat.as_mut().reset(deadline);
@@ -438,6 +463,8 @@ enum WriteError {
     Failed,
     /// The connection took no byte for the write timeout.
     Stalled,
+    /// The session was closed in a way that frees its queue while the write waited.
+    Abandoned,
 }
 
 /// Runs a write on the connection until it completes, or until the connection has taken no byte
