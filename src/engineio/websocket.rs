@@ -400,7 +400,7 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing, write_tim
         let mut woken = false;
         if !batch.is_empty() {
             let write = write_all(ws, batch, framing, session.metrics());
-            let write = within(write_timeout, &progress, write);
+            let write = within(write_timeout, &progress, heartbeat.as_mut(), write);
             tokio::pin!(write);
             let written = loop {
                 tokio::select! {
@@ -469,17 +469,24 @@ enum WriteError {
 
 /// Runs a write on the connection until it completes, or until the connection has taken no byte
 /// for `limit` (counted from the start at the earliest): a slow reader that keeps taking bytes is
-/// not cut off, a stalled one is. One timer per call, registered only if the write has to wait;
-/// it is moved on to the last progress when it fires.
+/// not cut off, a stalled one is.
+///
+/// A write the socket takes at once costs nothing more: no clock read, no timer. Only one that has
+/// to wait arms `timer` (the session loop's heartbeat timer, idle while the loop writes; the loop
+/// sets it back afterwards), which is moved on to the last progress whenever it fires.
 async fn within<T>(
     limit: Duration,
     progress: &Progress,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
     op: impl std::future::Future<Output = Result<T, tungstenite::Error>>,
 ) -> Result<T, WriteError> {
-    let start = Instant::now();
     tokio::pin!(op);
-    let timer = tokio::time::sleep_until(start + limit);
-    tokio::pin!(timer);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(op.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(out) = first {
+        return out.map_err(|_| WriteError::Failed);
+    }
+    let start = Instant::now();
+    timer.as_mut().reset(start + limit);
     loop {
         tokio::select! {
             biased;
@@ -614,7 +621,9 @@ mod tests {
         });
         let start = Instant::now();
         let never = std::future::pending::<Result<(), tungstenite::Error>>();
-        let out = within(ms(500), &progress, never).await;
+        let timer = tokio::time::sleep(ms(0));
+        tokio::pin!(timer);
+        let out = within(ms(500), &progress, timer, never).await;
         assert!(matches!(out, Err(WriteError::Stalled)));
         // 500 ms after the last progress (at 2 s), not 500 ms after the start.
         assert_eq!(start.elapsed(), ms(2500));
@@ -629,12 +638,20 @@ mod tests {
         tokio::time::sleep(ms(5000)).await;
         let start = Instant::now();
         let never = std::future::pending::<Result<(), tungstenite::Error>>();
+        let timer = tokio::time::sleep(ms(0));
+        tokio::pin!(timer);
         assert!(matches!(
-            within(ms(300), &progress, never).await,
+            within(ms(300), &progress, timer.as_mut(), never).await,
             Err(WriteError::Stalled)
         ));
         assert_eq!(start.elapsed(), ms(300));
+        // Done at once: the timer is left alone.
+        let armed = timer.deadline();
         let done = async { Ok::<_, tungstenite::Error>(7) };
-        assert!(matches!(within(ms(300), &progress, done).await, Ok(7)));
+        assert!(matches!(
+            within(ms(300), &progress, timer.as_mut(), done).await,
+            Ok(7)
+        ));
+        assert_eq!(timer.deadline(), armed);
     }
 }
