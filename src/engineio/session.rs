@@ -3,6 +3,8 @@
 //! The outbound queue belongs to the session, not to a transport: polling GETs drain it, and after an
 //! upgrade the WebSocket loop drains the same queue, so nothing is lost or reordered by the switch.
 //! Whoever drains it waits on [`Session::notify`]; whoever fills it notifies after unlocking.
+//! The queue is bounded in frames and in bytes (the bytes of a WebSocket batch still being written
+//! count too); over either bound the session is a slow consumer and is closed, which frees the queue.
 //!
 //! Invariants:
 //! - the state lock is never held across an `.await`, nor while calling the handler;

@@ -5,6 +5,11 @@
 //! queue (fed, then flushed once per batch) and drives the heartbeat, all from one `select!` loop.
 //! A polling session that upgrades first goes through [`probe`] (`2probe` → `3probe`, then `5`), bounded
 //! by the upgrade timeout; if that fails the session simply stays on polling.
+//!
+//! Every write waits on the peer for a bounded time: a batch ends ("transport error") once the
+//! connection has taken no byte for the write timeout ([`within`]), or as soon as the session is
+//! closed in a way that frees its queue. The batch counts against the session's byte budget until it
+//! is written. The task holds the connection's [`ConnectionGuard`] until the session ends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
