@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use tidings::admin_ui::{AdminUiConfig, LoginThrottle, Mode, StaticFiles};
 use tidings::analytics::{Analytics, AnalyticsConfig};
-use tidings::engineio::{AllowedOrigins, Cors};
+use tidings::engineio::Cors;
 use tidings::socketio::redis::{RedisAdapterFactory, RedisConfig};
 use tidings::socketio::{Config, OnExceed, RateLimit, RecoveryConfig, SocketIo, parser_named};
 
@@ -68,6 +68,40 @@ struct Cli {
     /// Largest accepted message or polling body, in bytes.
     #[arg(long, env = "TIDINGS_MAX_PAYLOAD", default_value_t = 1_000_000)]
     max_payload: usize,
+    /// With a list of CORS origins: refuse requests (handshakes, polling, WebSocket upgrades) whose
+    /// `Origin` is not in it, with HTTP 403. Requests without `Origin` pass.
+    #[arg(long, env = "TIDINGS_ORIGIN_CHECK", default_value_t = true, action = clap::ArgAction::Set)]
+    origin_check: bool,
+    /// The most Engine.IO sessions open at once (HTTP 503 beyond).
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS", default_value_t = 25_000)]
+    max_connections: usize,
+    /// The most Engine.IO sessions open at once from one client address (HTTP 503 beyond). Behind a
+    /// load balancer, set `--trust-proxy` so that this counts clients, not the balancer.
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_IP", default_value_t = 2_000)]
+    max_connections_per_ip: usize,
+    /// The most TCP connections served at once, WebSockets included (further ones wait).
+    #[arg(long, env = "TIDINGS_MAX_TCP_CONNECTIONS", default_value_t = 100_000)]
+    max_tcp_connections: usize,
+    /// The most bytes queued for one client before it is closed as a slow consumer.
+    #[arg(long, env = "TIDINGS_MAX_BUFFERED_BYTES", default_value_t = 1 << 20)]
+    max_buffered_bytes: usize,
+    /// The most frames queued for one client before it is closed as a slow consumer.
+    #[arg(long, env = "TIDINGS_MAX_BUFFERED_FRAMES", default_value_t = 8192)]
+    max_buffered_frames: usize,
+    /// How long a WebSocket write may make no progress before the session closes, in milliseconds.
+    /// Unset: the ping timeout.
+    #[arg(long, env = "TIDINGS_WRITE_TIMEOUT_MS")]
+    write_timeout_ms: Option<u64>,
+    /// How long a polling POST may take to send its body, in milliseconds (HTTP 408 beyond).
+    #[arg(long, env = "TIDINGS_BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    body_read_timeout_ms: u64,
+    /// How long a client may take to send a request's headers, in milliseconds.
+    #[arg(long, env = "TIDINGS_HEADER_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    header_read_timeout_ms: u64,
+    /// Reverse proxies (comma-separated addresses or CIDR ranges, e.g. `10.0.0.0/8,127.0.0.1`) whose
+    /// `Forwarded` / `X-Forwarded-For` name the client. Unset: the TCP peer is the client.
+    #[arg(long, env = "TIDINGS_TRUST_PROXY", value_delimiter = ',')]
+    trust_proxy: Vec<tidings::engineio::IpRange>,
     /// Also accept socket.io-client 2.x (Engine.IO v3), as the reference's `allowEIO3`.
     #[arg(long, env = "TIDINGS_ALLOW_EIO3")]
     allow_eio3: bool,
@@ -294,14 +328,27 @@ async fn run(cli: Cli) -> Result<(), String> {
         if origins.trim() == "*" {
             Cors::any()
         } else {
-            Cors {
-                origins: AllowedOrigins::List(
-                    origins.split(',').map(|o| o.trim().to_owned()).collect(),
-                ),
-                credentials: true,
-            }
+            let mut cors = Cors::list(
+                origins.split(',').map(|o| o.trim().to_owned()).collect(),
+                true,
+            );
+            cors.enforce_origin = cli.origin_check;
+            cors
         }
     });
+    config.engine.max_connections = cli.max_connections;
+    config.engine.max_connections_per_ip = cli.max_connections_per_ip;
+    config.engine.max_buffered_bytes = cli.max_buffered_bytes;
+    config.engine.max_buffered_frames = cli.max_buffered_frames;
+    config.engine.write_timeout = cli.write_timeout_ms.map(Duration::from_millis);
+    config.engine.body_read_timeout = Duration::from_millis(cli.body_read_timeout_ms);
+    config.engine.trusted_proxies = cli.trust_proxy.clone();
+    let mut serve_options = tidings::server::ServeOptions::default();
+    serve_options.max_connections = cli.max_tcp_connections;
+    serve_options.header_read_timeout = Duration::from_millis(cli.header_read_timeout_ms);
+    if serve_options.max_connections == 0 || serve_options.header_read_timeout.is_zero() {
+        return Err("max TCP connections and the header read timeout must be positive".into());
+    }
     config.engine.validate()?;
     config.event_rate_limit =
         parse_rate_limit(&cli.event_rate_limit, &cli.event_rate_limit_on_exceed)?;
@@ -360,6 +407,16 @@ async fn run(cli: Cli) -> Result<(), String> {
         parser = %cli.parser,
         allow_eio3 = cli.allow_eio3,
         cors = ?cli.cors_origins,
+        origin_check = cli.origin_check,
+        max_connections = cli.max_connections,
+        max_connections_per_ip = cli.max_connections_per_ip,
+        max_tcp_connections = cli.max_tcp_connections,
+        max_buffered_bytes = cli.max_buffered_bytes,
+        max_buffered_frames = cli.max_buffered_frames,
+        write_timeout_ms = config.engine.effective_write_timeout().as_millis() as u64,
+        body_read_timeout_ms = cli.body_read_timeout_ms,
+        header_read_timeout_ms = cli.header_read_timeout_ms,
+        trust_proxy = ?cli.trust_proxy.iter().map(ToString::to_string).collect::<Vec<_>>(),
         auth_secret = mask(&cli.auth_secret),
         api_key = mask(&cli.api_key),
         api_open = cli.api_open,
@@ -478,7 +535,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             analytics,
             admin_files,
         },
-        tidings::server::ServeOptions::default(),
+        serve_options,
         tidings::server::shutdown_signal(),
     )
     .await

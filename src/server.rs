@@ -4,6 +4,12 @@
 //! Shutdown: when the `shutdown` future completes the loop stops accepting, tells the service (which
 //! closes its sessions with a close packet), asks every connection to finish gracefully, and waits for
 //! them up to [`ServeOptions::shutdown_grace`].
+//!
+//! Every connection holds a permit of the connection limit for its whole life, upgraded ones too:
+//! each request carries the permit as a [`ConnectionGuard`] in its extensions, and a WebSocket
+//! session keeps it after hyper's connection task has handed the upgraded connection over and
+//! ended. So WebSockets count against [`ServeOptions::max_connections`], and shutdown waits for
+//! them.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,6 +25,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Semaphore, watch};
 
+use crate::engineio::ConnectionGuard;
 use crate::engineio::error::Body;
 
 /// An HTTP application the server can run: the Engine.IO endpoint, or a router in front of it.
@@ -59,7 +66,8 @@ pub fn not_found() -> Response<Body> {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServeOptions {
-    /// The most connections served at once; further ones wait in the backlog. Default 100 000.
+    /// The most TCP connections served at once, WebSockets included for their whole life; further
+    /// ones wait in the backlog. Default 100 000.
     pub max_connections: usize,
     /// How long shutdown waits for connections to finish. Default 5 s.
     pub shutdown_grace: Duration,
@@ -120,8 +128,10 @@ pub async fn serve<S: Service>(
         let mut stop_rx = stop_rx.clone();
         let header_timeout = options.header_read_timeout;
         tokio::spawn(async move {
-            let _permit = permit;
-            let svc = hyper::service::service_fn(move |req| {
+            // Shared by the connection and any WebSocket it is upgraded to.
+            let guard = ConnectionGuard::new(permit);
+            let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(guard.clone());
                 let service = service.clone();
                 async move { Ok::<_, Infallible>(service.call(req, remote).await) }
             });
@@ -148,7 +158,7 @@ pub async fn serve<S: Service>(
     tracing::info!("shutting down");
     service.shutdown();
     let _ = stop_tx.send(());
-    // Every connection holds a permit; wait until all are back.
+    // Every connection (and every WebSocket) holds a permit; wait until all are back.
     let all = u32::try_from(options.max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(options.shutdown_grace, limit.acquire_many(all)).await;
     Ok(())

@@ -317,6 +317,18 @@ impl Frame {
         buf
     }
 
+    /// The bytes this frame holds (what the outbound queue's byte budget counts).
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Text(b) | Self::Binary(b) => b.len(),
+        }
+    }
+
+    /// Whether the frame holds no bytes (never true of a well-formed packet).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The number of bytes this frame occupies in a polling payload.
     pub fn polling_len(&self) -> usize {
         match self {

@@ -14,8 +14,8 @@ use super::error::{Body, HttpError};
 use super::heartbeat::Heartbeat;
 use super::query::{MAX_QUERY_LEN, parse_engine_query};
 use super::registry::SessionMap;
-use super::session::{RequestInfo, Session, TransportKind};
-use super::{CloseReason, Handler, polling, sid, websocket};
+use super::session::{OutboxLimits, RequestInfo, Session, TransportKind};
+use super::{CloseReason, Handler, polling, proxy, sid, websocket};
 
 /// An Engine.IO server: cheap to clone, shared by every connection.
 pub struct EngineIo<H> {
@@ -81,6 +81,17 @@ impl<H: Handler> EngineIo<H> {
         (all.len() - ws, ws)
     }
 
+    /// The bytes buffered for every open session: queued, or being written
+    /// ([`Session::buffered_bytes`]). Summed when asked (a scrape), at no cost to the sessions.
+    pub fn buffered_bytes(&self) -> usize {
+        self.inner
+            .sessions
+            .all()
+            .iter()
+            .map(|s| s.buffered_bytes())
+            .sum()
+    }
+
     /// How many sessions are open.
     pub fn session_count(&self) -> usize {
         self.inner.sessions.len()
@@ -121,7 +132,20 @@ impl<H: Handler> EngineIo<H> {
                 return preflight(cors, origin.as_ref(), req.headers());
             }
         }
-        let mut res = match self.route(req, remote_addr).await {
+        // One check for every request of the endpoint: handshakes, polling GETs and POSTs, upgrades.
+        let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
+        let refused =
+            cors.is_some_and(|c| c.refuses(origin.as_ref().map(HeaderValue::as_bytes), host));
+        let routed = if refused {
+            tracing::debug!(?origin, "origin not allowed");
+            Err((
+                HttpError::OriginNotAllowed,
+                websocket::is_upgrade_request(&req),
+            ))
+        } else {
+            self.route(req, remote_addr).await
+        };
+        let mut res = match routed {
             Ok(res) => res,
             Err((err, upgrade)) => {
                 tracing::debug!(error = ?err, "engine.io request refused");
@@ -215,11 +239,14 @@ impl<H: Handler> EngineIo<H> {
         if transport == TransportKind::WebSocket && !upgrade {
             return Err(fail(HttpError::BadRequest));
         }
-        let info = Arc::new(RequestInfo::new(req.uri(), req.headers(), remote_addr));
+        let client = proxy::client_addr(&config.trusted_proxies, remote_addr, req.headers());
+        let mut info = RequestInfo::new(req.uri(), req.headers(), client);
+        info.peer_addr = remote_addr;
+        let info = Arc::new(info);
         if let Err(message) = self.inner.handler.allow_request(&info) {
             return Err(fail(HttpError::Forbidden(message)));
         }
-        let ip = remote_addr.map(|a| a.ip());
+        let ip = client.map(|a| a.ip());
         if !self
             .inner
             .sessions
@@ -272,7 +299,7 @@ impl<H: Handler> EngineIo<H> {
             transport,
             heartbeat,
             self.inner.sessions.clone(),
-            config.max_buffered_frames,
+            OutboxLimits::new(config),
             framing,
         ));
         let upgrades = match transport {
@@ -303,10 +330,7 @@ fn allowed_origin(cors: &Cors, origin: Option<&HeaderValue>) -> Option<HeaderVal
     match (&cors.origins, origin) {
         (AllowedOrigins::Any, Some(o)) if cors.credentials => Some(o.clone()),
         (AllowedOrigins::Any, _) => Some(HeaderValue::from_static("*")),
-        (AllowedOrigins::List(list), Some(o)) => list
-            .iter()
-            .any(|allowed| allowed.as_bytes() == o.as_bytes())
-            .then(|| o.clone()),
+        (origins, Some(o)) => origins.contains(o.as_bytes()).then(|| o.clone()),
         (AllowedOrigins::List(_), None) => None,
     }
 }

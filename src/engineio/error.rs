@@ -33,6 +33,12 @@ pub enum HttpError {
     InvalidPayload,
     /// The connection limit (global or per client address) is reached: HTTP 503.
     TooManyConnections,
+    /// Code 4: the request's `Origin` is not in the configured list
+    /// ([`Cors::enforce_origin`](super::Cors::enforce_origin)): HTTP 403.
+    OriginNotAllowed,
+    /// Code 3: a POST body did not arrive within `body_read_timeout`: HTTP 408 (the session is
+    /// closed too).
+    BodyTimeout,
 }
 
 impl HttpError {
@@ -43,8 +49,9 @@ impl HttpError {
             Self::SessionIdUnknown => 1,
             Self::BadHandshakeMethod => 2,
             Self::BadRequest => 3,
-            Self::Forbidden(_) => 4,
+            Self::Forbidden(_) | Self::OriginNotAllowed => 4,
             Self::UnsupportedProtocolVersion => 5,
+            Self::BodyTimeout => 3,
             Self::Overlap
             | Self::PayloadTooLarge
             | Self::InvalidPayload
@@ -63,13 +70,16 @@ impl HttpError {
             Self::UnsupportedProtocolVersion => "Unsupported protocol version",
             Self::PayloadTooLarge => "Payload too large",
             Self::TooManyConnections => "Too many connections",
+            Self::OriginNotAllowed => "Origin not allowed",
+            Self::BodyTimeout => "Request body timeout",
         }
     }
 
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
@@ -99,6 +109,11 @@ impl HttpError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if self == Self::BodyTimeout {
+            // The rest of the body is never read: the connection cannot carry another request.
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         res
     }
 
@@ -165,6 +180,16 @@ mod tests {
                 HttpError::UnsupportedProtocolVersion,
                 400,
                 r#"{"code":5,"message":"Unsupported protocol version"}"#,
+            ),
+            (
+                HttpError::OriginNotAllowed,
+                403,
+                r#"{"code":4,"message":"Origin not allowed"}"#,
+            ),
+            (
+                HttpError::BodyTimeout,
+                408,
+                r#"{"code":3,"message":"Request body timeout"}"#,
             ),
             (HttpError::Overlap, 400, ""),
             (HttpError::PayloadTooLarge, 413, ""),

@@ -37,7 +37,10 @@ pub fn open_session(
         transport,
         Heartbeat::new(now, ping_interval, ping_timeout),
         map.clone(),
-        max_buffered,
+        super::session::OutboxLimits {
+            frames: max_buffered,
+            bytes: super::EngineConfig::default().max_buffered_bytes,
+        },
         super::codec::Framing::V4,
     ));
     session.set_handler(handler);
@@ -58,8 +61,7 @@ pub fn drive_heartbeat(session: &Session, now: Instant) -> Option<Instant> {
 /// Takes up to `max` queued frames, as a polling GET does.
 pub fn drain(session: &Session, max: usize) -> Vec<Frame> {
     let mut state = session.lock();
-    let n = state.outbox.len().min(max);
-    state.outbox.drain(..n).collect()
+    state.outbox.drain_front(max).collect()
 }
 
 /// Whether the session is still in its registry.

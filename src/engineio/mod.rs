@@ -21,7 +21,9 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod heartbeat;
+mod outbox;
 mod polling;
+mod proxy;
 pub mod query;
 mod registry;
 mod session;
@@ -29,13 +31,41 @@ pub mod sid;
 mod websocket;
 
 pub use codec::{Frame, Framing, Packet, PacketType, Payload, Protocol};
-pub use config::{AllowedOrigins, Cors, EngineConfig};
+pub use config::{AllowedOrigins, Cors, EngineConfig, IpRange};
 pub use engine::EngineIo;
 pub use error::HttpError;
 pub use registry::EngineMetrics;
 pub use session::{RequestInfo, SendError, Session, TransportKind};
 
 use std::sync::Arc;
+
+/// Something the server that accepted a connection wants kept for as long as the connection lives,
+/// put into each request's extensions (`req.extensions_mut().insert(guard)`).
+///
+/// hyper's connection task ends when it hands an upgraded connection over, so whatever it held (the
+/// accept loop's connection permit) would be released while the WebSocket lives on. A WebSocket
+/// session takes the guard out of its upgrade request and drops it only when the session ends, so the
+/// connection keeps counting against the server's limit and a graceful shutdown waits for it.
+/// Requests without one (a user's own hyper stack) simply have nothing to hold.
+#[derive(Clone)]
+pub struct ConnectionGuard {
+    _token: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl ConnectionGuard {
+    /// Holds `token` (e.g. an `OwnedSemaphorePermit`) until the last clone of the guard is dropped.
+    pub fn new(token: impl std::any::Any + Send + Sync) -> Self {
+        Self {
+            _token: Arc::new(token),
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnectionGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionGuard").finish_non_exhaustive()
+    }
+}
 
 /// Why a session ended, in the reference's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,6 +85,12 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Whether a close for this reason keeps what is queued for the transport to deliver (an
+    /// orderly close by the server); any other frees the queue at once.
+    pub(crate) fn keeps_queue(self) -> bool {
+        matches!(self, Self::ForcedClose | Self::ServerShutdown)
+    }
+
     /// The reason as the reference names it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -242,7 +242,7 @@ async fn answer_get(
                 let binary = session
                     .polling_framing()
                     .encode_payload(state.outbox.iter().take(n), &mut out);
-                state.outbox.drain(..n);
+                state.outbox.drain_front(n);
                 if !state.outbox.is_empty() {
                     // The rest waits for the next GET.
                     state.queued_since = Some(Instant::now());
@@ -311,10 +311,15 @@ where
     if declared.is_some_and(|len| len > config.max_payload as u64) {
         return Err(HttpError::PayloadTooLarge);
     }
-    let body = match Limited::new(req.into_body(), config.max_payload)
-        .collect()
-        .await
-    {
+    let collect = Limited::new(req.into_body(), config.max_payload).collect();
+    let Ok(collected) = tokio::time::timeout(config.body_read_timeout, collect).await else {
+        // What arrived so far is dropped with the future; the POST slot is released with
+        // `_pending`, and the connection is closed (the rest of the body is never read).
+        tracing::debug!(sid = session.id(), "polling body read timed out");
+        session.close(CloseReason::TransportError, true);
+        return Err(HttpError::BodyTimeout);
+    };
+    let body = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => {
             return Err(HttpError::PayloadTooLarge);

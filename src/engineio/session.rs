@@ -3,12 +3,13 @@
 //! The outbound queue belongs to the session, not to a transport: polling GETs drain it, and after an
 //! upgrade the WebSocket loop drains the same queue, so nothing is lost or reordered by the switch.
 //! Whoever drains it waits on [`Session::notify`]; whoever fills it notifies after unlocking.
+//! The queue is bounded in frames and in bytes (the bytes of a WebSocket batch still being written
+//! count too); over either bound the session is a slow consumer and is closed, which frees the queue.
 //!
 //! Invariants:
 //! - the state lock is never held across an `.await`, nor while calling the handler;
 //! - [`Session::close`] runs its side effects (removal, handler `on_close`) exactly once.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -20,6 +21,7 @@ use tokio::time::Instant;
 
 use super::codec::{Frame, Framing, PacketType, Payload, Protocol};
 use super::heartbeat::{Action, Heartbeat};
+use super::outbox::Outbox;
 use super::registry::SessionMap;
 use super::{CloseReason, SessionHandler};
 
@@ -64,8 +66,12 @@ pub(crate) enum Transport {
 pub struct RequestInfo {
     /// The request URI (path and query).
     pub uri: Uri,
-    /// The peer's address, when known.
+    /// The client's address, when known: the TCP peer, or, when the peer is one of
+    /// [`EngineConfig::trusted_proxies`](super::EngineConfig::trusted_proxies), the address it
+    /// forwarded the request for. The per-address connection limit counts this one.
     pub remote_addr: Option<SocketAddr>,
+    /// The TCP peer's address, when known (the proxy's, behind a trusted proxy).
+    pub peer_addr: Option<SocketAddr>,
     /// Whether the connection was made over TLS (as far as this server can tell).
     pub secure: bool,
     /// When the session was opened.
@@ -97,6 +103,7 @@ impl RequestInfo {
         Self {
             uri: compact_uri,
             remote_addr,
+            peer_addr: remote_addr,
             secure: uri.scheme() == Some(&http::uri::Scheme::HTTPS),
             issued: SystemTime::now(),
             raw_headers: blob.slice(uri_text.len()..),
@@ -151,10 +158,38 @@ impl State {
     }
 }
 
+/// How much a session's outbound queue may hold before the session counts as a slow consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OutboxLimits {
+    /// Frames queued (not counting a batch being written).
+    pub(crate) frames: usize,
+    /// Bytes queued or being written.
+    pub(crate) bytes: usize,
+}
+
+impl OutboxLimits {
+    pub(crate) fn new(config: &super::EngineConfig) -> Self {
+        Self {
+            frames: config.max_buffered_frames,
+            bytes: config.max_buffered_bytes,
+        }
+    }
+}
+
+impl State {
+    /// The bytes waiting to be written: queued, or taken by a write not yet done.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.outbox.bytes() + self.in_flight
+    }
+}
+
 pub(crate) struct State {
     pub(crate) transport: Transport,
     pub(crate) closed: Option<CloseReason>,
-    pub(crate) outbox: VecDeque<Frame>,
+    pub(crate) outbox: Outbox,
+    /// The bytes of the batch the WebSocket loop took from the outbox and is writing: they still
+    /// count against the byte budget until written, so a stalled writer's batch counts.
+    pub(crate) in_flight: usize,
     pub(crate) polling_get: bool,
     pub(crate) polling_post: bool,
     pub(crate) heartbeat: Heartbeat,
@@ -177,7 +212,7 @@ pub struct Session {
     /// Wakes the polling heartbeat driver when a pong moved the next deadline.
     pub(crate) heartbeat_changed: Notify,
     map: Arc<SessionMap>,
-    max_buffered: usize,
+    limits: OutboxLimits,
     started_on: TransportKind,
     /// How the polling transport frames packets (fixed by the handshake).
     framing: Framing,
@@ -196,7 +231,7 @@ impl Session {
         transport: TransportKind,
         heartbeat: Heartbeat,
         map: Arc<SessionMap>,
-        max_buffered: usize,
+        limits: OutboxLimits,
         framing: Framing,
     ) -> Self {
         Self {
@@ -208,7 +243,8 @@ impl Session {
                     TransportKind::WebSocket => Transport::WebSocket,
                 },
                 closed: None,
-                outbox: VecDeque::new(),
+                outbox: Outbox::default(),
+                in_flight: 0,
                 polling_get: false,
                 polling_post: false,
                 heartbeat,
@@ -219,7 +255,7 @@ impl Session {
             notify: Notify::new(),
             heartbeat_changed: Notify::new(),
             map,
-            max_buffered,
+            limits,
             started_on: transport,
             framing,
         }
@@ -286,9 +322,13 @@ impl Session {
         self.enqueue(self.lock(), frames, false)
     }
 
-    /// Appends to the outbox under the caller's lock, then wakes the drainer. More than
-    /// `max_buffered` frames make the session a slow consumer, which is closed. Every outbound frame
+    /// Appends to the outbox under the caller's lock, then wakes the drainer. Every outbound frame
     /// goes through here except the close packet, the session's last.
+    ///
+    /// More than `max_buffered_frames` frames, or more than `max_buffered_bytes` bytes queued and
+    /// being written, make the session a slow consumer, which is closed (and its queue freed). A
+    /// group of frames queued onto an empty outbox always fits, so a single message larger than
+    /// the budget can still go out to a client that keeps up.
     fn enqueue(
         &self,
         mut state: MutexGuard<'_, State>,
@@ -298,7 +338,8 @@ impl Session {
         if state.closed.is_some() {
             return Err(SendError::Closed);
         }
-        if state.outbox.is_empty() {
+        let was_empty = state.outbox.is_empty();
+        if was_empty {
             state.queued_since = Some(Instant::now());
         }
         if front {
@@ -306,9 +347,13 @@ impl Session {
                 state.outbox.push_front(frame);
             }
         } else {
-            state.outbox.extend(frames);
+            for frame in frames {
+                state.outbox.push_back(frame);
+            }
         }
-        if state.outbox.len() > self.max_buffered {
+        if state.outbox.len() > self.limits.frames
+            || (!was_empty && state.buffered_bytes() > self.limits.bytes)
+        {
             drop(state);
             self.map.metrics.slow_consumers.inc();
             tracing::debug!(sid = %self.id, "outbound queue full; closing slow consumer");
@@ -342,6 +387,12 @@ impl Session {
         self.lock().outbox.len()
     }
 
+    /// How many bytes wait to be written: the frames queued, and a WebSocket batch taken from the
+    /// queue whose write has not finished.
+    pub fn buffered_bytes(&self) -> usize {
+        self.lock().buffered_bytes()
+    }
+
     /// Closes the session with `reason`. With `send_close_packet` the client is told with a `1`
     /// packet (server-initiated close); otherwise the transport is just released.
     ///
@@ -367,6 +418,12 @@ impl Session {
                     Transport::Polling | Transport::ProbePending | Transport::Upgrading
                 )
                 && (!state.polling_get || !state.outbox.is_empty());
+            // An orderly close keeps what is queued for the transport to deliver before the close
+            // packet; any other frees it now: nobody is going to read it (a slow consumer, a stalled
+            // writer, a dead peer).
+            if !reason.keeps_queue() {
+                state.outbox.clear();
+            }
             if send_close_packet {
                 state.outbox.push_back(Frame::bare(PacketType::Close));
             }
@@ -474,7 +531,7 @@ impl Session {
         interval: std::time::Duration,
         timeout: std::time::Duration,
     ) -> Arc<Self> {
-        Self::for_test_with(now, interval, timeout, 8192)
+        Self::for_test_with(now, interval, timeout, 8192, 1 << 20)
     }
 
     /// The same with an outbound queue limit.
@@ -482,7 +539,8 @@ impl Session {
         now: Instant,
         interval: std::time::Duration,
         timeout: std::time::Duration,
-        max_buffered: usize,
+        max_frames: usize,
+        max_bytes: usize,
     ) -> Arc<Self> {
         let request = Arc::new(RequestInfo::new(
             &Uri::from_static("/socket.io/?EIO=4&transport=polling"),
@@ -496,7 +554,10 @@ impl Session {
             TransportKind::Polling,
             Heartbeat::new(now, interval, timeout),
             map.clone(),
-            max_buffered,
+            OutboxLimits {
+                frames: max_frames,
+                bytes: max_bytes,
+            },
             Framing::V4,
         ));
         map.insert(session.clone());
@@ -560,6 +621,7 @@ mod tests {
             Duration::from_millis(64),
             Duration::from_millis(31),
             max_buffered,
+            1 << 20,
         )
     }
 
@@ -580,5 +642,73 @@ mod tests {
         assert_eq!(next, Some(t0 + Duration::from_millis(95)));
         assert_eq!(room.buffered(), 2);
         assert!(!room.is_closed());
+    }
+
+    fn bytes_session(max_bytes: usize) -> Arc<Session> {
+        let ms = Duration::from_millis;
+        Session::for_test_with(Instant::now(), ms(25_000), ms(60_000), 8192, max_bytes)
+    }
+
+    #[test]
+    fn the_outbound_queue_is_bounded_in_bytes() {
+        let session = bytes_session(100);
+        let big = "x".repeat(59);
+        session.send(Frame::message(&big)).unwrap(); // 60 bytes
+        assert_eq!(session.buffered_bytes(), 60);
+        session.send(Frame::message(&big[..38])).unwrap(); // 39: 99 in all
+        assert_eq!(session.buffered_bytes(), 99);
+        assert_eq!(session.send(Frame::message("ab")), Err(SendError::Full));
+        assert!(session.is_closed());
+        assert!(!session.is_registered());
+        // Closing a slow consumer frees its queue.
+        assert_eq!(session.buffered_bytes(), 0);
+        assert_eq!(session.lock().outbox.capacity(), 0);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_budget_fits_an_empty_queue() {
+        let session = bytes_session(100);
+        let huge = "y".repeat(1000);
+        session.send(Frame::message(&huge)).unwrap();
+        assert_eq!(session.buffered_bytes(), 1001);
+        // Once drained, the next one fits again.
+        session.lock().outbox.drain_front(1);
+        assert_eq!(session.buffered_bytes(), 0);
+        session.send(Frame::message(&huge)).unwrap();
+        // Behind it, nothing more.
+        assert_eq!(session.send(Frame::message("z")), Err(SendError::Full));
+    }
+
+    #[test]
+    fn a_batch_being_written_counts_against_the_budget() {
+        let session = bytes_session(100);
+        session.send(Frame::message(&"a".repeat(79))).unwrap();
+        {
+            // As the WebSocket loop takes a batch.
+            let mut state = session.lock();
+            let (_batch, bytes) = state.outbox.take_all();
+            state.in_flight = bytes;
+        }
+        assert_eq!(session.buffered_bytes(), 80);
+        session.send(Frame::message(&"b".repeat(9))).unwrap(); // onto an empty queue: fits
+        assert_eq!(session.buffered_bytes(), 90);
+        assert_eq!(
+            session.send(Frame::message(&"c".repeat(19))),
+            Err(SendError::Full)
+        );
+    }
+
+    #[test]
+    fn an_orderly_close_keeps_the_queue_for_delivery() {
+        let session = bytes_session(1000);
+        session.send(Frame::message("bye")).unwrap();
+        session.close(CloseReason::ForcedClose, true);
+        assert_eq!(session.buffered(), 2);
+        let other = bytes_session(1000);
+        other.send(Frame::message("lost")).unwrap();
+        other.close(CloseReason::PingTimeout, true);
+        // Only the close packet, for a GET that is waiting.
+        assert_eq!(other.buffered(), 1);
+        assert_eq!(other.buffered_bytes(), 1);
     }
 }

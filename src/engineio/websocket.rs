@@ -5,8 +5,14 @@
 //! queue (fed, then flushed once per batch) and drives the heartbeat, all from one `select!` loop.
 //! A polling session that upgrades first goes through [`probe`] (`2probe` → `3probe`, then `5`), bounded
 //! by the upgrade timeout; if that fails the session simply stays on polling.
+//!
+//! Every write waits on the peer for a bounded time: a batch ends ("transport error") once the
+//! connection has taken no byte for the write timeout ([`within`]), or as soon as the session is
+//! closed in a way that frees its queue. The batch counts against the session's byte budget until it
+//! is written. The task holds the connection's [`ConnectionGuard`] until the session ends.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,25 +33,61 @@ use super::codec_v3;
 use super::engine::{EngineIo, Inner};
 use super::error::{Body, HttpError};
 use super::session::{RequestInfo, Session, Transport, TransportKind};
-use super::{CloseReason, Handler};
+use super::{CloseReason, ConnectionGuard, Handler};
 
 type Ws = WebSocketStream<WsIo>;
 
-/// The connection under a WebSocket. When the server's own accept loop made it, hyper's upgrade hands
-/// back the plain TCP stream, without the boxed wrapper and its buffer of read-ahead bytes (the
-/// request's 8 KiB read buffer otherwise stays allocated for the connection's life); any other
-/// connection (TLS, a user's own transport) stays behind hyper's `Upgraded`.
-enum WsIo {
+/// The connection under a WebSocket, and when it last took bytes from us.
+struct WsIo {
+    conn: Conn,
+    progress: Arc<Progress>,
+}
+
+/// When the server's own accept loop made the connection, hyper's upgrade hands back the plain TCP
+/// stream, without the boxed wrapper and its buffer of read-ahead bytes (the request's 8 KiB read
+/// buffer otherwise stays allocated for the connection's life); any other connection (TLS, a user's
+/// own transport) stays behind hyper's `Upgraded`.
+enum Conn {
     Tcp(tokio::net::TcpStream),
     Upgraded(TokioIo<Upgraded>),
 }
 
+/// When a write to the connection last made progress, for the write timeout ([`within`]): shared
+/// between the connection, which marks it, and the session loop, which reads it while a write it
+/// started holds the connection. Per connection: no state shared across sessions.
+struct Progress {
+    base: Instant,
+    /// Nanoseconds from `base` to the last write that took at least one byte.
+    last: AtomicU64,
+}
+
+impl Progress {
+    fn mark(&self) {
+        let nanos = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.store(nanos, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_nanos(self.last.load(Ordering::Relaxed))
+    }
+}
+
 impl WsIo {
+    fn new(conn: Conn) -> Self {
+        Self {
+            conn,
+            progress: Arc::new(Progress {
+                base: Instant::now(),
+                last: AtomicU64::new(0),
+            }),
+        }
+    }
+
     /// Opens the WebSocket over an upgraded connection, keeping any bytes hyper read ahead.
     async fn accept(upgraded: Upgraded, config: WebSocketConfig) -> Ws {
         match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
             Ok(parts) => {
-                let io = Self::Tcp(parts.io.into_inner());
+                let io = Self::new(Conn::Tcp(parts.io.into_inner()));
                 if parts.read_buf.is_empty() {
                     WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
                 } else {
@@ -54,7 +96,7 @@ impl WsIo {
                 }
             }
             Err(upgraded) => {
-                let io = Self::Upgraded(TokioIo::new(upgraded));
+                let io = Self::new(Conn::Upgraded(TokioIo::new(upgraded)));
                 WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
             }
         }
@@ -67,9 +109,9 @@ impl tokio::io::AsyncRead for WsIo {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(io) => std::pin::Pin::new(io).poll_read(cx, buf),
-            Self::Upgraded(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+        match &mut self.get_mut().conn {
+            Conn::Tcp(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+            Conn::Upgraded(io) => std::pin::Pin::new(io).poll_read(cx, buf),
         }
     }
 }
@@ -80,19 +122,26 @@ impl tokio::io::AsyncWrite for WsIo {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Self::Tcp(io) => std::pin::Pin::new(io).poll_write(cx, buf),
-            Self::Upgraded(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+        let this = self.get_mut();
+        let written = match &mut this.conn {
+            Conn::Tcp(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+            Conn::Upgraded(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+        };
+        if let std::task::Poll::Ready(Ok(n)) = &written {
+            if *n > 0 {
+                this.progress.mark();
+            }
         }
+        written
     }
 
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(io) => std::pin::Pin::new(io).poll_flush(cx),
-            Self::Upgraded(io) => std::pin::Pin::new(io).poll_flush(cx),
+        match &mut self.get_mut().conn {
+            Conn::Tcp(io) => std::pin::Pin::new(io).poll_flush(cx),
+            Conn::Upgraded(io) => std::pin::Pin::new(io).poll_flush(cx),
         }
     }
 
@@ -100,9 +149,9 @@ impl tokio::io::AsyncWrite for WsIo {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Tcp(io) => std::pin::Pin::new(io).poll_shutdown(cx),
-            Self::Upgraded(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+        match &mut self.get_mut().conn {
+            Conn::Tcp(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+            Conn::Upgraded(io) => std::pin::Pin::new(io).poll_shutdown(cx),
         }
     }
 }
@@ -157,6 +206,7 @@ pub(crate) fn open_session<H: Handler, B: Send + 'static>(
     req: &mut Request<B>,
 ) -> Result<Response<Body>, HttpError> {
     let res = switching_protocols(req)?;
+    let guard = req.extensions_mut().remove::<ConnectionGuard>();
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -168,14 +218,16 @@ pub(crate) fn open_session<H: Handler, B: Send + 'static>(
             }
         };
         let mut ws = WsIo::accept(upgraded, ws_config(engine.config())).await;
+        let write_timeout = engine.config().effective_write_timeout();
         let (session, open) = engine.open_session(info, TransportKind::WebSocket, framing);
-        if ws.send(Message::text(open)).await.is_err() {
+        let sent = tokio::time::timeout(write_timeout, ws.send(Message::text(open))).await;
+        if !matches!(sent, Ok(Ok(()))) {
             session.close(CloseReason::TransportClose, false);
             return;
         }
         // The session gets a task of its own: the set-up's futures are large and short-lived, and
         // would otherwise widen the task that holds the connection for its whole life.
-        tokio::spawn(serve(session, Box::new(ws), framing));
+        tokio::spawn(serve(session, Box::new(ws), framing, write_timeout, guard));
     });
     Ok(res)
 }
@@ -188,6 +240,7 @@ pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
     req: &mut Request<B>,
 ) -> Result<Response<Body>, HttpError> {
     let res = switching_protocols(req)?;
+    let guard = req.extensions_mut().remove::<ConnectionGuard>();
     {
         let mut state = session.lock();
         if state.transport != Transport::Polling || state.closed.is_some() {
@@ -196,10 +249,12 @@ pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
             drop(state);
             let on_upgrade = hyper::upgrade::on(req);
             let ws_config = ws_config(&inner.config);
+            let write_timeout = inner.config.effective_write_timeout();
             tokio::spawn(async move {
+                let _guard = guard;
                 if let Ok(upgraded) = on_upgrade.await {
                     let mut ws = WsIo::accept(upgraded, ws_config).await;
-                    let _ = ws.close(None).await;
+                    let _ = tokio::time::timeout(write_timeout, ws.close(None)).await;
                 }
             });
             return Ok(res);
@@ -209,7 +264,10 @@ pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
     let on_upgrade = hyper::upgrade::on(req);
     let ws_config = ws_config(&inner.config);
     let upgrade_timeout = inner.config.upgrade_timeout;
+    let write_timeout = inner.config.effective_write_timeout();
     tokio::spawn(async move {
+        // Held until the WebSocket ends (see `ConnectionGuard`).
+        let _guard = guard;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(err) => {
@@ -220,11 +278,11 @@ pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
         };
         let mut ws = WsIo::accept(upgraded, ws_config).await;
         match tokio::time::timeout(upgrade_timeout, probe(&session, &mut ws)).await {
-            Ok(true) => run_session(&session, &mut ws, framing).await,
+            Ok(true) => run_session(&session, &mut ws, framing, write_timeout).await,
             Ok(false) | Err(_) => {
                 tracing::debug!(sid = session.id(), "upgrade abandoned");
                 abort_upgrade(&session);
-                let _ = ws.close(None).await;
+                let _ = tokio::time::timeout(write_timeout, ws.close(None)).await;
             }
         }
     });
@@ -290,6 +348,8 @@ struct CloseOnExit<'a>(&'a Session);
 
 impl Drop for CloseOnExit<'_> {
     fn drop(&mut self) {
+        // The batch that was being written, if any, is gone with the loop.
+        self.0.lock().in_flight = 0;
         self.0.close(CloseReason::TransportError, false);
         // A session closed during its upgrade stayed registered for its last packets, which the
         // WebSocket has now delivered (or failed to).
@@ -297,14 +357,24 @@ impl Drop for CloseOnExit<'_> {
     }
 }
 
-/// Serves a session over its WebSocket until either side closes it, as a task of its own.
-async fn serve(session: Arc<Session>, mut ws: Box<Ws>, framing: Framing) {
-    run_session(&session, &mut ws, framing).await;
+/// Serves a session over its WebSocket until either side closes it, as a task of its own, holding
+/// the connection's guard until then.
+async fn serve(
+    session: Arc<Session>,
+    mut ws: Box<Ws>,
+    framing: Framing,
+    write_timeout: Duration,
+    guard: Option<ConnectionGuard>,
+) {
+    run_session(&session, &mut ws, framing, write_timeout).await;
+    drop(guard);
 }
 
-/// Serves a session over its WebSocket, framed as `framing`, until either side closes it.
-async fn run_session(session: &Session, ws: &mut Ws, framing: Framing) {
+/// Serves a session over its WebSocket, framed as `framing`, until either side closes it. A write
+/// that makes no progress for `write_timeout` ends it ("transport error").
+async fn run_session(session: &Session, ws: &mut Ws, framing: Framing, write_timeout: Duration) {
     let _guard = CloseOnExit(session);
+    let progress = ws.get_ref().progress.clone();
     // One timer for the heartbeat, moved only when its deadline changes (after a ping or a pong),
     // not registered anew for every message.
     let heartbeat = tokio::time::sleep_until(session.lock().heartbeat.poll_timeout());
@@ -324,19 +394,51 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing) {
             if !state.outbox.is_empty() {
                 Session::observe_drain(&mut state, session.metrics(), Instant::now());
             }
-            let batch = std::mem::take(&mut state.outbox);
+            // The batch counts against the byte budget until it is written (the previous one,
+            // if any, has been).
+            let (batch, bytes) = state.outbox.take_all();
+            state.in_flight = bytes;
             (batch, state.closed, state.heartbeat.poll_timeout())
         };
-        if !batch.is_empty()
-            && write_all(ws, batch, framing, session.metrics())
-                .await
-                .is_err()
-        {
-            break CloseReason::TransportClose;
+        // Whether the loop was woken while writing: then it looks again at once, as the wake-up
+        // has been used.
+        let mut woken = false;
+        if !batch.is_empty() {
+            let write = write_all(ws, batch, framing, session.metrics());
+            let write = within(write_timeout, &progress, heartbeat.as_mut(), write);
+            tokio::pin!(write);
+            let written = loop {
+                tokio::select! {
+                    biased;
+                    written = &mut write => break written,
+                    () = &mut notified => {
+                        // Frames queued, or a close. A close that frees the queue ends the write
+                        // too (and so the connection): nobody is going to read the rest.
+                        woken = true;
+                        if session.lock().closed.is_some_and(|r| !r.keeps_queue()) {
+                            break Err(WriteError::Abandoned);
+                        }
+                        notified.set(session.notify.notified());
+                        notified.as_mut().enable();
+                    }
+                }
+            };
+            match written {
+                Ok(()) => {}
+                Err(WriteError::Failed) => break CloseReason::TransportClose,
+                Err(WriteError::Stalled) => {
+                    tracing::debug!(sid = session.id(), "websocket write timed out");
+                    break CloseReason::TransportError;
+                }
+                Err(WriteError::Abandoned) => break CloseReason::TransportError,
+            }
         }
         if closed.is_some() {
-            let _ = ws.close(None).await;
+            let _ = tokio::time::timeout(write_timeout, ws.close(None)).await;
             return;
+        }
+        if woken {
+            continue;
         }
         if heartbeat.deadline() != deadline {
             heartbeat.as_mut().reset(deadline);
@@ -347,7 +449,7 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing) {
                 // What the handlers queue while this loop runs them is found on the next look:
                 // no wake-up of this task by itself.
                 session.lock().drainer_parked = false;
-                if let Err(reason) = handle_incoming(session, ws, framing, incoming).await {
+                if let Err(reason) = handle_incoming(session, ws, framing, incoming, write_timeout).await {
                     break reason;
                 }
             }
@@ -360,6 +462,51 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing) {
     session.close(reason, false);
 }
 
+/// Why a batch was not written.
+enum WriteError {
+    /// The connection failed.
+    Failed,
+    /// The connection took no byte for the write timeout.
+    Stalled,
+    /// The session was closed in a way that frees its queue while the write waited.
+    Abandoned,
+}
+
+/// Runs a write on the connection until it completes, or until the connection has taken no byte
+/// for `limit` (counted from the start at the earliest): a slow reader that keeps taking bytes is
+/// not cut off, a stalled one is.
+///
+/// A write the socket takes at once costs nothing more: no clock read, no timer. Only one that has
+/// to wait arms `timer` (the session loop's heartbeat timer, idle while the loop writes; the loop
+/// sets it back afterwards), which is moved on to the last progress whenever it fires.
+async fn within<T>(
+    limit: Duration,
+    progress: &Progress,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    op: impl std::future::Future<Output = Result<T, tungstenite::Error>>,
+) -> Result<T, WriteError> {
+    tokio::pin!(op);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(op.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(out) = first {
+        return out.map_err(|_| WriteError::Failed);
+    }
+    let start = Instant::now();
+    timer.as_mut().reset(start + limit);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut op => return out.map_err(|_| WriteError::Failed),
+            () = &mut timer => {
+                let deadline = progress.last().max(start) + limit;
+                if deadline <= Instant::now() {
+                    return Err(WriteError::Stalled);
+                }
+                timer.as_mut().reset(deadline);
+            }
+        }
+    }
+}
+
 /// Writes a batch of frames, flushing once at the end.
 async fn write_all(
     ws: &mut Ws,
@@ -368,12 +515,7 @@ async fn write_all(
     metrics: &super::EngineMetrics,
 ) -> Result<(), tungstenite::Error> {
     metrics.packets_out.add(frames.len() as u64);
-    let bytes: usize = frames
-        .iter()
-        .map(|f| match f {
-            Frame::Text(b) | Frame::Binary(b) => b.len(),
-        })
-        .sum();
+    let bytes: usize = frames.iter().map(Frame::len).sum();
     metrics.bytes_out.add(bytes as u64);
     for frame in frames {
         let msg = match frame {
@@ -404,6 +546,7 @@ async fn handle_incoming(
     ws: &mut Ws,
     framing: Framing,
     incoming: Option<Result<Message, tungstenite::Error>>,
+    write_timeout: Duration,
 ) -> Result<(), CloseReason> {
     if let Some(Ok(Message::Text(b))) = &incoming {
         session.metrics().packets_in.inc();
@@ -448,9 +591,72 @@ async fn handle_incoming(
     if packet.kind == PacketType::Ping && packet.data == Payload::Text(Bytes::from_static(b"probe"))
     {
         // A stray probe on an established WebSocket: answer it, harmlessly.
-        return Box::pin(ws.send(Message::text("3probe")))
-            .await
-            .map_err(|_| CloseReason::TransportClose);
+        let answer = Box::pin(ws.send(Message::text("3probe")));
+        return match tokio::time::timeout(write_timeout, answer).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(CloseReason::TransportClose),
+            Err(_) => Err(CloseReason::TransportError),
+        };
     }
     session.handle_packet(packet.kind, packet.data, Instant::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress() -> Arc<Progress> {
+        Arc::new(Progress {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_keeps_progressing_is_not_cut_off() {
+        let ms = Duration::from_millis;
+        let progress = progress();
+        let marker = progress.clone();
+        // The peer takes a few bytes every 200 ms for 2 s, then stops; the write never completes.
+        let feeder = tokio::spawn(async move {
+            for _ in 0..10 {
+                tokio::time::sleep(ms(200)).await;
+                marker.mark();
+            }
+        });
+        let start = Instant::now();
+        let never = std::future::pending::<Result<(), tungstenite::Error>>();
+        let timer = tokio::time::sleep(ms(0));
+        tokio::pin!(timer);
+        let out = within(ms(500), &progress, timer, never).await;
+        assert!(matches!(out, Err(WriteError::Stalled)));
+        // 500 ms after the last progress (at 2 s), not 500 ms after the start.
+        assert_eq!(start.elapsed(), ms(2500));
+        feeder.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_with_no_progress_ends_at_the_limit() {
+        let ms = Duration::from_millis;
+        let progress = progress();
+        // Progress long before the write started does not extend it.
+        tokio::time::sleep(ms(5000)).await;
+        let start = Instant::now();
+        let never = std::future::pending::<Result<(), tungstenite::Error>>();
+        let timer = tokio::time::sleep(ms(0));
+        tokio::pin!(timer);
+        assert!(matches!(
+            within(ms(300), &progress, timer.as_mut(), never).await,
+            Err(WriteError::Stalled)
+        ));
+        assert_eq!(start.elapsed(), ms(300));
+        // Done at once: the timer is left alone.
+        let armed = timer.deadline();
+        let done = async { Ok::<_, tungstenite::Error>(7) };
+        assert!(matches!(
+            within(ms(300), &progress, timer.as_mut(), done).await,
+            Ok(7)
+        ));
+        assert_eq!(timer.deadline(), armed);
+    }
 }

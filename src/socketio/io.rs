@@ -318,6 +318,12 @@ impl SocketIo {
             "transport",
             [("polling", polling as u64), ("websocket", websocket as u64)],
         );
+        e.single(
+            "tidings_outbound_buffered_bytes",
+            "gauge",
+            "Bytes queued for clients or being written to them, over every Engine.IO session.",
+            self.engine.buffered_bytes() as u64,
+        );
         let namespaces = self.namespaces();
         let mut sockets = Vec::new();
         let mut rooms = Vec::new();
