@@ -57,7 +57,7 @@ impl Binary {
                 "--ping-timeout-ms",
                 &PING_TIMEOUT_MS.to_string(),
                 "--max-buffered-bytes",
-                "16384",
+                "32768",
                 "--body-read-timeout-ms",
                 "1000",
                 "--attachment-timeout-ms",
@@ -342,6 +342,8 @@ async fn hostile_connections_cost_what_they_send_and_are_released() {
     ];
     let release = Duration::from_millis(PING_INTERVAL_MS + PING_TIMEOUT_MS + 1000);
     for (name, make, gauge) in kinds {
+        // What the canary itself holds: its auth, and its own few updates in flight.
+        let (baseline, slack) = (server.gauge(gauge).await, 4096);
         let before = server.rss_kib();
         let attack = make(addr).await;
         let peak = server.rss_kib();
@@ -363,7 +365,7 @@ async fn hostile_connections_cost_what_they_send_and_are_released() {
         let stopped = Instant::now();
         loop {
             let (sessions, gauge_now) = (server.sessions().await, server.gauge(gauge).await);
-            if sessions == 1 && gauge_now == 0 {
+            if sessions == 1 && gauge_now <= baseline + slack {
                 break;
             }
             assert!(

@@ -124,8 +124,10 @@ pub struct EngineConfig {
     /// The most bytes buffered for one session (queued, or in a WebSocket write not yet done) before
     /// it counts as a slow consumer: it is closed ("transport error", counted in
     /// [`EngineMetrics::slow_consumers`](super::EngineMetrics)) and its queue freed. Default 1 MiB
-    /// (1 048 576): must be at least `max_payload`, and a group of frames queued onto an empty queue
-    /// always fits, so one message of any size can go out to a client that keeps up. Frames shared by
+    /// (1 048 576). A group of frames queued onto an empty queue always fits, so one message of any
+    /// size (up to `max_payload` from clients, any size from the application) goes out to a client
+    /// that keeps up, whatever the budget; a smaller budget bounds a client that does not read more
+    /// tightly. Frames shared by
     /// a broadcast count in full for every session. The reference bounds nothing (its `writeBuffer`
     /// grows without limit).
     pub max_buffered_bytes: usize,
@@ -236,11 +238,8 @@ impl EngineConfig {
         if self.max_buffered_frames == 0 {
             return Err("max buffered frames must be positive".into());
         }
-        if self.max_buffered_bytes < self.max_payload {
-            return Err(format!(
-                "max buffered bytes ({}) must hold one max payload message ({})",
-                self.max_buffered_bytes, self.max_payload
-            ));
+        if self.max_buffered_bytes == 0 {
+            return Err("max buffered bytes must be positive".into());
         }
         if self.write_timeout.is_some_and(|t| t.is_zero()) || self.body_read_timeout.is_zero() {
             return Err("write and body read timeouts must be positive".into());
