@@ -249,6 +249,18 @@ async fn an_oversized_auth_is_refused_and_a_kept_one_costs_its_json_text() {
     );
 }
 
+/// Waits until the server closes `ws` (messages before the close are skipped).
+async fn closed(ws: &mut Ws) {
+    bounded(WAIT, "the close", async {
+        while let Some(Ok(msg)) = futures_util::StreamExt::next(ws).await {
+            if msg.is_close() {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
 fn pending_gauge(io: &SocketIo) -> u64 {
     io.metrics_text()
         .lines()
@@ -280,17 +292,7 @@ async fn attachments_that_never_come_are_dropped_at_the_deadline() {
         pending_gauge(&server.io)
     );
     // The second attachment never comes: the connection is closed and the bytes freed.
-    let closed = bounded(WAIT, "the close", async {
-        loop {
-            match futures_util::StreamExt::next(&mut ws).await {
-                Some(Ok(Message::Text(t))) if t == "2" => {}
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return true,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await;
-    assert!(closed);
+    closed(&mut ws).await;
     assert_eq!(pending_gauge(&server.io), 0);
     assert!(wait_until(WAIT, || server.io.engine().session_count() == 0).await);
 }
@@ -321,17 +323,7 @@ async fn a_pending_binary_packet_over_its_budget_closes_only_its_connection() {
     over.send(Message::binary(vec![0u8; 100 * 1024]))
         .await
         .unwrap();
-    let closed = bounded(WAIT, "the close", async {
-        loop {
-            match futures_util::StreamExt::next(&mut over).await {
-                Some(Ok(Message::Text(t))) if t == "2" => {}
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return true,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await;
-    assert!(closed);
+    closed(&mut over).await;
     assert_eq!(pending_gauge(&server.io), 0);
 
     // Within the budget, a binary packet still goes through.

@@ -2,9 +2,9 @@
 // tenant isolation, the event API and its bad inputs, statistics, filtering, history, ping/pong.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createHmac } from "node:crypto";
 import { io } from "socket.io-client";
 import { startServer } from "../lib/server.js";
+import { dashboardToken } from "../lib/token.js";
 
 const BIN = process.env.TIDINGS_ANALYTICS_BIN;
 const skip = BIN ? false : "TIDINGS_ANALYTICS_BIN is not set";
@@ -34,19 +34,9 @@ after(async () => {
   if (server) await server.stop();
 });
 
-const b64url = (data) => Buffer.from(data).toString("base64url");
-
 /** An HS256 token granting `orgs`, valid for `ttl` seconds (negative = already expired), not
  * before `nbf` seconds from now when given. */
-function token(orgs, { ttl = 3600, secret = SECRET, nbf } = {}) {
-  const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
-  const now = Math.floor(Date.now() / 1000);
-  const claims = { orgs, exp: now + ttl };
-  if (nbf !== undefined) claims.nbf = now + nbf;
-  const payload = b64url(JSON.stringify(claims));
-  const sig = createHmac("sha256", secret).update(`${header}.${payload}`).digest("base64url");
-  return `${header}.${payload}.${sig}`;
-}
+const token = (orgs, { ttl = 3600, secret = SECRET, nbf } = {}) => dashboardToken(secret, orgs, { ttl, nbf });
 
 function withTimeout(promise, what, ms = WAIT) {
   let timer;

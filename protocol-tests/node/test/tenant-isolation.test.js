@@ -4,15 +4,15 @@
 // connected, and the ingestion API without a key.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { createHmac } from "node:crypto";
 import { io } from "socket.io-client";
 import { startServer } from "../lib/server.js";
+import { dashboardToken } from "../lib/token.js";
+import { waitUntil, withTimeout } from "../lib/wait.js";
 
 const BIN = process.env.TIDINGS_ANALYTICS_BIN;
 const skip = BIN ? false : "TIDINGS_ANALYTICS_BIN is not set";
 const SECRET = "isolation-secret";
 const API_KEY = "isolation-api-key";
-const WAIT = 5000;
 
 let server;
 const clients = [];
@@ -36,33 +36,7 @@ after(async () => {
   if (server) await server.stop();
 });
 
-const b64url = (data) => Buffer.from(data).toString("base64url");
-
-/** An HS256 token granting `orgs`, valid for `ttl` seconds. */
-function token(orgs, { ttl = 3600 } = {}) {
-  const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
-  const payload = b64url(JSON.stringify({ orgs, exp: Math.floor(Date.now() / 1000) + ttl }));
-  const sig = createHmac("sha256", SECRET).update(`${header}.${payload}`).digest("base64url");
-  return `${header}.${payload}.${sig}`;
-}
-
-function withTimeout(promise, what, ms = WAIT) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-async function until(cond, what, ms = WAIT) {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const token = (orgs, opts) => dashboardToken(SECRET, orgs, opts);
 
 /** A dashboard of the stock client that records what it receives; resolves once connected. */
 function dashboard(auth, opts = {}) {
@@ -98,7 +72,7 @@ async function droppedDashboard(org) {
   const socket = await dashboard({ token: token([org]) });
   assert.equal((await socket.emitWithAck("join:analytics", { organizationId: org })).ok, true);
   assert.equal((await post(org, "before")).status, 200);
-  await until(() => socket.updates.length === 1, "the first update");
+  await waitUntil(() => socket.updates.length === 1, "the first update");
   const stolen = { id: socket.id, pid: socket._pid, offset: socket._lastOffset };
   assert.ok(stolen.pid && stolen.offset, "recovery is on: the client holds a pid and an offset");
   const gone = new Promise((r) => socket.once("disconnect", r));
@@ -137,7 +111,7 @@ test("another tenant's token with a stolen pid and offset gets nothing; the vict
 
   // The victim comes back: same socket, everything it missed, in order.
   await reconnect(victim);
-  await until(() => victim.updates.length >= 3, "the replay");
+  await waitUntil(() => victim.updates.length >= 3, "the replay");
   assert.equal(victim.recovered, true);
   assert.equal(victim.id, stolen.id);
   assert.deepEqual(victim.updates, ["before", "while-away", "live"]);
@@ -156,7 +130,7 @@ test("one tenant's flood does not cost another tenant its recovery", { skip, tim
   assert.ok(pongs.n > 0 || flooder.disconnected, "the flood reached the server");
 
   await reconnect(victim);
-  await until(() => victim.updates.length >= 2, "the replay");
+  await waitUntil(() => victim.updates.length >= 2, "the replay");
   assert.equal(victim.recovered, true);
   assert.deepEqual(victim.updates, ["before", "missed"]);
 });
