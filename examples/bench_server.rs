@@ -27,18 +27,25 @@ async fn main() -> std::io::Result<()> {
     let io2 = io.clone();
     io.ns("/", move |socket| {
         socket.on("join", |socket, args: Args, ack| {
-            let joined = args.get::<String>(0).map(|room| socket.join(room)).is_ok();
-            if let Some(ack) = ack {
-                ack.send_one(joined);
+            // Acked with whether the room was joined (false past `max_rooms_per_socket`).
+            let joined = args
+                .get::<String>(0)
+                .is_ok_and(|room| socket.join(room).is_ok());
+            if let Some(Err(err)) = ack.map(|ack| ack.send_one(joined)) {
+                tracing::debug!(%err, "join ack not sent");
             }
         });
         socket.on("echo", |socket, args: Args, _| {
-            socket.emit_args("echo", args);
+            if let Err(err) = socket.emit_args("echo", args) {
+                tracing::debug!(%err, "echo not sent");
+            }
         });
         let io = io2.clone();
         socket.on("broadcast", move |_, args: Args, _| {
             if let Ok(Broadcast { room, data }) = args.get::<Broadcast>(0) {
-                io.to(room.as_str()).emit("bcast", data);
+                if let Err(err) = io.to(room.as_str()).emit("bcast", data) {
+                    tracing::debug!(%err, "broadcast not sent");
+                }
             }
         });
     });

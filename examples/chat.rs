@@ -18,17 +18,23 @@ async fn main() -> std::io::Result<()> {
     let io = SocketIo::new(Config::default());
     io.ns("/", |socket| {
         socket.on("join", |socket, args: Args, ack| {
-            let joined = args.get::<String>(0).map(|room| socket.join(room)).is_ok();
-            if let Some(ack) = ack {
-                ack.send_one(joined);
+            // Acked with whether the room was joined (false past `max_rooms_per_socket`).
+            let joined = args
+                .get::<String>(0)
+                .is_ok_and(|room| socket.join(room).is_ok());
+            if let Some(Err(err)) = ack.map(|ack| ack.send_one(joined)) {
+                tracing::debug!(%err, "join ack not sent");
             }
         });
         socket.on("chat", |socket, args: Args, _| {
             if let Ok(Chat { room, text }) = args.get::<Chat>(0) {
                 let from = socket.id().to_owned();
-                socket
+                let sent = socket
                     .to(room.as_str())
                     .emit("chat", serde_json::json!({ "from": from, "text": text }));
+                if let Err(err) = sent {
+                    tracing::debug!(%err, "chat message not sent");
+                }
             }
         });
         socket.on_disconnect(|socket, reason| {

@@ -16,7 +16,9 @@ use tidings::socketio::{Config, SocketIo};
 async fn main() -> std::io::Result<()> {
     let io = SocketIo::new(Config::default());
     io.ns("/", |socket| {
-        socket.emit("hello", "from a hyper app");
+        if let Err(err) = socket.emit("hello", "from a hyper app") {
+            eprintln!("hello not sent: {err}");
+        }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     loop {

@@ -18,9 +18,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tidings::socketio::{Args, Config, ConnectError, SocketIo, SocketRef};
+use tidings::socketio::{AckSender, Args, Config, ConnectError, SendError, SocketIo, SocketRef};
 
 fn env_ms(name: &str) -> Option<Duration> {
     std::env::var(name)
@@ -61,30 +61,54 @@ struct AckRequest {
     room: Option<String>,
 }
 
+/// Answers a test's ack, if it asked for one. A client gone meanwhile gets nothing (logged at debug).
+fn reply<T: Serialize>(ack: Option<AckSender>, value: T) {
+    if let Some(Err(err)) = ack.map(|ack| ack.send_one(value)) {
+        tracing::debug!(%err, "reply not sent");
+    }
+}
+
+/// Logs an emit the client will not get (gone meanwhile): the tests see the missing event.
+fn notify<T>(sent: Result<T, SendError>, event: &str) {
+    if let Err(err) = sent {
+        tracing::debug!(event, %err, "emit not sent");
+    }
+}
+
+/// A broadcast's outcome for a test: the number of sockets it reached, or why it was refused.
+fn count(n: Result<usize, SendError>) -> Value {
+    match n {
+        Ok(n) => json!(n),
+        Err(err) => json!({ "error": err.to_string() }),
+    }
+}
+
 /// Reasons of every socket that disconnected, in order, for tests to read back.
 type ReasonLog = Arc<Mutex<Vec<Value>>>;
 
 fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog) {
-    socket.emit(
+    // The client has just connected: a refusal here means it is gone already (logged at debug).
+    notify(
+        socket.emit(
+            "welcome",
+            json!({ "id": socket.id(), "recovered": socket.recovered() }),
+        ),
         "welcome",
-        json!({ "id": socket.id(), "recovered": socket.recovered() }),
     );
 
     socket.on("echo", |socket, args: Args, _| {
-        socket.emit_args("echo", args);
+        notify(socket.emit_args("echo", args), "echo");
     });
     socket.on("echo-ack", |_, args: Args, ack| {
-        if let Some(ack) = ack {
-            ack.send(args);
+        if let Some(Err(err)) = ack.map(|ack| ack.send(args)) {
+            tracing::debug!(%err, "echo-ack not sent");
         }
     });
     socket.on("add", |_, args: Args, ack| {
         let sum = args.parse::<(i64, i64)>().map(|(a, b)| a + b);
-        if let Some(ack) = ack {
-            match sum {
-                Ok(sum) => ack.send_one(sum),
-                Err(err) => ack.send_one(json!({ "error": err.to_string() })),
-            };
+        match sum {
+            Ok(sum) => reply(ack, sum),
+            Err(err) => reply(ack, json!({ "error": err.to_string() })),
         }
     });
     socket.on("join", |socket, args: Args, ack| {
@@ -93,25 +117,19 @@ fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog
             Ok(Value::String(room)) => vec![room],
             _ => Vec::new(),
         };
-        socket.join(rooms);
-        if let Some(ack) = ack {
-            ack.send_one(true);
-        }
+        // Acked with whether the rooms were joined (false past `max_rooms_per_socket`).
+        reply(ack, socket.join(rooms).is_ok());
     });
     socket.on("leave", |socket, args: Args, ack| {
         if let Ok(room) = args.get::<String>(0) {
             socket.leave(&room);
         }
-        if let Some(ack) = ack {
-            ack.send_one(true);
-        }
+        reply(ack, true);
     });
     socket.on("rooms", |socket, _, ack| {
         let mut rooms: Vec<String> = socket.rooms().iter().map(|r| r.to_string()).collect();
         rooms.sort();
-        if let Some(ack) = ack {
-            ack.send_one(rooms);
-        }
+        reply(ack, rooms);
     });
     let io2 = io.clone();
     socket.on("to-room", move |socket, args: Args, ack| {
@@ -132,18 +150,14 @@ fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog
             },
         );
         let _ = socket;
-        if let Some(ack) = ack {
-            ack.send_one(n);
-        }
+        reply(ack, count(n));
     });
     socket.on("socket-to-room", |socket, args: Args, ack| {
         let Ok(req) = args.get::<RoomEmit>(0) else {
             return;
         };
         let n = socket.to(req.room.as_str()).emit(&req.event, req.data);
-        if let Some(ack) = ack {
-            ack.send_one(n);
-        }
+        reply(ack, count(n));
     });
     let io2 = io.clone();
     socket.on("multi-room", move |_, args: Args, ack| {
@@ -151,22 +165,21 @@ fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog
             return;
         };
         let n = io2.to(req.rooms).emit(&req.event, req.data);
-        if let Some(ack) = ack {
-            ack.send_one(n);
-        }
+        reply(ack, count(n));
     });
     socket.on("broadcast", |socket, args: Args, ack| {
         let n = socket.broadcast().emit_args("broadcast", args);
-        if let Some(ack) = ack {
-            ack.send_one(n);
-        }
+        reply(ack, count(n));
     });
     socket.on("volatile", |socket, args: Args, _| {
-        socket
-            .ns()
-            .broadcast()
-            .volatile()
-            .emit_args("volatile", args);
+        notify(
+            socket
+                .ns()
+                .broadcast()
+                .volatile()
+                .emit_args("volatile", args),
+            "volatile",
+        );
     });
     // The server asks this socket for an ack and reports what came back.
     socket.on("server-ack", |socket, args: Args, ack| {
@@ -186,9 +199,7 @@ fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog
                 Ok(answer) => json!({ "ok": true, "answer": answer.values }),
                 Err(err) => json!({ "ok": false, "error": err.to_string() }),
             };
-            if let Some(ack) = ack {
-                ack.send_one(report);
-            }
+            reply(ack, report);
         });
     });
     let io2 = io.clone();
@@ -203,9 +214,10 @@ fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog
             let (answers, outcome) = op.emit_with_ack(&req.event, Args::one(req.data)).await;
             let mut answers: Vec<Value> = answers.into_iter().flat_map(|a| a.values).collect();
             answers.sort_by_key(|v| v.to_string());
-            if let Some(ack) = ack {
-                ack.send_one(json!({ "complete": outcome.is_ok(), "answers": answers }));
-            }
+            reply(
+                ack,
+                json!({ "complete": outcome.is_ok(), "answers": answers }),
+            );
         });
     });
     // Room operations on every node of a cluster: `{room, target}` makes the sockets in `room` join or
@@ -215,25 +227,19 @@ fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog
         if let Ok(req) = args.get::<RoomTarget>(0) {
             io2.to(req.room.as_str()).join(req.target.as_str());
         }
-        if let Some(ack) = ack {
-            ack.send_one(true);
-        }
+        reply(ack, true);
     });
     let io2 = io.clone();
     socket.on("sockets-leave", move |_, args: Args, ack| {
         if let Ok(req) = args.get::<RoomTarget>(0) {
             io2.to(req.room.as_str()).leave(req.target.as_str());
         }
-        if let Some(ack) = ack {
-            ack.send_one(true);
-        }
+        reply(ack, true);
     });
     let io2 = io.clone();
     socket.on("disconnect-sockets", move |_, args: Args, ack| {
         let room: String = args.get(0).unwrap_or_default();
-        if let Some(ack) = ack {
-            ack.send_one(true);
-        }
+        reply(ack, true);
         io2.to(room.as_str()).disconnect(false);
     });
     // A server-side emit to the other nodes, acked with their answers.
@@ -247,9 +253,7 @@ fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog
                 .server_side_emit_with_ack(&event, Args::new(), Duration::from_secs(3))
                 .await;
             answers.sort_by_key(|v| v.to_string());
-            if let Some(ack) = ack {
-                ack.send_one(json!({ "answers": answers, "complete": complete }));
-            }
+            reply(ack, json!({ "answers": answers, "complete": complete }));
         });
     });
     // The ids of the sockets in a room, on every node of a cluster.
@@ -261,9 +265,7 @@ fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog
             let (sockets, complete) = op.fetch_sockets().await;
             let mut ids: Vec<String> = sockets.into_iter().map(|s| s.id).collect();
             ids.sort();
-            if let Some(ack) = ack {
-                ack.send_one(json!({ "ids": ids, "complete": complete }));
-            }
+            reply(ack, json!({ "ids": ids, "complete": complete }));
         });
     });
     socket.on("handshake", |socket, _, ack| {
@@ -275,8 +277,9 @@ fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog
             .collect();
         let query: serde_json::Map<String, Value> =
             h.query().into_iter().map(|(k, v)| (k, json!(v))).collect();
-        if let Some(ack) = ack {
-            ack.send_one(json!({
+        reply(
+            ack,
+            json!({
                 "auth": h.auth(),
                 "headers": headers,
                 "query": query,
@@ -285,28 +288,24 @@ fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog
                 "url": h.url(),
                 "secure": h.secure(),
                 "xdomain": h.xdomain(),
-            }));
-        }
+            }),
+        );
     });
     // A burst for the transport tests: emits `burst` with 0, 1, ..., n-1 to this socket at once
     // (n capped at 10 000), then acks `n`, so the ack arrives after every burst event.
     socket.on("burst", |socket, args: Args, ack| {
         let n = args.get::<u64>(0).unwrap_or(0).min(10_000);
         for i in 0..n {
-            socket.emit("burst", i);
+            notify(socket.emit("burst", i), "burst");
         }
-        if let Some(ack) = ack {
-            ack.send_one(n);
-        }
+        reply(ack, n);
     });
     socket.on("disconnect-me", |socket, _, _| socket.disconnect(false));
     socket.on("close-me", |socket, _, _| socket.disconnect(true));
     let log = reasons.clone();
     socket.on("disconnect-reasons", move |_, _, ack| {
         let list = log.lock().unwrap().clone();
-        if let Some(ack) = ack {
-            ack.send_one(list);
-        }
+        reply(ack, list);
     });
     let log = reasons.clone();
     socket.on_disconnect(move |socket, reason| {
@@ -379,9 +378,12 @@ async fn main() -> std::io::Result<()> {
     }
 
     let admin = io.ns("/admin", |socket| {
-        socket.emit("admin-welcome", json!({ "id": socket.id() }));
+        notify(
+            socket.emit("admin-welcome", json!({ "id": socket.id() })),
+            "admin-welcome",
+        );
         socket.on("echo", |socket, args: Args, _| {
-            socket.emit_args("echo", args);
+            notify(socket.emit_args("echo", args), "echo");
         });
     });
     admin.use_middleware(|socket: SocketRef| async move {
@@ -395,7 +397,10 @@ async fn main() -> std::io::Result<()> {
     io.dynamic_ns(
         |name| name.starts_with("/dyn-"),
         |socket| {
-            socket.emit("hello", json!({ "nsp": socket.ns().name() }));
+            notify(
+                socket.emit("hello", json!({ "nsp": socket.ns().name() })),
+                "hello",
+            );
         },
     );
 

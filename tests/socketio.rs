@@ -39,29 +39,47 @@ impl TestServer {
         let reasons: Arc<Mutex<Vec<String>>> = Arc::default();
         let log = reasons.clone();
         io.ns("/", move |socket| {
-            socket.emit("auth", socket.handshake().auth());
+            // A lost event shows up as the test's missing event.
+            let _ = socket.emit("auth", socket.handshake().auth());
             socket.on("echo", |socket, args: Args, _| {
-                socket.emit_args("echo", args);
+                // A lost echo shows up as the test's missing event.
+                let _ = socket.emit_args("echo", args);
             });
             socket.on("echo-ack", |_, args: Args, ack| {
                 if let Some(ack) = ack {
-                    ack.send(args);
+                    // A lost answer shows up as the test's missing ack.
+                    let _ = ack.send(args);
                 }
             });
             socket.on("disconnect-me", |socket, _, _| socket.disconnect(false));
             socket.on("join", |socket, args: Args, ack| {
-                let joined = socket.join(args.get::<Vec<String>>(0).unwrap_or_default());
+                let joined = match socket.join(args.get::<Vec<String>>(0).unwrap_or_default()) {
+                    Ok(()) => json!(true),
+                    Err(err) => json!({ "error": err.to_string() }),
+                };
                 if let Some(ack) = ack {
-                    ack.send_one(joined);
+                    // A lost answer shows up as the test's missing ack.
+                    let _ = ack.send_one(joined);
                 }
             });
             let counter = counter.clone();
             socket.on("rate-limited", move |_, _, ack| {
                 if let Some(ack) = ack {
-                    ack.send_one(counter.rate_limited_events());
+                    // A lost answer shows up as the test's missing ack.
+                    let _ = ack.send_one(counter.rate_limited_events());
                 }
             });
             socket.on("panic", |_, _, _| panic!("a handler bug"));
+            // Emits of reserved names, to the socket and as a broadcast: both refused.
+            socket.on("reserved", |socket, _, ack| {
+                let direct = socket.emit("disconnect", 1).err().map(|e| e.to_string());
+                let broadcast = socket.broadcast().emit("connect", 1);
+                let broadcast = broadcast.err().map(|e| e.to_string());
+                if let Some(ack) = ack {
+                    // A lost answer shows up as the test's missing ack.
+                    let _ = ack.send_one(json!({ "direct": direct, "broadcast": broadcast }));
+                }
+            });
             socket.on("ask", |socket, args: Args, _| {
                 let socket = socket.clone();
                 tokio::spawn(async move {
@@ -72,14 +90,16 @@ impl TestServer {
                         Ok(a) => json!({ "answer": a.values }),
                         Err(e) => json!({ "error": e.to_string() }),
                     };
-                    socket.emit("answered", report);
+                    // A lost report shows up as the test's missing event.
+                    let _ = socket.emit("answered", report);
                 });
             });
             let log = log.clone();
             socket.on_disconnect(move |_, reason| log.lock().unwrap().push(reason.as_str().into()));
         });
         let admin = io.ns("/admin", |socket| {
-            socket.emit("welcome", "admin");
+            // A lost event shows up as the test's missing event.
+            let _ = socket.emit("welcome", "admin");
         });
         io.dynamic_ns(|name| name.starts_with("/dyn-"), |_| {});
         admin.use_middleware(|socket: SocketRef| async move {
@@ -257,6 +277,21 @@ async fn events_and_acks_both_ways() {
     assert_eq!(
         next_text(&mut ws).await,
         r#"42["answered",{"answer":["because"]}]"#
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn emits_of_reserved_event_names_are_refused_with_the_reason() {
+    let server = TestServer::start().await;
+    let mut ws = server.connect().await;
+    connect_root(&mut ws, None).await;
+    next_text(&mut ws).await; // auth
+    send(&mut ws, r#"421["reserved"]"#).await;
+    // The ack comes first: no `disconnect` event reached the client (it would close on it).
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"431[{"direct":"\"disconnect\" is a reserved event name","broadcast":"\"connect\" is a reserved event name"}]"#
     );
     server.stop().await;
 }
@@ -475,7 +510,10 @@ async fn room_and_dynamic_namespace_limits() {
     send(&mut ws, r#"421["join",["a","b"]]"#).await;
     assert_eq!(next_text(&mut ws).await, "431[true]");
     send(&mut ws, r#"422["join",["c"]]"#).await;
-    assert_eq!(next_text(&mut ws).await, "432[false]");
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"432[{"error":"room limit reached: 4 rooms asked for, at most 3 allowed"}]"#
+    );
     send(&mut ws, r#"423["join",["a"]]"#).await;
     assert_eq!(next_text(&mut ws).await, "433[true]");
     // One dynamic namespace may be created; the second name is refused.
@@ -508,7 +546,7 @@ async fn the_connect_reply_comes_before_any_broadcast() {
     let flood = io.clone();
     let ticker = tokio::spawn(async move {
         loop {
-            flood.emit("tick", 0);
+            flood.emit("tick", 0).expect("a number under a plain name");
             tokio::task::yield_now().await;
         }
     });

@@ -92,7 +92,9 @@ impl Instrumentation {
 
     /// Sends `event` to every admin.
     fn tell(&self, event: &str, values: Vec<Value>) {
-        self.admin.broadcast().emit_args(event, Args::from(values));
+        if let Err(err) = self.admin.broadcast().emit_args(event, Args::from(values)) {
+            tracing::debug!(event, %err, "admin ui: event not sent");
+        }
     }
 
     pub(crate) fn count(&self, kind: &'static str, sub: Option<&'static str>, n: u64) {

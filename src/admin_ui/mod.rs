@@ -321,9 +321,9 @@ fn on_admin_connection(
     verbose: bool,
 ) {
     if let Some(id) = socket.with_extension(|s: &mut NewSession| s.0.clone()) {
-        socket.emit("session", id);
+        greet(socket, "session", json!(id));
     }
-    socket.emit("config", json!({ "supportedFeatures": features }));
+    greet(socket, "config", json!({ "supportedFeatures": features }));
     if !readonly {
         register_commands(io, socket);
     }
@@ -331,8 +331,15 @@ fn on_admin_connection(
         let (io, socket) = (io.clone(), socket.clone());
         tokio::spawn(async move {
             let sockets = all_sockets(&io).await;
-            socket.emit("all_sockets", sockets);
+            greet(&socket, "all_sockets", json!(sockets));
         });
+    }
+}
+
+/// Sends an admin one of the events that open its session; an admin gone meanwhile is only logged.
+fn greet(socket: &SocketRef, event: &str, value: Value) {
+    if let Err(err) = socket.emit(event, value) {
+        tracing::debug!(socket = socket.id(), event, %err, "admin ui: event not sent");
     }
 }
 
@@ -370,33 +377,22 @@ fn string_arg(args: &Args, i: usize) -> Option<String> {
     args.get::<Option<String>>(i).ok().flatten()
 }
 
-/// Event names clients give a meaning of their own; the reference refuses to emit them.
-const RESERVED_EVENTS: [&str; 6] = [
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
-
 fn register_commands(io: &SocketIo, socket: &SocketRef) {
     let emit_io = io.clone();
     socket.on("emit", move |_, args: Args, _| {
         let (Some(nsp), Some(event)) = (string_arg(&args, 0), string_arg(&args, 2)) else {
             return;
         };
-        if RESERVED_EVENTS.contains(&event.as_str()) {
-            tracing::debug!(event, "admin ui: reserved event name not emitted");
-            return;
-        }
         let filter = string_arg(&args, 1);
         if let Some(op) = select(&emit_io, &nsp, filter.as_deref()) {
             let rest = Args {
                 values: args.values.get(3..).unwrap_or_default().to_vec(),
                 binary: args.binary.clone(),
             };
-            op.emit_args(&event, rest);
+            // A reserved event name is refused here, as the reference refuses to emit it.
+            if let Err(err) = op.emit_args(&event, rest) {
+                tracing::debug!(event, %err, "admin ui: event not emitted");
+            }
         }
     });
     for (command, join) in [("join", true), ("leave", false)] {
@@ -462,7 +458,7 @@ async fn emit_stats(
             .iter()
             .map(|ns| json!({ "name": ns.name(), "socketsCount": ns.sockets().len() }))
             .collect();
-        inner.admin.emit(
+        let stats = inner.admin.emit(
             "server_stats",
             json!({
                 "serverId": server_id,
@@ -475,6 +471,9 @@ async fn emit_stats(
                 "namespaces": namespaces,
             }),
         );
+        if let Err(err) = stats {
+            tracing::debug!(%err, "admin ui: server stats not sent");
+        }
     }
 }
 

@@ -92,7 +92,8 @@ async fn sweep(expiry: Arc<Expiry>, io: SocketIo) {
                     continue;
                 }
                 tracing::debug!(socket = %id, "token expired; disconnecting");
-                socket.emit(
+                // Best effort: the socket is disconnected next whether or not the notice is queued.
+                let _ = socket.emit(
                     "analytics:error",
                     json!({ "code": "token_expired", "message": "the token has expired" }),
                 );

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::socketio::{Args, ConnectError, SocketIo, SocketRef};
+use crate::socketio::{AckSender, Args, ConnectError, SocketIo, SocketRef};
 
 use auth::{Grant, Verifier};
 use events::{Update, UpdateType, valid_org_id};
@@ -280,42 +280,35 @@ impl Analytics {
         let me = self.clone();
         socket.on("join:analytics", move |socket, args: Args, ack| {
             let reply = me.join(socket, &args);
-            if let Some(ack) = ack {
-                ack.send_one(reply);
-            }
+            answer(ack, reply);
         });
         socket.on("leave:analytics", |socket, args: Args, ack| {
             let org = org_arg(&args);
             let left = org.as_deref().is_some_and(|org| leave(socket, org));
-            if let Some(ack) = ack {
-                ack.send_one(json!({ "ok": left }));
-            }
+            answer(ack, json!({ "ok": left }));
         });
         socket.on("subscribe:events", |socket, args: Args, ack| {
             let reply = set_types(socket, &args, true);
-            if let Some(ack) = ack {
-                ack.send_one(reply);
-            }
+            answer(ack, reply);
         });
         socket.on("unsubscribe:events", |socket, args: Args, ack| {
             let reply = set_types(socket, &args, false);
-            if let Some(ack) = ack {
-                ack.send_one(reply);
-            }
+            answer(ack, reply);
         });
         let me = self.clone();
         socket.on("request:history", move |socket, args: Args, ack| {
             let reply = me.history_for(socket, &args);
-            if let Some(ack) = ack {
-                ack.send_one(reply);
-            }
+            answer(ack, reply);
         });
         socket.on("ping", |socket, _, ack| {
             let pong = json!({ "timestamp": now_ms() });
-            match ack {
+            let sent = match ack {
                 Some(ack) => ack.send_one(pong),
                 None => socket.emit("pong", pong),
             };
+            if let Err(err) = sent {
+                tracing::debug!(socket = socket.id(), %err, "pong not sent");
+            }
         });
     }
 
@@ -341,7 +334,8 @@ impl Analytics {
         rooms.extend(types.into_iter().map(|t| type_room(&org, t)));
         // The subscription claims the organisation only once its rooms are joined: a join past
         // `max_rooms_per_socket` joins none of them, and would deliver nothing.
-        if !socket.join(rooms) {
+        if let Err(err) = socket.join(rooms) {
+            tracing::debug!(socket = socket.id(), %err, "subscription join refused");
             return json!({ "ok": false, "error": "room limit reached" });
         }
         socket.with_extension(|sub: &mut Subscription| sub.orgs.insert(org.clone()));
@@ -421,11 +415,16 @@ impl Analytics {
                     now,
                 );
             }
-            delivered += self
+            match self
                 .shared
                 .io
                 .to(type_room(&update.organization_id, update.kind))
-                .emit("analytics:update", payload);
+                .emit("analytics:update", payload)
+            {
+                Ok(n) => delivered += n,
+                // A JSON value under a fixed, unreserved name: not expected, but not fatal either.
+                Err(err) => tracing::debug!(%err, "analytics update not emitted"),
+            }
         }
         let counters = &self.shared.counters;
         counters
@@ -570,6 +569,14 @@ fn token_expired(socket: &SocketRef, now_ms: u64) -> bool {
 }
 
 /// The `organizationId` of the first argument (an object, or the id as a plain string).
+/// Answers a request's ack, if the client asked for one. A client gone meanwhile gets nothing: that is
+/// its disconnect's business, so it is only logged.
+fn answer(ack: Option<AckSender>, reply: Value) {
+    if let Some(Err(err)) = ack.map(|ack| ack.send_one(reply)) {
+        tracing::debug!(%err, "analytics reply not sent");
+    }
+}
+
 fn org_arg(args: &Args) -> Option<String> {
     match args.values.first()? {
         Value::String(s) => Some(s.clone()),
@@ -635,7 +642,10 @@ fn set_types(socket: &SocketRef, args: &Args, add: bool) -> Value {
             .filter(|kind| types.contains(kind))
             .map(|kind| type_room(org, kind))
             .collect();
-        joined &= socket.join(rooms);
+        if let Err(err) = socket.join(rooms) {
+            tracing::debug!(socket = socket.id(), %err, "type change join refused");
+            joined = false;
+        }
     }
     if !joined {
         // Past `max_rooms_per_socket`: take the new types back, so the subscription claims only

@@ -194,6 +194,7 @@ impl Packet {
 /// Why bytes could not be decoded into packets. Small and `Copy`: the session layer maps it to the
 /// protocol's answer in one place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// A packet with no bytes at all (not even a type digit).
     Empty,

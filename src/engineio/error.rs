@@ -12,6 +12,7 @@ pub type Body = Full<Bytes>;
 /// The numbered kinds are the reference server's error codes; [`HttpError::into_response`] is the only
 /// place that turns them into bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HttpError {
     /// Code 0: `transport` missing, unknown or disabled.
     TransportUnknown,
@@ -132,6 +133,33 @@ impl HttpError {
     }
 }
 
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code() {
+            Some(code) => write!(
+                f,
+                "{} (code {code}, HTTP {})",
+                self.message(),
+                self.status()
+            ),
+            None => write!(f, "{} (HTTP {})", self.message(), self.status()),
+        }
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+impl std::fmt::Display for super::SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Closed => "the session is closed",
+            Self::Full => "the session's outbound queue is full",
+        })
+    }
+}
+
+impl std::error::Error for super::SendError {}
+
 fn bare(status: StatusCode) -> Response<Body> {
     let mut res = Response::new(Full::new(Bytes::new()));
     *res.status_mut() = status;
@@ -199,5 +227,21 @@ mod tests {
             assert_eq!(res.status().as_u16(), status);
             assert_eq!(body(res).await, expected);
         }
+    }
+
+    #[test]
+    fn displays_message_code_and_status() {
+        assert_eq!(
+            HttpError::SessionIdUnknown.to_string(),
+            "Session ID unknown (code 1, HTTP 400 Bad Request)"
+        );
+        assert_eq!(
+            HttpError::PayloadTooLarge.to_string(),
+            "Payload too large (HTTP 413 Payload Too Large)"
+        );
+        assert_eq!(
+            super::super::SendError::Closed.to_string(),
+            "the session is closed"
+        );
     }
 }

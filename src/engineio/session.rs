@@ -137,6 +137,7 @@ impl RequestInfo {
 
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendError {
     /// The session is closed.
     Closed,

@@ -47,8 +47,9 @@ pub trait Adapter: Send + Sync + 'static {
     /// Makes the sockets `opts` selects join `rooms` (on every node, for a cluster adapter).
     fn add_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) {
         for socket in self.sockets(opts) {
-            // Through the socket, so the room limit and the observer apply.
-            socket.join(rooms.to_vec());
+            // Through the socket, so the room limit and the observer apply. A socket at its limit
+            // stays out, as a direct join would (the refusal is logged at debug by `join`).
+            let _ = socket.join(rooms.to_vec());
         }
     }
 

@@ -28,6 +28,14 @@ impl Args {
         Self::new().arg(value)
     }
 
+    /// One argument, serialized with serde; a value that cannot be serialized is an error.
+    pub fn try_one<T: Serialize>(value: T) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            values: vec![serde_json::to_value(value)?],
+            binary: Vec::new(),
+        })
+    }
+
     /// Appends an argument, serialized with serde (a value that cannot be serialized becomes `null`).
     #[must_use]
     pub fn arg<T: Serialize>(mut self, value: T) -> Self {

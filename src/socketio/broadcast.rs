@@ -10,9 +10,10 @@ use serde::Serialize;
 
 use super::adapter::BroadcastOptions;
 use super::args::Args;
+use super::error::{AckError, SendError, check_event_name};
 use super::namespace::Namespace;
 use super::packet::Packet;
-use super::socket::{AckError, IntoRooms, SocketInfo, SocketRef};
+use super::socket::{IntoRooms, SocketInfo, SocketRef};
 
 /// Selects recipients and emits to them. Build with [`Namespace::to`], [`super::Socket::to`], ...
 #[derive(Debug, Clone)]
@@ -76,13 +77,18 @@ impl BroadcastOperator {
         &self.opts
     }
 
-    /// Emits `event` with one argument; returns how many sockets it was queued for.
-    pub fn emit<T: Serialize>(self, event: &str, data: T) -> usize {
-        self.emit_args(event, Args::one(data))
+    /// Emits `event` with one argument; returns how many sockets it was queued for (on this node).
+    ///
+    /// Fails, sending to nobody, if the event name is reserved or the argument does not serialize.
+    pub fn emit<T: Serialize>(self, event: &str, data: T) -> Result<usize, SendError> {
+        self.emit_args(event, Args::try_one(data)?)
     }
 
-    /// Emits `event` with any arguments; returns how many sockets it was queued for.
-    pub fn emit_args(self, event: &str, args: Args) -> usize {
+    /// Emits `event` with any arguments; returns how many sockets it was queued for (on this node).
+    ///
+    /// Fails, sending to nobody, if the event name is reserved.
+    pub fn emit_args(self, event: &str, args: Args) -> Result<usize, SendError> {
+        check_event_name(event)?;
         let mut data = args.to_event_data(event);
         if let Some(recovery) = self.ns.recovery().filter(|_| !self.opts.volatile) {
             data = recovery.store(data, &args.binary, &self.opts);
@@ -92,12 +98,15 @@ impl BroadcastOperator {
         let metrics = self.ns.metrics();
         metrics.broadcasts.inc();
         metrics.deliveries.add(delivered as u64);
-        delivered
+        Ok(delivered)
     }
 
     /// Emits `event` asking every recipient for an ack, and gathers the answers that come within the
     /// timeout (default 5 s). Returns the answers received and whether every recipient answered.
     pub async fn emit_with_ack(self, event: &str, args: Args) -> (Vec<Args>, Result<(), AckError>) {
+        if let Err(err) = check_event_name(event) {
+            return (Vec::new(), Err(AckError::NotSent(err)));
+        }
         let timeout = self.timeout.unwrap_or(Duration::from_secs(5));
         let id = self.ns.next_ack_id();
         let packet = Packet::event(self.ns.name(), args.to_event_data(event), Some(id))

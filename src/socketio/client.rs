@@ -18,8 +18,9 @@ use serde_json::json;
 use crate::engineio::{CloseReason, Payload, Protocol, Session, SessionHandler};
 use crate::rooms::Room;
 
+use super::error::ConnectError;
 use super::io::IoInner;
-use super::namespace::{ConnectError, Namespace};
+use super::namespace::Namespace;
 use super::packet::{Limits, Packet, PacketType};
 use super::parser::PacketDecoder;
 use super::recovery::Resumed;

@@ -479,8 +479,12 @@ impl SocketIo {
         self.root().to(rooms)
     }
 
-    /// Emits to every socket of the main namespace.
-    pub fn emit<T: serde::Serialize>(&self, event: &str, data: T) -> usize {
+    /// Emits to every socket of the main namespace (see [`BroadcastOperator::emit`]).
+    pub fn emit<T: serde::Serialize>(
+        &self,
+        event: &str,
+        data: T,
+    ) -> Result<usize, super::SendError> {
         self.root().emit(event, data)
     }
 

@@ -14,6 +14,7 @@ mod args;
 mod broadcast;
 mod client;
 mod config;
+mod error;
 mod io;
 pub mod msgpack;
 mod namespace;
@@ -31,11 +32,12 @@ pub use adapter::{
 pub use args::Args;
 pub use broadcast::BroadcastOperator;
 pub use config::{Config, OnExceed, RateLimit};
+pub use error::{AckError, ConnectError, JoinError, SendError};
 pub use io::{SocketIo, SocketIoHandler};
-pub use namespace::{BoxFuture, ConnectError, Namespace, SocketIoMetrics};
+pub use namespace::{BoxFuture, Namespace, SocketIoMetrics};
 pub use observer::Observer;
 pub use parser::{JsonParser, MsgPackParser, PacketDecoder, Parser, parser_named};
 pub use recovery::{RecoveryConfig, RecoveryStats};
 pub use socket::{
-    AckError, AckSender, DisconnectReason, Handshake, IntoRooms, Socket, SocketInfo, SocketRef,
+    AckSender, DisconnectReason, Handshake, IntoRooms, Socket, SocketInfo, SocketRef,
 };

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::adapter::{Adapter, LocalAdapter};
 use super::broadcast::BroadcastOperator;
+use super::error::ConnectError;
 use super::observer::{Observer, ObserverSlot};
 use super::recovery::{Recovery, RecoveryConfig};
 use crate::metrics::Counter;
@@ -34,33 +35,6 @@ pub struct SocketIoMetrics {
     pub auth_too_large: Counter,
 }
 use super::socket::{IntoRooms, SocketRef};
-
-/// Why a connect middleware refused a socket: sent to the client as CONNECT_ERROR
-/// `{"message": ..., "data": ...}`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConnectError {
-    /// The message the client's `connect_error` event gets.
-    pub message: String,
-    /// Optional details (`err.data` on the client).
-    pub data: Option<Value>,
-}
-
-impl ConnectError {
-    /// A refusal with a message.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            data: None,
-        }
-    }
-
-    /// Adds details.
-    #[must_use]
-    pub fn with_data(mut self, data: Value) -> Self {
-        self.data = Some(data);
-        self
-    }
-}
 
 /// A boxed future, as middlewares return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -252,8 +226,12 @@ impl Namespace {
         self.broadcast().to(rooms)
     }
 
-    /// Emits to every socket of the namespace.
-    pub fn emit<T: serde::Serialize>(self: &Arc<Self>, event: &str, data: T) -> usize {
+    /// Emits to every socket of the namespace (see [`BroadcastOperator::emit`]).
+    pub fn emit<T: serde::Serialize>(
+        self: &Arc<Self>,
+        event: &str,
+        data: T,
+    ) -> Result<usize, super::SendError> {
         self.broadcast().emit(event, data)
     }
 

@@ -250,6 +250,7 @@ impl Packet {
 /// Small and `Copy`. Every variant is fatal for the connection: the reference server closes the whole
 /// Engine.IO connection on a decode error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// An empty text message (not even a type digit).
     Empty,

@@ -21,6 +21,7 @@ use super::args::Args;
 use super::broadcast::BroadcastOperator;
 use super::client::Client;
 use super::config::{OnExceed, RateLimit};
+use super::error::{AckError, JoinError, SendError, check_event_name};
 use super::namespace::Namespace;
 use super::packet::{Packet, PacketType};
 
@@ -107,29 +108,6 @@ impl From<CloseReason> for DisconnectReason {
         }
     }
 }
-
-/// Why an emit with an ack got no answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckError {
-    /// No answer within the timeout.
-    Timeout,
-    /// The socket disconnected before answering.
-    Disconnected,
-    /// The packet could not be queued (the socket was gone already).
-    NotSent,
-}
-
-impl std::fmt::Display for AckError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Timeout => "operation has timed out",
-            Self::Disconnected => "socket has been disconnected",
-            Self::NotSent => "packet could not be sent",
-        })
-    }
-}
-
-impl std::error::Error for AckError {}
 
 /// The handshake details of a socket, as the reference exposes them.
 #[derive(Debug, Clone)]
@@ -486,28 +464,36 @@ impl Socket {
     // ===== emitting =====
 
     /// Emits `event` with one argument.
-    pub fn emit<T: Serialize>(&self, event: &str, data: T) -> bool {
-        self.emit_args(event, Args::one(data))
+    ///
+    /// Fails if the event name is reserved, the argument does not serialize, or the packet could
+    /// not be queued (see [`SendError`]).
+    pub fn emit<T: Serialize>(&self, event: &str, data: T) -> Result<(), SendError> {
+        self.emit_args(event, Args::try_one(data)?)
     }
 
-    /// Emits `event` with any number of arguments (binary included). Returns whether it was queued.
-    pub fn emit_args(&self, event: &str, args: Args) -> bool {
+    /// Emits `event` with any number of arguments (binary included).
+    ///
+    /// `Ok` means the packet is queued for the client (not that the client got it).
+    pub fn emit_args(&self, event: &str, args: Args) -> Result<(), SendError> {
+        check_event_name(event)?;
         if self.ns.recovery().is_some() {
             // Kept for replay like any broadcast, so it goes through the adapter to this socket's room.
-            return self
+            let delivered = self
                 .ns
                 .broadcast()
                 .to(self.id.clone())
-                .emit_args(event, args)
-                > 0;
+                .emit_args(event, args)?;
+            return if delivered > 0 {
+                Ok(())
+            } else {
+                Err(SendError::Disconnected)
+            };
         }
         let packet = Packet::event(self.ns.name(), args.to_event_data(event), None)
             .with_attachments(args.binary);
-        let sent = self.send_packet(&packet);
-        if sent {
-            self.notify_sent(&packet);
-        }
-        sent
+        self.send_packet(&packet)?;
+        self.notify_sent(&packet);
+        Ok(())
     }
 
     /// Tells the observer, if any, that `packet` (an event) was queued for this socket.
@@ -524,13 +510,14 @@ impl Socket {
         args: Args,
         timeout: Duration,
     ) -> Result<Args, AckError> {
+        check_event_name(event)?;
         let id = self.ns.next_ack_id();
         let rx = self.register_ack(id);
         let packet = Packet::event(self.ns.name(), args.to_event_data(event), Some(id))
             .with_attachments(args.binary);
-        if !self.send_packet(&packet) {
+        if let Err(err) = self.send_packet(&packet) {
             self.forget_ack(id);
-            return Err(AckError::NotSent);
+            return Err(AckError::NotSent(err));
         }
         self.notify_sent(&packet);
         self.wait_ack(id, rx, timeout).await
@@ -569,8 +556,8 @@ impl Socket {
     }
 
     /// Encodes and queues one packet for this socket.
-    pub(crate) fn send_packet(&self, packet: &Packet) -> bool {
-        self.send_frames(&self.encode(packet), false)
+    pub(crate) fn send_packet(&self, packet: &Packet) -> Result<(), SendError> {
+        Ok(self.client.session().send_all(self.encode(packet))?)
     }
 
     /// Encodes a packet with the server's parser (the same for every socket of a server, so frames
@@ -580,7 +567,7 @@ impl Socket {
     }
 
     /// Queues pre-encoded frames (a broadcast's shared bytes). Volatile frames are dropped when the
-    /// socket's queue is already backed up.
+    /// socket's queue is already backed up. Returns whether they were queued.
     pub(crate) fn send_frames(&self, frames: &[Frame], volatile: bool) -> bool {
         let session = self.client.session();
         if volatile && session.buffered() >= self.client.volatile_queue_limit() {
@@ -640,16 +627,19 @@ impl Socket {
 
     // ===== rooms and broadcasting =====
 
-    /// Joins rooms. Returns false (joining none of them) if that would put the socket in more rooms
-    /// than `max_rooms_per_socket`.
-    pub fn join(self: &Arc<Self>, rooms: impl IntoRooms) -> bool {
+    /// Joins rooms. Fails with [`JoinError::RoomLimit`] (joining none of them) if that would put the
+    /// socket in more rooms than `max_rooms_per_socket`.
+    pub fn join(self: &Arc<Self>, rooms: impl IntoRooms) -> Result<(), JoinError> {
         let rooms = rooms.into_rooms();
         let max = self.client.io().config.max_rooms_per_socket;
         let current = self.rooms();
         let new = rooms.iter().filter(|r| !current.contains(r)).count();
         if current.len() + new > max {
             tracing::debug!(socket = %self.id, "room limit reached; join refused");
-            return false;
+            return Err(JoinError::RoomLimit {
+                limit: max,
+                requested: current.len() + new,
+            });
         }
         self.ns.adapter().add_all(self, &rooms);
         if let Some(observer) = self.ns.observer() {
@@ -657,7 +647,7 @@ impl Socket {
                 observer.room_joined(self, room);
             }
         }
-        true
+        Ok(())
     }
 
     /// Leaves a room.
@@ -697,7 +687,8 @@ impl Socket {
             return;
         }
         if self.connected() {
-            self.send_packet(&Packet::disconnect(self.ns.name()));
+            // Best effort: a session already closed has nothing to tell the client.
+            let _ = self.send_packet(&Packet::disconnect(self.ns.name()));
         }
         self.client
             .remove_socket(self, DisconnectReason::ServerNamespaceDisconnect);
@@ -889,16 +880,16 @@ pub struct AckSender {
 }
 
 impl AckSender {
-    /// Sends the ack with these arguments.
-    pub fn send(self, args: Args) -> bool {
+    /// Sends the ack with these arguments. `Ok` means it is queued for the client.
+    pub fn send(self, args: Args) -> Result<(), SendError> {
         let packet = Packet::ack(self.socket.ns.name(), Value::Array(args.values), self.id)
             .with_attachments(args.binary);
         self.socket.send_packet(&packet)
     }
 
-    /// Sends the ack with one argument.
-    pub fn send_one<T: Serialize>(self, value: T) -> bool {
-        self.send(Args::one(value))
+    /// Sends the ack with one argument (fails too if it does not serialize).
+    pub fn send_one<T: Serialize>(self, value: T) -> Result<(), SendError> {
+        self.send(Args::try_one(value)?)
     }
 }
 
