@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tidings::engineio::{
-    CloseReason, Cors, EngineConfig, EngineIo, Frame, Handler, Payload, RequestInfo, Session,
-    SessionHandler, TransportKind,
+    AllowFuture, CloseReason, Cors, EngineConfig, EngineIo, Frame, Handler, Payload, RequestInfo,
+    Session, SessionHandler, TransportKind,
 };
 use tidings::server::{self, ServeOptions};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -47,8 +47,9 @@ struct EchoSession {
 }
 
 impl Handler for Echo {
-    fn allow_request(&self, _request: &RequestInfo) -> Result<(), String> {
-        self.refuse.clone().map_or(Ok(()), Err)
+    fn allow_request(&self, _request: &Arc<RequestInfo>) -> Option<AllowFuture> {
+        let refuse = self.refuse.clone()?;
+        Some(Box::pin(async move { Err(refuse) }))
     }
 
     fn on_open(&self, session: &Arc<Session>) -> Arc<dyn SessionHandler> {

@@ -618,3 +618,69 @@ async fn a_socket_io_client_2_is_served_in_protocol_v4() {
     assert_eq!(next_msg(&mut ws).await, Message::binary(vec![4, 1, 2]));
     server.stop().await;
 }
+
+/// A handshake GET answered by `io.handle` directly: status and body.
+async fn handshake(io: &SocketIo) -> (u16, String) {
+    use http_body_util::BodyExt as _;
+    let req = http::Request::get("/socket.io/?EIO=4&transport=polling")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let res = io.handle(req, Some("127.0.0.1:1".parse().unwrap())).await;
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn allow_request_awaits_an_async_check_then_allows_or_refuses() {
+    let mut config = Config::default();
+    config.engine.allow_request_timeout = Duration::from_millis(200);
+    let io = SocketIo::new(config);
+    // Each check hands the test a verdict channel and waits for the test's answer.
+    let (checks, mut pending) = tokio::sync::mpsc::unbounded_channel();
+    io.allow_request(move |request| {
+        let checks = checks.clone();
+        async move {
+            assert_eq!(request.uri.path(), "/socket.io/");
+            let (verdict, answer) = oneshot::channel::<Result<(), String>>();
+            checks.send(verdict).unwrap();
+            // No verdict ever (the sender dropped): never answers, so the deadline decides.
+            match answer.await {
+                Ok(verdict) => verdict,
+                Err(_) => std::future::pending().await,
+            }
+        }
+    });
+    for verdict in [Ok(()), Err("no tokens today".to_owned())] {
+        let io2 = io.clone();
+        let request = tokio::spawn(async move { handshake(&io2).await });
+        let check = tokio::time::timeout(WAIT, pending.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        // The check is running and the handshake waits for it.
+        assert!(!request.is_finished());
+        let refused = verdict.is_err();
+        check.send(verdict).unwrap();
+        let (status, body) = tokio::time::timeout(WAIT, request).await.unwrap().unwrap();
+        if refused {
+            assert_eq!(status, 403);
+            assert_eq!(body, r#"{"code":4,"message":"no tokens today"}"#);
+        } else {
+            assert_eq!(status, 200, "{body}");
+            assert!(body.starts_with(r#"0{"sid":"#), "{body}");
+        }
+    }
+    // A check that never answers: refused at the deadline.
+    let io2 = io.clone();
+    let request = tokio::spawn(async move { handshake(&io2).await });
+    drop(
+        tokio::time::timeout(WAIT, pending.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    let (status, body) = tokio::time::timeout(WAIT, request).await.unwrap().unwrap();
+    assert_eq!(status, 403);
+    assert_eq!(body, r#"{"code":4,"message":"Forbidden"}"#);
+}

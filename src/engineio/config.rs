@@ -145,6 +145,10 @@ pub struct EngineConfig {
     /// request would find its packets lost anyway). The reference has none of its own (Node's
     /// `server.requestTimeout`, 300 s by default, applies).
     pub body_read_timeout: Duration,
+    /// How long a handshake waits for the `allow_request` check to answer. Default 10 s; past it
+    /// the handshake is refused as if the check had (HTTP 403, code 4, "Forbidden"), and the
+    /// request's memory is freed. The reference waits for its callback without a bound.
+    pub allow_request_timeout: Duration,
     /// Proxies whose `Forwarded: for=` / `X-Forwarded-For` headers are believed. Default empty: the
     /// TCP peer is the client, and the headers are ignored. When the peer is in one of these ranges
     /// the client is the first untrusted hop from the right (kept as
@@ -200,6 +204,7 @@ impl Default for EngineConfig {
             max_buffered_bytes: 1 << 20,
             write_timeout: None,
             body_read_timeout: Duration::from_secs(10),
+            allow_request_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
             ws_read_buffer_size: 512,
             ws_write_buffer_size: 16 * 1024,
@@ -241,8 +246,11 @@ impl EngineConfig {
         if self.max_buffered_bytes == 0 {
             return Err("max buffered bytes must be positive".into());
         }
-        if self.write_timeout.is_some_and(|t| t.is_zero()) || self.body_read_timeout.is_zero() {
-            return Err("write and body read timeouts must be positive".into());
+        if self.write_timeout.is_some_and(|t| t.is_zero())
+            || self.body_read_timeout.is_zero()
+            || self.allow_request_timeout.is_zero()
+        {
+            return Err("write, body read and allow_request timeouts must be positive".into());
         }
         if !self.allow_polling && !self.allow_websocket {
             return Err("at least one transport must be allowed".into());

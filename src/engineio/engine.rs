@@ -243,8 +243,18 @@ impl<H: Handler> EngineIo<H> {
         let mut info = RequestInfo::new(req.uri(), req.headers(), client);
         info.peer_addr = remote_addr;
         let info = Arc::new(info);
-        if let Err(message) = self.inner.handler.allow_request(&info) {
-            return Err(fail(HttpError::Forbidden(message)));
+        if let Some(check) = self.inner.handler.allow_request(&info) {
+            match tokio::time::timeout(config.allow_request_timeout, check).await {
+                Ok(Ok(())) => {}
+                Ok(Err(message)) => {
+                    tracing::debug!(%message, "handshake refused by allow_request");
+                    return Err(fail(HttpError::Forbidden(message)));
+                }
+                Err(_) => {
+                    tracing::debug!("allow_request did not answer in time; handshake refused");
+                    return Err(fail(HttpError::Forbidden("Forbidden".to_owned())));
+                }
+            }
         }
         let ip = client.map(|a| a.ip());
         if !self

@@ -104,11 +104,19 @@ impl CloseReason {
     }
 }
 
+/// What [`Handler::allow_request`] answers, when it is ready: `Err(message)` refuses the handshake.
+pub type AllowFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'static>>;
+
 /// The application side of an Engine.IO server.
 pub trait Handler: Send + Sync + 'static {
-    /// Decides whether a handshake may proceed; `Err(message)` refuses it with HTTP 403, code 4.
-    fn allow_request(&self, _request: &RequestInfo) -> Result<(), String> {
-        Ok(())
+    /// Decides whether a handshake may proceed, as the reference's `allowRequest(req, callback)`:
+    /// the engine awaits the answer (up to [`EngineConfig::allow_request_timeout`], refusing past
+    /// it); `Err(message)` refuses with HTTP 403, code 4 and that message. Only handshakes are
+    /// checked: a WebSocket upgrade of an existing session was allowed with its handshake.
+    /// `None` (the default) allows at once.
+    fn allow_request(&self, _request: &Arc<RequestInfo>) -> Option<AllowFuture> {
+        None
     }
 
     /// A session opened; returns the receiver of its messages. Called before the open packet can

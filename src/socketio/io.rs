@@ -1,6 +1,7 @@
 //! The Socket.IO server handle: namespaces, the Engine.IO endpoint beneath, and server-wide emits.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 
 use crate::engineio::error::Body;
-use crate::engineio::{EngineIo, Handler, RequestInfo, Session, SessionHandler};
+use crate::engineio::{AllowFuture, EngineIo, Handler, RequestInfo, Session, SessionHandler};
 
 use super::broadcast::BroadcastOperator;
 use super::client::Client;
@@ -20,7 +21,7 @@ use super::socket::DisconnectReason;
 use super::socket::{IntoRooms, SocketRef};
 use crate::metrics::Exposition;
 
-type AllowRequest = Arc<dyn Fn(&RequestInfo) -> Result<(), String> + Send + Sync>;
+type AllowRequest = Arc<dyn Fn(Arc<RequestInfo>) -> AllowFuture + Send + Sync>;
 type NamespaceMatcher = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 struct DynamicNamespace {
@@ -136,11 +137,10 @@ impl std::fmt::Debug for SocketIoHandler {
 }
 
 impl Handler for SocketIoHandler {
-    fn allow_request(&self, request: &RequestInfo) -> Result<(), String> {
-        match read(&self.io.allow_request).as_ref() {
-            Some(hook) => hook(request),
-            None => Ok(()),
-        }
+    fn allow_request(&self, request: &Arc<RequestInfo>) -> Option<AllowFuture> {
+        read(&self.io.allow_request)
+            .as_ref()
+            .map(|hook| hook(request.clone()))
     }
 
     fn on_open(&self, session: &Arc<Session>) -> Arc<dyn SessionHandler> {
@@ -267,16 +267,34 @@ impl SocketIo {
             });
     }
 
-    /// Installs a hook that can refuse a connection before its handshake (HTTP 403, code 4).
-    pub fn allow_request<F>(&self, hook: F)
+    /// Installs a check that can refuse a connection at its handshake, as the reference's
+    /// `allowRequest(req, callback)`: the hook returns a future, which may await anything (a token
+    /// lookup, a rate-limit store) and answers `Err(message)` to refuse with HTTP 403, code 4 and
+    /// that message (`"Forbidden"` is the reference's default). The handshake waits up to
+    /// [`EngineConfig::allow_request_timeout`](crate::engineio::EngineConfig::allow_request_timeout),
+    /// then is refused.
+    ///
+    /// ```
+    /// # use tidings::socketio::{Config, SocketIo};
+    /// let io = SocketIo::new(Config::default());
+    /// io.allow_request(|request| async move {
+    ///     match request.headers().get("x-api-key") {
+    ///         Some(_) => Ok(()),
+    ///         None => Err("Forbidden".to_owned()),
+    ///     }
+    /// });
+    /// ```
+    pub fn allow_request<F, Fut>(&self, hook: F)
     where
-        F: Fn(&RequestInfo) -> Result<(), String> + Send + Sync + 'static,
+        F: Fn(Arc<RequestInfo>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
+        let hook: AllowRequest = Arc::new(move |request| Box::pin(hook(request)));
         *self
             .inner
             .allow_request
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+            .unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
     /// Installs the server's [`Observer`] (see [`super::observer`]). There is one per server: returns
