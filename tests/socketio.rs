@@ -684,3 +684,83 @@ async fn allow_request_awaits_an_async_check_then_allows_or_refuses() {
     assert_eq!(status, 403);
     assert_eq!(body, r#"{"code":4,"message":"Forbidden"}"#);
 }
+
+#[tokio::test]
+async fn an_ack_without_timeout_ends_with_the_answer_or_the_disconnect() {
+    let io = SocketIo::new(Config::default());
+    let (outcomes, mut outcome) = tokio::sync::mpsc::unbounded_channel();
+    io.ns("/", move |socket| {
+        let asked = outcomes.clone();
+        socket.on("ask", move |socket, _, _| {
+            let (socket, outcomes) = (socket.clone(), asked.clone());
+            tokio::spawn(async move {
+                let answer = socket
+                    .emit_with_ack_no_timeout("question", Args::one(1))
+                    .await;
+                outcomes.send(answer.map(|a| a.values)).unwrap();
+            });
+        });
+        let outcomes = outcomes.clone();
+        // Asks after its own disconnect: nothing can answer, so the wait must end at once.
+        socket.on("leave-then-ask", move |socket, _, _| {
+            socket.disconnect(false);
+            let (socket, outcomes) = (socket.clone(), outcomes.clone());
+            tokio::spawn(async move {
+                let answer = socket
+                    .emit_with_ack_no_timeout("question", Args::one(2))
+                    .await;
+                outcomes.send(answer.map(|a| a.values)).unwrap();
+            });
+        });
+    });
+    let listener = tidings::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = tidings::server::serve(listener, io, Default::default(), async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    let server = TestServer {
+        port,
+        stop: Some(stop),
+        task,
+        reasons: Arc::default(),
+    };
+
+    // Answered.
+    let mut ws = server.connect().await;
+    connect_root(&mut ws, None).await;
+    send(&mut ws, r#"42["ask"]"#).await;
+    let question = next_text(&mut ws).await;
+    let id: String = question[2..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert_eq!(&question[2 + id.len()..], r#"["question",1]"#);
+    send(&mut ws, &format!(r#"43{id}["yes"]"#)).await;
+    let answered = tokio::time::timeout(WAIT, outcome.recv()).await.unwrap();
+    assert_eq!(answered.unwrap().unwrap(), vec![json!("yes")]);
+
+    // The client leaves before answering: the wait ends with `Disconnected`.
+    send(&mut ws, r#"42["ask"]"#).await;
+    assert!(next_text(&mut ws).await.contains(r#"["question",1]"#));
+    ws.close(None).await.unwrap();
+    let gone = tokio::time::timeout(WAIT, outcome.recv()).await.unwrap();
+    match gone.unwrap() {
+        Err(tidings::socketio::AckError::Disconnected) => {}
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+
+    // Asked on a socket already disconnected: `Disconnected` too, not a wait for ever.
+    let mut ws = server.connect().await;
+    connect_root(&mut ws, None).await;
+    send(&mut ws, r#"42["leave-then-ask"]"#).await;
+    let late = tokio::time::timeout(WAIT, outcome.recv()).await.unwrap();
+    match late.unwrap() {
+        Err(tidings::socketio::AckError::Disconnected) => {}
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    server.stop().await;
+}

@@ -510,6 +510,32 @@ impl Socket {
         args: Args,
         timeout: Duration,
     ) -> Result<Args, AckError> {
+        let (id, rx) = self.send_asking_ack(event, args)?;
+        self.wait_ack(id, rx, timeout).await
+    }
+
+    /// Emits `event` and waits for the client's ack with no timeout, as the reference's
+    /// `socket.emitWithAck(event, ...)` and `socket.emit(event, ..., callback)` do.
+    ///
+    /// It never outlives the client: when the socket disconnects first (the client left, its
+    /// connection dropped or stopped answering pings) it ends with [`AckError::Disconnected`].
+    /// Dropping the future forgets the pending ack.
+    pub async fn emit_with_ack_no_timeout(
+        self: &Arc<Self>,
+        event: &str,
+        args: Args,
+    ) -> Result<Args, AckError> {
+        let (id, rx) = self.send_asking_ack(event, args)?;
+        let _forget = ForgetAck { socket: self, id };
+        rx.await.map_err(|_| AckError::Disconnected)
+    }
+
+    /// Queues `event` with a fresh ack id and returns the id with the receiver of the answer.
+    fn send_asking_ack(
+        &self,
+        event: &str,
+        args: Args,
+    ) -> Result<(u64, oneshot::Receiver<Args>), AckError> {
         check_event_name(event)?;
         let id = self.ns.next_ack_id();
         let rx = self.register_ack(id);
@@ -520,9 +546,12 @@ impl Socket {
             return Err(AckError::NotSent(err));
         }
         self.notify_sent(&packet);
-        self.wait_ack(id, rx, timeout).await
+        Ok((id, rx))
     }
 
+    /// Registers a pending ack. On a socket that is not connected (or no longer), the receiver ends
+    /// at once with an error: nothing could answer it, and the disconnect that would fail it has
+    /// already run.
     pub(crate) fn register_ack(&self, id: u64) -> oneshot::Receiver<Args> {
         let (tx, rx) = oneshot::channel();
         self.acks
@@ -530,6 +559,11 @@ impl Socket {
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert_with(HashMap::new)
             .insert(id, tx);
+        // Checked after the insert: a disconnect that has not yet cleared `connected` will take
+        // (and fail) this entry; one that has, may have taken the map already, so drop it here.
+        if !self.connected() {
+            self.forget_ack(id);
+        }
         rx
     }
 
@@ -869,6 +903,18 @@ impl Socket {
             rooms: self.rooms().iter().map(|r| r.to_string()).collect(),
             data: self.data(),
         }
+    }
+}
+
+/// Forgets a pending ack when the wait for it ends, answered or not (a no-op once answered).
+struct ForgetAck<'a> {
+    socket: &'a Socket,
+    id: u64,
+}
+
+impl Drop for ForgetAck<'_> {
+    fn drop(&mut self) {
+        self.socket.forget_ack(self.id);
     }
 }
 
