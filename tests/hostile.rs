@@ -75,6 +75,8 @@ struct Server {
     /// The last tick number broadcast.
     sent: Arc<AtomicU64>,
     canary_sid: String,
+    /// How many runs of the `/slow` namespace's middleware have finished.
+    slow_middleware_done: Arc<AtomicU64>,
 }
 
 impl Server {
@@ -143,9 +145,15 @@ impl Server {
                 let _ = s.emit_args("echo", args);
             });
         });
-        slow.use_middleware(|_| async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            Ok(())
+        let slow_middleware_done = Arc::new(AtomicU64::new(0));
+        let done = slow_middleware_done.clone();
+        slow.use_middleware(move |_| {
+            let done = done.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                done.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
         });
 
         let listener = server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -184,6 +192,7 @@ impl Server {
             canary,
             sent,
             canary_sid,
+            slow_middleware_done,
         });
         (server, stop)
     }
@@ -1889,11 +1898,19 @@ async fn stalled_upgrade(s: Arc<Server>, probe: bool, keep_polling: bool) -> Out
 
 async fn gone_during_middleware(s: Arc<Server>) -> Outcome {
     let (mut ws, sid) = ws_connected(s.addr, false).await;
+    let before = s.slow_middleware_done.load(Ordering::SeqCst);
     ws.send(Message::text("40/slow,")).await.unwrap();
     drop(ws);
-    // The middleware takes 100 ms; give it time to finish and find the session closed.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The middleware (100 ms) finishes after the client is gone and must find the session closed:
+    // no socket is added afterwards.
+    let finished = wait_until(WAIT, || {
+        s.slow_middleware_done.load(Ordering::SeqCst) > before
+    })
+    .await;
+    assert!(finished, "the middleware never finished");
     let slow = s.io.of("/slow").unwrap();
+    // What it does next runs on the server's task: give a wrongly added socket time to show.
+    let _ = wait_until(Duration::from_millis(200), || !slow.sockets().is_empty()).await;
     Outcome::text(
         format!(
             "/slow sockets: {}, rooms: {}",
