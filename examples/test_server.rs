@@ -269,27 +269,8 @@ fn register_root_handlers(io: &SocketIo, socket: &SocketRef, reasons: &ReasonLog
         });
     });
     socket.on("handshake", |socket, _, ack| {
-        let h = socket.handshake();
-        let headers: serde_json::Map<String, Value> = h
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
-            .collect();
-        let query: serde_json::Map<String, Value> =
-            h.query().into_iter().map(|(k, v)| (k, json!(v))).collect();
-        reply(
-            ack,
-            json!({
-                "auth": h.auth(),
-                "headers": headers,
-                "query": query,
-                "address": h.address().map(|a| a.ip().to_string()),
-                "issued": h.issued(),
-                "url": h.url(),
-                "secure": h.secure(),
-                "xdomain": h.xdomain(),
-            }),
-        );
+        // As the reference serialises `socket.handshake`.
+        reply(ack, socket.handshake().to_reference_json());
     });
     // A burst for the transport tests: emits `burst` with 0, 1, ..., n-1 to this socket at once
     // (n capped at 10 000), then acks `n`, so the ack arrives after every burst event.

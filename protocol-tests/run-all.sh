@@ -20,11 +20,32 @@ step "format and lints"
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 
+step "the library alone: no features, each feature alone, all (lints as errors)"
+for features in "" redis msgpack eio3 admin-ui fuzzing; do
+  echo "  features: ${features:-none}"
+  cargo clippy --quiet -p tidings --lib --no-default-features --features "$features" -- -D warnings
+done
+cargo clippy --quiet -p tidings --lib --all-features -- -D warnings
+# The default library build is the protocol core: none of the service's dependencies.
+core_deps="$(cargo tree -p tidings -e normal --prefix none | sed 's/ v.*//' | sort -u)"
+for dep in clap bcrypt jsonwebtoken redis tracing-subscriber; do
+  if grep -qx "$dep" <<<"$core_deps"; then
+    echo "the default library build depends on $dep" >&2
+    exit 1
+  fi
+done
+
 step "build (debug, with examples)"
 cargo build --all-targets
 
 step "Rust tests"
 cargo test --all-targets
+
+step "Soak (2 000 WebSocket connections through heartbeats and churn, back to zero)"
+cargo test --test soak -- --ignored
+
+step "Doctests (the README's and the modules' examples, every feature on)"
+cargo test --doc -p tidings --all-features
 
 step "Fuzz targets (each briefly, from the committed seeds)"
 bash fuzz/run.sh "${FUZZ_SECONDS:-15}"

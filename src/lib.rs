@@ -13,10 +13,17 @@
 //! The Engine.IO layer knows nothing of Socket.IO: it hands whole messages to a small handler trait
 //! ([`engineio::Handler`]), so a bare Engine.IO endpoint can exist on its own.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "admin-ui")]
 pub mod admin_ui;
-pub mod analytics;
 pub mod engineio;
 pub mod metrics;
 pub mod rooms;
 pub mod server;
 pub mod socketio;
+
+/// The README's Rust examples, compiled and run as doctests (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -8,7 +8,7 @@ if ! command -v chromium >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
-npm ci --prefix "$ROOT/src/analytics/web" --silent
+npm ci --prefix "$ROOT/src/service/analytics/web" --silent
 (cd "$HERE" && npm ci --silent)
 (cd "$ROOT" && cargo build --bin tidings)
 cd "$HERE"

@@ -10,6 +10,7 @@
 #   TIDINGS_CONFORMANCE_BIN  examples/conformance (bare Engine.IO echo at /engine.io/ + Socket.IO)
 #   TIDINGS_TEST_SERVER_BIN  examples/test_server (Socket.IO test server)
 #   TIDINGS_ANALYTICS_BIN    the `tidings` binary (the analytics service)
+#   TIDINGS_AXUM_BIN         examples/axum (Tidings as a layer of an axum Router)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -27,7 +28,8 @@ npm ci --no-audit --no-fund
 export TIDINGS_CONFORMANCE_BIN="$TARGET_DIR/debug/examples/conformance"
 export TIDINGS_TEST_SERVER_BIN="$TARGET_DIR/debug/examples/test_server"
 export TIDINGS_ANALYTICS_BIN="$TARGET_DIR/debug/tidings"
-for bin in "$TIDINGS_CONFORMANCE_BIN" "$TIDINGS_TEST_SERVER_BIN" "$TIDINGS_ANALYTICS_BIN"; do
+export TIDINGS_AXUM_BIN="$TARGET_DIR/debug/examples/axum"
+for bin in "$TIDINGS_CONFORMANCE_BIN" "$TIDINGS_TEST_SERVER_BIN" "$TIDINGS_ANALYTICS_BIN" "$TIDINGS_AXUM_BIN"; do
   [[ -x "$bin" ]] || { echo "missing server binary: $bin" >&2; exit 1; }
 done
 

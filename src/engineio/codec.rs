@@ -70,9 +70,21 @@ impl PacketType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// Revision 3 (Engine.IO 3, socket.io-client 2.x): the client pings, other payload framings.
+    #[cfg(feature = "eio3")]
     V3,
     /// Revision 4 (Engine.IO 4 and later, socket.io-client 3.x and 4.x).
     V4,
+}
+
+impl Protocol {
+    /// Whether this is revision 3 (false without the `eio3` feature, which alone speaks it).
+    pub const fn is_v3(self) -> bool {
+        match self {
+            #[cfg(feature = "eio3")]
+            Self::V3 => true,
+            Self::V4 => false,
+        }
+    }
 }
 
 /// How one transport of a session frames packets.
@@ -82,6 +94,7 @@ pub enum Framing {
     V4,
     /// Engine.IO v3 ([`super::codec_v3`]). `binary` is false when the transport's request asked
     /// for `b64=1`: binary packets then travel as base64 text.
+    #[cfg(feature = "eio3")]
     V3 {
         /// Whether the client takes binary frames and binary polling payloads.
         binary: bool,
@@ -92,8 +105,11 @@ impl Framing {
     /// The framing for `protocol`, given the request's `b64` parameter (v3 only: any non-empty
     /// value asks for base64, as the reference reads it).
     pub fn new(protocol: Protocol, b64: Option<&str>) -> Self {
+        #[cfg(not(feature = "eio3"))]
+        let _ = b64;
         match protocol {
             Protocol::V4 => Self::V4,
+            #[cfg(feature = "eio3")]
             Protocol::V3 => Self::V3 {
                 binary: b64.is_none_or(str::is_empty),
             },
@@ -104,6 +120,7 @@ impl Framing {
     pub fn protocol(self) -> Protocol {
         match self {
             Self::V4 => Protocol::V4,
+            #[cfg(feature = "eio3")]
             Self::V3 { .. } => Protocol::V3,
         }
     }
@@ -120,6 +137,7 @@ impl Framing {
                 encode_payload(frames, out);
                 false
             }
+            #[cfg(feature = "eio3")]
             Self::V3 { binary } => super::codec_v3::encode_payload(frames, binary, out),
         }
     }
@@ -134,7 +152,9 @@ impl Framing {
     ) -> Result<Vec<Packet>, DecodeError> {
         match (self, binary) {
             (Self::V4, _) => decode_payload(body, max_packets),
+            #[cfg(feature = "eio3")]
             (Self::V3 { .. }, false) => super::codec_v3::decode_payload(body, max_packets),
+            #[cfg(feature = "eio3")]
             (Self::V3 { .. }, true) => super::codec_v3::decode_binary_payload(body, max_packets),
         }
     }
@@ -143,6 +163,7 @@ impl Framing {
     pub fn decode_text(self, text: Bytes) -> Result<Packet, DecodeError> {
         match self {
             Self::V4 => decode_text(text),
+            #[cfg(feature = "eio3")]
             Self::V3 { .. } => super::codec_v3::decode_text(text),
         }
     }
@@ -151,6 +172,7 @@ impl Framing {
     pub fn decode_binary(self, bytes: Bytes) -> Result<Packet, DecodeError> {
         match self {
             Self::V4 => Ok(decode_binary(bytes)),
+            #[cfg(feature = "eio3")]
             Self::V3 { .. } => super::codec_v3::decode_binary(bytes),
         }
     }

@@ -182,7 +182,8 @@ pub struct EngineConfig {
     /// Whether Engine.IO v3 clients (socket.io-client 2.x) may connect, as the reference's
     /// `allowEIO3`. Default false: a handshake without `EIO=4` gets HTTP 400, code 5 "Unsupported
     /// protocol version". When true, any `EIO` other than `4` (or none) is taken as v3, as the
-    /// reference does.
+    /// reference does. Needs the `eio3` feature.
+    #[cfg(feature = "eio3")]
     pub allow_eio3: bool,
 }
 
@@ -212,6 +213,7 @@ impl Default for EngineConfig {
             http_compression_threshold: Some(1024),
             max_connections: usize::MAX,
             max_connections_per_ip: usize::MAX,
+            #[cfg(feature = "eio3")]
             allow_eio3: false,
         }
     }

@@ -232,6 +232,7 @@ impl<H: Handler> EngineIo<H> {
         // "3rd revision by default": with v3 allowed, anything but `EIO=4` is v3, as the reference.
         let protocol = match query.eio.as_deref() {
             Some("4") => Protocol::V4,
+            #[cfg(feature = "eio3")]
             _ if config.allow_eio3 => Protocol::V3,
             _ => return Err(fail(HttpError::UnsupportedProtocolVersion)),
         };
@@ -301,6 +302,7 @@ impl<H: Handler> EngineIo<H> {
         let (now, interval, timeout) = (Instant::now(), config.ping_interval, config.ping_timeout);
         let heartbeat = match framing.protocol() {
             Protocol::V4 => Heartbeat::new(now, interval, timeout),
+            #[cfg(feature = "eio3")]
             Protocol::V3 => Heartbeat::client_pings(now, interval, timeout),
         };
         let session = Arc::new(Session::new(

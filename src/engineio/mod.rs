@@ -13,11 +13,12 @@
 //! at a time (one reader per WebSocket; at most one POST in flight per polling session).
 
 pub mod codec;
+#[cfg(feature = "eio3")]
 pub mod codec_v3;
 mod config;
 mod engine;
 pub mod error;
-#[cfg(fuzzing)]
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod heartbeat;

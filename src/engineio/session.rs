@@ -468,7 +468,7 @@ impl Session {
                 Ok(())
             }
             // v3: the client pings and the server answers, after the messages queued before it.
-            PacketType::Ping if self.protocol() == Protocol::V3 => {
+            PacketType::Ping if self.protocol().is_v3() => {
                 let mut state = self.lock();
                 state.heartbeat.handle_ping(now);
                 // A full queue has closed the session already.
@@ -476,7 +476,7 @@ impl Session {
                 Ok(())
             }
             // "invalid heartbeat direction", as the reference says.
-            PacketType::Pong if self.protocol() == Protocol::V3 => Err(CloseReason::TransportError),
+            PacketType::Pong if self.protocol().is_v3() => Err(CloseReason::TransportError),
             PacketType::Pong => {
                 self.lock().heartbeat.handle_pong(now);
                 self.heartbeat_changed.notify_one();

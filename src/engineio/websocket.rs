@@ -29,6 +29,7 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes};
 
 use super::codec::{Frame, Framing, PacketType, Payload};
+#[cfg(feature = "eio3")]
 use super::codec_v3;
 use super::engine::{EngineIo, Inner};
 use super::error::{Body, HttpError};
@@ -526,7 +527,9 @@ async fn write_all(
             Frame::Binary(bytes) => match framing {
                 Framing::V4 => Message::Binary(bytes),
                 // v3 frames carry the packet type: a leading `4` byte, or `b4` + base64 as text.
+                #[cfg(feature = "eio3")]
                 Framing::V3 { binary: true } => Message::Binary(codec_v3::binary_message(&bytes)),
+                #[cfg(feature = "eio3")]
                 Framing::V3 { binary: false } => {
                     match Utf8Bytes::try_from(codec_v3::base64_message(&bytes)) {
                         Ok(text) => Message::Text(text),

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use tidings::admin_ui::{AdminUiConfig, LoginThrottle, Mode, StaticFiles};
-use tidings::analytics::{Analytics, AnalyticsConfig};
 use tidings::engineio::Cors;
 use tidings::socketio::redis::{RedisAdapterFactory, RedisConfig};
 use tidings::socketio::{Config, OnExceed, RateLimit, RecoveryConfig, SocketIo, parser_named};
+use tidings_service::analytics::{Analytics, AnalyticsConfig};
 
 /// A Socket.IO server for live multi-tenant analytics dashboards.
 #[derive(Debug, Parser)]

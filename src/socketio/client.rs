@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use serde_json::json;
 
-use crate::engineio::{CloseReason, Payload, Protocol, Session, SessionHandler};
+use crate::engineio::{CloseReason, Payload, Session, SessionHandler};
 use crate::rooms::Room;
 
 use super::error::ConnectError;
@@ -79,7 +79,7 @@ impl Client {
     /// its sockets are named after the session, CONNECT is answered without a payload and a refusal
     /// carries the middleware's data (or message) as it is.
     pub(crate) fn is_legacy(&self) -> bool {
-        self.session.protocol() == Protocol::V3
+        self.session.protocol().is_v3()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -15,15 +15,19 @@ mod broadcast;
 mod client;
 mod config;
 mod error;
+mod handshake;
 mod io;
+#[cfg(feature = "msgpack")]
 pub mod msgpack;
 mod namespace;
 pub mod observer;
 pub mod packet;
 mod parser;
 mod recovery;
+#[cfg(feature = "redis")]
 pub mod redis;
 mod socket;
+mod tower;
 
 pub use adapter::{
     Adapter, AdapterFactory, BroadcastOptions, LocalAdapter, ServerSideAck, ServerSideHandler,
@@ -33,11 +37,13 @@ pub use args::Args;
 pub use broadcast::BroadcastOperator;
 pub use config::{Config, OnExceed, RateLimit};
 pub use error::{AckError, ConnectError, JoinError, SendError};
+pub use handshake::Handshake;
 pub use io::{SocketIo, SocketIoHandler};
+#[cfg(feature = "msgpack")]
+pub use msgpack::MsgPackParser;
 pub use namespace::{BoxFuture, Namespace, SocketIoMetrics};
 pub use observer::Observer;
-pub use parser::{JsonParser, MsgPackParser, PacketDecoder, Parser, parser_named};
+pub use parser::{JsonParser, PacketDecoder, Parser, parser_named};
 pub use recovery::{RecoveryConfig, RecoveryStats};
-pub use socket::{
-    AckSender, DisconnectReason, Handshake, IntoRooms, Socket, SocketInfo, SocketRef,
-};
+pub use socket::{AckSender, DisconnectReason, IntoRooms, Socket, SocketInfo, SocketRef};
+pub use tower::{ResponseFuture, SocketIoLayer, SocketIoService};

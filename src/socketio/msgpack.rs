@@ -44,8 +44,11 @@
 //!
 //! Trailing bytes after the packet map are an error, as in notepack.
 
+use crate::engineio::Frame;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Map, Number, Value};
+
+use super::parser::{PacketDecoder, Parser};
 
 use super::packet::{
     DecodeError, Limits, Packet, PacketType, attachment_of, check_payload, is_placeholder,
@@ -95,6 +98,7 @@ impl Decoder {
 /// with its binary values moved into attachments behind placeholders, in document order. For the
 /// msgpack messages that are not packets (the Redis adapter's, written by notepack.io too); at most
 /// `max_binary` binary values, nesting bounded by [`MAX_DEPTH`], a top-level `undefined` is null.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn decode_value(
     bytes: &Bytes,
     max_binary: usize,
@@ -716,6 +720,36 @@ fn write_int(out: &mut BytesMut, n: i64) {
     } else {
         out.put_u8(0xd3);
         out.put_i64(n);
+    }
+}
+
+// ===== msgpack =====
+
+/// The npm `socket.io-msgpack-parser`'s: each packet one binary message, binary values inline (see
+/// this module). Clients need `parser: require("socket.io-msgpack-parser")`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MsgPackParser;
+
+impl Parser for MsgPackParser {
+    fn encode(&self, packet: &Packet) -> Vec<Frame> {
+        let mut buf = BytesMut::with_capacity(64);
+        encode(packet, &mut buf);
+        vec![Frame::Binary(buf.freeze())]
+    }
+
+    fn decoder(&self, limits: Limits) -> Box<dyn PacketDecoder> {
+        Box::new(Decoder::new(limits))
+    }
+}
+
+impl PacketDecoder for Decoder {
+    /// Always an error: the msgpack parser sends binary messages only.
+    fn decode_text(&mut self, _text: &[u8]) -> Result<Option<Packet>, DecodeError> {
+        Err(DecodeError::UnexpectedText)
+    }
+
+    fn decode_binary(&mut self, bytes: Bytes) -> Result<Option<Packet>, DecodeError> {
+        self.decode(&bytes).map(Some)
     }
 }
 

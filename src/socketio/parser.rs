@@ -15,7 +15,6 @@ use bytes::{Bytes, BytesMut};
 
 use crate::engineio::Frame;
 
-use super::msgpack;
 use super::packet::{self, DecodeError, Limits, Packet};
 
 /// A Socket.IO parser: an encoder plus a factory of per-connection decoders.
@@ -47,11 +46,12 @@ pub trait PacketDecoder: Send + fmt::Debug {
 }
 
 /// The parser a name selects, for flags and environment variables: `"json"` ([`JsonParser`]) or
-/// `"msgpack"` ([`MsgPackParser`]).
+/// `"msgpack"` ([`super::MsgPackParser`], with the `msgpack` feature).
 pub fn parser_named(name: &str) -> Option<Arc<dyn Parser>> {
     match name {
         "json" => Some(Arc::new(JsonParser)),
-        "msgpack" => Some(Arc::new(MsgPackParser)),
+        #[cfg(feature = "msgpack")]
+        "msgpack" => Some(Arc::new(super::MsgPackParser)),
         _ => None,
     }
 }
@@ -92,39 +92,11 @@ impl PacketDecoder for packet::Decoder {
     }
 }
 
-// ===== msgpack =====
-
-/// The npm `socket.io-msgpack-parser`'s: each packet one binary message, binary values inline (see
-/// [`msgpack`]). Clients need `parser: require("socket.io-msgpack-parser")`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MsgPackParser;
-
-impl Parser for MsgPackParser {
-    fn encode(&self, packet: &Packet) -> Vec<Frame> {
-        let mut buf = BytesMut::with_capacity(64);
-        msgpack::encode(packet, &mut buf);
-        vec![Frame::Binary(buf.freeze())]
-    }
-
-    fn decoder(&self, limits: Limits) -> Box<dyn PacketDecoder> {
-        Box::new(msgpack::Decoder::new(limits))
-    }
-}
-
-impl PacketDecoder for msgpack::Decoder {
-    /// Always an error: the msgpack parser sends binary messages only.
-    fn decode_text(&mut self, _text: &[u8]) -> Result<Option<Packet>, DecodeError> {
-        Err(DecodeError::UnexpectedText)
-    }
-
-    fn decode_binary(&mut self, bytes: Bytes) -> Result<Option<Packet>, DecodeError> {
-        self.decode(&bytes).map(Some)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "msgpack")]
+    use crate::socketio::MsgPackParser;
     use serde_json::json;
 
     fn binary_event() -> Packet {
@@ -148,6 +120,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "msgpack")]
     #[test]
     fn msgpack_sends_one_binary_message() {
         let frames = MsgPackParser.encode(&binary_event());
@@ -165,6 +138,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "msgpack")]
     #[test]
     fn both_decoders_give_the_same_packet() {
         let packet = binary_event();
@@ -188,7 +162,7 @@ mod tests {
     #[test]
     fn parsers_by_name() {
         assert!(parser_named("json").is_some());
-        assert!(parser_named("msgpack").is_some());
+        assert_eq!(parser_named("msgpack").is_some(), cfg!(feature = "msgpack"));
         assert!(parser_named("cbor").is_none());
     }
 }

@@ -8,13 +8,13 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::engineio::{CloseReason, Frame, RequestInfo, Session};
+use crate::engineio::{CloseReason, Frame, Session};
 use crate::rooms::Room;
 
 use super::args::Args;
@@ -22,6 +22,7 @@ use super::broadcast::BroadcastOperator;
 use super::client::Client;
 use super::config::{OnExceed, RateLimit};
 use super::error::{AckError, JoinError, SendError, check_event_name};
+use super::handshake::Handshake;
 use super::namespace::Namespace;
 use super::packet::{Packet, PacketType};
 
@@ -106,91 +107,6 @@ impl From<CloseReason> for DisconnectReason {
             CloseReason::ForcedClose => Self::ForcedClose,
             CloseReason::ServerShutdown => Self::ServerShuttingDown,
         }
-    }
-}
-
-/// The handshake details of a socket, as the reference exposes them.
-#[derive(Debug, Clone)]
-pub struct Handshake {
-    request: Arc<RequestInfo>,
-    /// The auth payload as the JSON text it came as (at most `max_auth_bytes`), `None` for the
-    /// usual empty object. A parsed `Value` tree takes tens of times the bytes of its text, for the
-    /// socket's whole life.
-    pub(crate) auth: Option<Box<str>>,
-}
-
-impl Handshake {
-    /// The request headers of the connection.
-    pub fn headers(&self) -> &http::HeaderMap {
-        self.request.headers()
-    }
-
-    /// The query parameters of the connection's first request, decoded.
-    pub fn query(&self) -> Vec<(String, String)> {
-        crate::engineio::query::parse_pairs(self.request.uri.query().unwrap_or(""))
-    }
-
-    /// One query parameter.
-    pub fn query_param(&self, key: &str) -> Option<String> {
-        self.query()
-            .into_iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
-    }
-
-    /// The auth payload the client sent with CONNECT (`{}` when none), parsed from the JSON text
-    /// the socket keeps (see [`Handshake::auth_json`]).
-    pub fn auth(&self) -> Value {
-        self.auth
-            .as_deref()
-            .and_then(|text| serde_json::from_str(text).ok())
-            .unwrap_or_else(|| Value::Object(serde_json::Map::new()))
-    }
-
-    /// The auth payload as JSON text (`{}` when none): what the socket keeps of it.
-    pub fn auth_json(&self) -> &str {
-        self.auth.as_deref().unwrap_or("{}")
-    }
-
-    /// The auth payload's field `key`, if it is a string.
-    pub fn auth_str(&self, key: &str) -> Option<String> {
-        match self.auth().get(key)? {
-            Value::String(s) => Some(s.clone()),
-            _ => None,
-        }
-    }
-
-    /// The remote address.
-    pub fn address(&self) -> Option<std::net::SocketAddr> {
-        self.request.remote_addr
-    }
-
-    /// The request URL (path and query).
-    pub fn url(&self) -> String {
-        self.request.uri.to_string()
-    }
-
-    /// Whether the connection is over TLS.
-    pub fn secure(&self) -> bool {
-        self.request.secure
-    }
-
-    /// Whether the request came from another origin (an `Origin` header was sent).
-    pub fn xdomain(&self) -> bool {
-        self.request.headers().contains_key(http::header::ORIGIN)
-    }
-
-    /// When the connection was made, in milliseconds since the Unix epoch.
-    pub fn issued(&self) -> u64 {
-        self.request
-            .issued
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    /// When the connection was made.
-    pub fn time(&self) -> SystemTime {
-        self.request.issued
     }
 }
 
@@ -334,7 +250,7 @@ impl Socket {
             recovered,
             ns,
             client,
-            handshake: Handshake { request, auth },
+            handshake: Handshake::new(request, auth),
             handlers: RwLock::new(Handlers::default()),
             acks: Mutex::new(None),
             connected: AtomicBool::new(false),

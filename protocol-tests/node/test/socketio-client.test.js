@@ -120,6 +120,9 @@ for (const mode of MODES) {
       assert.equal(hs.headers["x-test"], "yes");
       assert.equal(typeof hs.issued, "number");
       assert.ok(Math.abs(hs.issued - Date.now()) < 60_000, `issued ${hs.issued}`);
+      // The reference's shape: `time` is the Date string of the same instant (whole seconds).
+      assert.equal(typeof hs.time, "string");
+      assert.equal(Date.parse(hs.time), Math.floor(hs.issued / 1000) * 1000, `time ${hs.time}`);
       assert.match(hs.url, /^\/socket\.io\/\?/);
       assert.equal(hs.secure, false);
       assert.equal(hs.xdomain, false);

@@ -17,8 +17,8 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::engineio::error::Body;
-use crate::server::Service;
+use tidings::engineio::error::Body;
+use tidings::server::Service;
 
 use super::events::{Invalid, valid_org_id, validate_event};
 use super::{Analytics, now_ms};
@@ -148,7 +148,7 @@ impl Analytics {
     /// The server's metrics and the service's own, in Prometheus text format.
     pub fn metrics_text(&self) -> String {
         use std::sync::atomic::Ordering;
-        let mut e = crate::metrics::Exposition::new();
+        let mut e = tidings::metrics::Exposition::new();
         self.io().write_metrics(&mut e);
         let c = &self.shared.counters;
         let by_status: Vec<(String, u64)> = c

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::socketio::SocketIo;
+use tidings::socketio::SocketIo;
 
 /// Deadlines of connected sockets: (expiry in ms since the Unix epoch, socket id).
 #[derive(Debug, Default)]

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::socketio::{AckSender, Args, ConnectError, SocketIo, SocketRef};
+use tidings::socketio::{AckSender, Args, ConnectError, SocketIo, SocketRef};
 
 use auth::{Grant, Verifier};
 use events::{Update, UpdateType, valid_org_id};
@@ -126,7 +126,7 @@ impl Default for AnalyticsConfig {
             history_page_bytes: 256 * 1024,
             client_dir: PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/src/analytics/web/node_modules/socket.io-client/dist"
+                "/analytics/web/node_modules/socket.io-client/dist"
             )),
         }
     }
@@ -389,7 +389,7 @@ impl Analytics {
         let me = self.clone();
         socket.on_disconnect(move |socket, reason| {
             me.shared.expiry.unregister(socket.id(), deadline);
-            if reason == crate::socketio::DisconnectReason::ServerNamespaceDisconnect
+            if reason == tidings::socketio::DisconnectReason::ServerNamespaceDisconnect
                 && deadline <= now_ms()
             {
                 me.shared

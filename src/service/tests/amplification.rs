@@ -9,6 +9,7 @@
 //! part, no token needed), replies requested over polling and never collected, a WebSocket that
 //! never reads, and a polling POST whose body stalls halfway.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::net::SocketAddr;
@@ -134,8 +135,8 @@ fn token(orgs: &[&str]) -> String {
         .as_secs()
         + 3600;
     let claims = json!({ "orgs": orgs, "exp": exp });
-    let claims: tidings::analytics::auth::Claims = serde_json::from_value(claims).unwrap();
-    tidings::analytics::auth::sign(SECRET.as_bytes(), &claims).unwrap()
+    let claims: tidings_service::analytics::auth::Claims = serde_json::from_value(claims).unwrap();
+    tidings_service::analytics::auth::sign(SECRET.as_bytes(), &claims).unwrap()
 }
 
 /// A WebSocket dashboard connected with `token`, joined to `org`.

@@ -3,6 +3,7 @@
 //! the room limit, history pages, expiring and not-yet-valid tokens. One test runs the `tidings`
 //! binary itself to check the flags.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::net::SocketAddr;
@@ -10,10 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::SinkExt as _;
 use serde_json::{Value, json};
-use tidings::analytics::auth::{Claims, sign};
-use tidings::analytics::{Analytics, AnalyticsConfig};
 use tidings::server;
 use tidings::socketio::{Config, OnExceed, RateLimit, SocketIo};
+use tidings_service::analytics::auth::{Claims, sign};
+use tidings_service::analytics::{Analytics, AnalyticsConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -380,7 +381,7 @@ async fn a_subscription_past_the_room_limit_says_it_failed_and_is_taken_back() {
 }
 
 fn now_ms() -> u64 {
-    tidings::analytics::now_ms()
+    tidings_service::analytics::now_ms()
 }
 
 // ===== history =====
