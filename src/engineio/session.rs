@@ -429,7 +429,13 @@ impl Session {
                 state.outbox.push_back(Frame::bare(PacketType::Close));
             }
             if !keep_for_get {
-                self.map.remove(&self.id);
+                // The client's own close over polling, with no GET waiting: a GET it sent at the
+                // same moment may still come, and gets a noop from the sid's tombstone.
+                let raced = reason == CloseReason::TransportClose
+                    && state.transport == Transport::Polling
+                    && !state.polling_get;
+                self.map
+                    .retire(&self.id, raced.then_some(self.framing), Instant::now());
             }
             state.handler.take()
         };
@@ -444,6 +450,11 @@ impl Session {
     /// Drops the session from the registry (after a closed polling session's grace period).
     pub(crate) fn forget(&self) {
         self.map.remove(&self.id);
+    }
+
+    /// The registry the session is in (or was, once closed).
+    pub(crate) fn registry(&self) -> &SessionMap {
+        &self.map
     }
 
     /// Whether the session is still in the registry: open, or closed and keeping its last packets
@@ -548,7 +559,7 @@ impl Session {
             &HeaderMap::new(),
             None,
         ));
-        let map = Arc::new(SessionMap::new());
+        let map = Arc::new(SessionMap::new(timeout));
         let session = Arc::new(Self::new(
             "sid".to_owned(),
             request,
