@@ -219,3 +219,106 @@ impl SessionMap {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engineio::TransportKind;
+    use crate::engineio::heartbeat::Heartbeat;
+    use crate::engineio::session::{OutboxLimits, RequestInfo};
+
+    const GRACE: Duration = Duration::from_millis(200);
+
+    fn open(map: &Arc<SessionMap>, id: &str, now: Instant) -> Arc<Session> {
+        let request = Arc::new(RequestInfo::new(
+            &http::Uri::from_static("/engine.io/?EIO=4&transport=polling"),
+            &http::HeaderMap::new(),
+            Some("127.0.0.1:1".parse().unwrap()),
+        ));
+        let interval = Duration::from_secs(25);
+        let session = Arc::new(Session::new(
+            id.to_owned(),
+            request,
+            TransportKind::Polling,
+            Heartbeat::new(now, interval, Duration::from_secs(60)),
+            map.clone(),
+            OutboxLimits {
+                frames: 8,
+                bytes: 1 << 20,
+            },
+            Framing::V4,
+        ));
+        map.insert(session.clone());
+        session
+    }
+
+    #[test]
+    fn a_tombstone_answers_one_get_within_its_grace() {
+        let t0 = Instant::now();
+        let map = Arc::new(SessionMap::new(GRACE));
+        open(&map, "a", t0);
+        map.retire("a", Some(Framing::V4), t0);
+        assert!(map.get("a").is_none());
+        assert_eq!(map.len(), 0);
+        let just_before = t0 + GRACE - Duration::from_millis(1);
+        assert_eq!(map.take_tombstone("a", just_before), Some(Framing::V4));
+        // Once answered, the sid is unknown.
+        assert_eq!(map.take_tombstone("a", just_before), None);
+        assert_eq!(map.tombstones(), 0);
+    }
+
+    #[test]
+    fn a_tombstone_expires_at_the_end_of_its_grace() {
+        let t0 = Instant::now();
+        let map = Arc::new(SessionMap::new(GRACE));
+        open(&map, "a", t0);
+        map.retire("a", Some(Framing::V4), t0);
+        assert_eq!(map.take_tombstone("a", t0 + GRACE), None);
+        // A plain removal, or a sid that never was, leaves none.
+        open(&map, "b", t0);
+        map.remove("b");
+        map.retire("never", Some(Framing::V4), t0);
+        assert_eq!(map.take_tombstone("b", t0), None);
+        assert_eq!(map.take_tombstone("never", t0), None);
+        assert_eq!(map.tombstones(), 0);
+    }
+
+    #[test]
+    fn a_tombstone_holds_no_connection_slot() {
+        let t0 = Instant::now();
+        let map = Arc::new(SessionMap::new(GRACE));
+        let ip = Some("127.0.0.1".parse().unwrap());
+        assert!(map.reserve(ip, 1, 1));
+        open(&map, "a", t0);
+        assert!(!map.reserve(ip, 1, 1));
+        map.retire("a", Some(Framing::V4), t0);
+        assert!(map.reserve(ip, 1, 1), "the close gave the slot back");
+    }
+
+    #[test]
+    fn tombstones_are_bounded_in_number_and_swept_once_expired() {
+        let t0 = Instant::now();
+        let map = Arc::new(SessionMap::new(GRACE));
+        // A burst of closes within one grace period: each shard keeps at most its bound.
+        for i in 0..SHARDS * MAX_TOMBSTONES * 2 {
+            let id = format!("burst{i}");
+            open(&map, &id, t0);
+            map.retire(&id, Some(Framing::V4), t0);
+        }
+        let kept = map.tombstones();
+        assert!(kept <= SHARDS * MAX_TOMBSTONES, "{kept}");
+        assert!(kept > SHARDS * MAX_TOMBSTONES / 2, "{kept}");
+        // After the grace, a few closes (some in every shard, with all but certainty) sweep the
+        // expired ones: what is left is about those few.
+        let t1 = t0 + GRACE;
+        let later = SHARDS * 20;
+        for i in 0..later {
+            let id = format!("later{i}");
+            open(&map, &id, t1);
+            map.retire(&id, Some(Framing::V4), t1);
+        }
+        assert!(map.tombstones() <= later, "{}", map.tombstones());
+        assert_eq!(map.take_tombstone("later0", t1), Some(Framing::V4));
+        assert_eq!(map.take_tombstone("burst0", t1), None);
+    }
+}

@@ -711,6 +711,39 @@ mod tests {
     }
 
     #[test]
+    fn only_a_client_close_without_a_waiting_get_leaves_a_tombstone() {
+        let now = Instant::now();
+        let tombstone = |session: &Session| session.map.take_tombstone(session.id(), now);
+        let closed = bytes_session(1000);
+        closed.send(Frame::message("lost")).unwrap();
+        assert!(closed.close(CloseReason::TransportClose, false));
+        assert!(!closed.is_registered());
+        // What was queued is freed; the sid answers a racing GET once.
+        assert_eq!(closed.lock().outbox.capacity(), 0);
+        assert_eq!(tombstone(&closed), Some(Framing::V4));
+        assert_eq!(tombstone(&closed), None);
+
+        // A GET is waiting: the close releases it, and leaves nothing for another.
+        let waited = bytes_session(1000);
+        waited.lock().polling_get = true;
+        waited.close(CloseReason::TransportClose, false);
+        assert_eq!(tombstone(&waited), None);
+
+        // Closed on an error, the session is gone at once, as before.
+        for reason in [CloseReason::TransportError, CloseReason::PingTimeout] {
+            let failed = bytes_session(1000);
+            failed.close(reason, false);
+            assert_eq!(tombstone(&failed), None);
+        }
+
+        // Closed during an upgrade: the WebSocket's end, not a polling client's close packet.
+        let upgrading = bytes_session(1000);
+        upgrading.lock().transport = Transport::ProbePending;
+        upgrading.close(CloseReason::TransportClose, false);
+        assert_eq!(tombstone(&upgrading), None);
+    }
+
+    #[test]
     fn an_orderly_close_keeps_the_queue_for_delivery() {
         let session = bytes_session(1000);
         session.send(Frame::message("bye")).unwrap();
