@@ -220,6 +220,13 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// How long a closed polling session's last word waits for its client's next GET: the close
+    /// packet of an orderly server close, or the noop for a GET that raced the client's own close.
+    /// `ping_timeout`, at most 30 s: a client that polls at all polls again within it.
+    pub(crate) fn close_grace(&self) -> Duration {
+        self.ping_timeout.min(Duration::from_secs(30))
+    }
+
     /// The write timeout in effect: [`EngineConfig::write_timeout`], or else `ping_timeout`.
     pub fn effective_write_timeout(&self) -> Duration {
         self.write_timeout.unwrap_or(self.ping_timeout)

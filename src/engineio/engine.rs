@@ -47,11 +47,12 @@ impl<H> std::fmt::Debug for EngineIo<H> {
 impl<H: Handler> EngineIo<H> {
     /// An endpoint with `config`, handing sessions to `handler`.
     pub fn new(config: EngineConfig, handler: H) -> Self {
+        let sessions = Arc::new(SessionMap::new(config.close_grace()));
         Self {
             inner: Arc::new(Inner {
                 config,
                 handler,
-                sessions: Arc::new(SessionMap::new()),
+                sessions,
             }),
         }
     }
@@ -192,11 +193,12 @@ impl<H: Handler> EngineIo<H> {
         };
 
         if let Some(sid) = query.sid.as_deref() {
-            let session = self
-                .inner
-                .sessions
-                .get(sid)
-                .ok_or(fail(HttpError::SessionIdUnknown))?;
+            let Some(session) = self.inner.sessions.get(sid) else {
+                if transport == TransportKind::Polling && !upgrade && req.method() == Method::GET {
+                    return polling::get_closed(&self.inner.sessions, sid).map_err(fail);
+                }
+                return Err(fail(HttpError::SessionIdUnknown));
+            };
             return match transport {
                 TransportKind::WebSocket if upgrade => {
                     // The WebSocket's own request says whether it takes binary frames (v3).

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::codec::{Frame, Framing, PacketType};
 use super::engine::Inner;
 use super::error::{Body, HttpError};
+use super::registry::SessionMap;
 use super::session::{Session, Transport};
 use super::{CloseReason, Handler};
 
@@ -34,6 +35,23 @@ fn payload_response(body: Bytes, binary: bool) -> Response<Body> {
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
+}
+
+/// A noop packet as a polling payload in `framing`: the answer to a GET released with nothing to say.
+fn noop_payload(framing: Framing) -> Bytes {
+    let mut out = Vec::with_capacity(3);
+    framing.encode_payload([&Frame::bare(PacketType::Noop)], &mut out);
+    Bytes::from(out)
+}
+
+/// A polling GET for `sid`, which has no open session: a noop if the sid is the tombstone of a
+/// session its client has just closed (see [`SessionMap::retire`]), the GET having raced that
+/// close; otherwise "Session ID unknown".
+pub(crate) fn get_closed(sessions: &SessionMap, sid: &str) -> Result<Response<Body>, HttpError> {
+    match sessions.take_tombstone(sid, Instant::now()) {
+        Some(framing) => Ok(text_response(noop_payload(framing))),
+        None => Err(HttpError::SessionIdUnknown),
+    }
 }
 
 /// The compression a polling client accepts, best first.
@@ -203,7 +221,12 @@ async fn answer_get(
     encoding: Encoding,
     threshold: Option<usize>,
 ) -> Result<Response<Body>, HttpError> {
-    let mut pending = begin(&session, true)?;
+    let mut pending = match begin(&session, true) {
+        Ok(pending) => pending,
+        // Closed by its client since the request found it.
+        Err(HttpError::SessionIdUnknown) => return get_closed(session.registry(), session.id()),
+        Err(err) => return Err(err),
+    };
     loop {
         let notified = session.notify.notified();
         tokio::pin!(notified);
@@ -253,10 +276,7 @@ async fn answer_get(
                 Some((Bytes::from(out), binary))
             } else if closed || state.transport == Transport::Upgrading {
                 // Released by a close or an upgrade with nothing to say: noop.
-                let mut out = Vec::with_capacity(3);
-                let noop = Frame::bare(PacketType::Noop);
-                session.polling_framing().encode_payload([&noop], &mut out);
-                Some((Bytes::from(out), false))
+                Some((noop_payload(session.polling_framing()), false))
             } else {
                 state.drainer_parked = true;
                 None
@@ -357,8 +377,7 @@ where
 /// heartbeat over then). A closed session still waiting for a GET to collect its close packet is
 /// forgotten after a grace period.
 pub(crate) fn spawn_driver<H: Handler>(inner: &Inner<H>, session: Arc<Session>) {
-    let grace = inner.config.ping_timeout.min(Duration::from_secs(30));
-    tokio::spawn(drive(session, grace));
+    tokio::spawn(drive(session, inner.config.close_grace()));
 }
 
 async fn drive(session: Arc<Session>, grace: Duration) {

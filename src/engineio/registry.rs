@@ -1,4 +1,9 @@
 //! The live sessions, keyed by sid: a fixed number of shards, each a mutex around a plain map.
+//!
+//! Each shard also keeps the tombstones of polling sessions their client closed: a sid without a
+//! session, which answers one GET with a noop until a grace period ends (see [`SessionMap::retire`]).
+//! A tombstone is a few dozen bytes (the session itself, its queue and its connection-limit
+//! reservation are gone with the close), and a shard holds at most [`MAX_TOMBSTONES`] of them.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -6,6 +11,11 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::codec::Framing;
 use super::session::Session;
 use crate::metrics::{Counter, Histogram};
 
@@ -32,11 +42,51 @@ pub struct EngineMetrics {
 
 const SHARDS: usize = 16;
 
+/// The most tombstones a shard keeps: past it (a burst of client closes within one grace period), a
+/// close leaves none, and a GET racing it gets 400 as before tombstones.
+pub(crate) const MAX_TOMBSTONES: usize = 1024;
+
+/// A shard sweeps its expired tombstones when it holds this many, or twice what the last sweep
+/// left: each sweep is paid for by the closes since the one before.
+const MIN_SWEEP: usize = 64;
+
+/// A closed polling session's sid, kept for a GET that raced its client's close.
+#[derive(Debug, Clone, Copy)]
+struct Tombstone {
+    /// How that GET's answer is framed (the session's polling framing).
+    framing: Framing,
+    /// When the sid stops answering.
+    until: Instant,
+}
+
+#[derive(Default)]
+struct Shard {
+    live: HashMap<Box<str>, Arc<Session>>,
+    closed: HashMap<Box<str>, Tombstone>,
+    /// `closed` is swept when it reaches this many entries.
+    sweep_at: usize,
+}
+
+impl Shard {
+    fn bury(&mut self, id: &str, tombstone: Tombstone, now: Instant) {
+        if self.closed.len() >= self.sweep_at.max(MIN_SWEEP) {
+            self.closed.retain(|_, t| t.until > now);
+            self.sweep_at = (self.closed.len() * 2).clamp(MIN_SWEEP, MAX_TOMBSTONES);
+            self.closed.shrink_to(self.sweep_at);
+        }
+        if self.closed.len() < MAX_TOMBSTONES {
+            self.closed.insert(id.into(), tombstone);
+        }
+    }
+}
+
 /// Sessions by id.
 pub(crate) struct SessionMap {
     pub(crate) metrics: EngineMetrics,
     hasher: RandomState,
-    shards: [Mutex<HashMap<Box<str>, Arc<Session>>>; SHARDS],
+    shards: [Mutex<Shard>; SHARDS],
+    /// How long a tombstone answers ([`super::EngineConfig::close_grace`]).
+    grace: Duration,
     /// Sessions counted against the connection limits: reserved at the handshake, released when the
     /// session leaves the map (or its handshake fails).
     total: AtomicUsize,
@@ -44,11 +94,13 @@ pub(crate) struct SessionMap {
 }
 
 impl SessionMap {
-    pub(crate) fn new() -> Self {
+    /// An empty map whose tombstones answer for `grace`.
+    pub(crate) fn new(grace: Duration) -> Self {
         Self {
             metrics: EngineMetrics::default(),
             hasher: RandomState::new(),
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
+            grace,
             total: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
         }
@@ -85,31 +137,69 @@ impl SessionMap {
         }
     }
 
-    fn shard(&self, id: &str) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<Session>>> {
+    fn shard(&self, id: &str) -> std::sync::MutexGuard<'_, Shard> {
         let i = self.hasher.hash_one(id) as usize & (SHARDS - 1);
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn insert(&self, session: Arc<Session>) {
         self.shard(session.id())
+            .live
             .insert(session.id().into(), session);
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<Arc<Session>> {
-        self.shard(id).get(id).cloned()
+        self.shard(id).live.get(id).cloned()
     }
 
     pub(crate) fn remove(&self, id: &str) {
-        let removed = self.shard(id).remove(id);
+        self.retire(id, None, Instant::now());
+    }
+
+    /// Removes the session `id`, leaving with `tombstone` (its polling framing) a sid that answers
+    /// one GET with a noop until the grace period from `now` ends ([`SessionMap::take_tombstone`]).
+    ///
+    /// For a polling session its client closed (`1` in a POST) while no GET was waiting: a GET the
+    /// client sent at the same moment may reach the session after that POST, and must be answered
+    /// as if it had come first. (The reference, single-threaded, reads the bodiless GET before the
+    /// POST's body; handled in parallel here, either may be first.) Both changes happen under the
+    /// shard's lock, so a GET finds the session or its tombstone.
+    pub(crate) fn retire(&self, id: &str, tombstone: Option<Framing>, now: Instant) {
+        let removed = {
+            let mut shard = self.shard(id);
+            let removed = shard.live.remove(id);
+            if let (Some(framing), Some(_)) = (tombstone, &removed) {
+                let until = now + self.grace;
+                shard.bury(id, Tombstone { framing, until }, now);
+            }
+            removed
+        };
         if let Some(session) = removed {
             self.release(session.request().remote_addr.map(|a| a.ip()));
         }
     }
 
+    /// Takes the tombstone of `id` if it still answers at `now`: the framing of the noop its GET
+    /// gets. A sid answers once.
+    pub(crate) fn take_tombstone(&self, id: &str, now: Instant) -> Option<Framing> {
+        let tombstone = self.shard(id).closed.remove(id)?;
+        (tombstone.until > now).then_some(tombstone.framing)
+    }
+
+    /// How many sessions are open (tombstones are not).
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).live.len())
+            .sum()
+    }
+
+    /// How many tombstones the shards hold, expired or not (for tests of the bound).
+    #[cfg(test)]
+    fn tombstones(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).closed.len())
             .sum()
     }
 
@@ -121,10 +211,114 @@ impl SessionMap {
                 shard
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
+                    .live
                     .values()
                     .cloned(),
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engineio::TransportKind;
+    use crate::engineio::heartbeat::Heartbeat;
+    use crate::engineio::session::{OutboxLimits, RequestInfo};
+
+    const GRACE: Duration = Duration::from_millis(200);
+
+    fn open(map: &Arc<SessionMap>, id: &str, now: Instant) -> Arc<Session> {
+        let request = Arc::new(RequestInfo::new(
+            &http::Uri::from_static("/engine.io/?EIO=4&transport=polling"),
+            &http::HeaderMap::new(),
+            Some("127.0.0.1:1".parse().unwrap()),
+        ));
+        let interval = Duration::from_secs(25);
+        let session = Arc::new(Session::new(
+            id.to_owned(),
+            request,
+            TransportKind::Polling,
+            Heartbeat::new(now, interval, Duration::from_secs(60)),
+            map.clone(),
+            OutboxLimits {
+                frames: 8,
+                bytes: 1 << 20,
+            },
+            Framing::V4,
+        ));
+        map.insert(session.clone());
+        session
+    }
+
+    #[test]
+    fn a_tombstone_answers_one_get_within_its_grace() {
+        let t0 = Instant::now();
+        let map = Arc::new(SessionMap::new(GRACE));
+        open(&map, "a", t0);
+        map.retire("a", Some(Framing::V4), t0);
+        assert!(map.get("a").is_none());
+        assert_eq!(map.len(), 0);
+        let just_before = t0 + GRACE - Duration::from_millis(1);
+        assert_eq!(map.take_tombstone("a", just_before), Some(Framing::V4));
+        // Once answered, the sid is unknown.
+        assert_eq!(map.take_tombstone("a", just_before), None);
+        assert_eq!(map.tombstones(), 0);
+    }
+
+    #[test]
+    fn a_tombstone_expires_at_the_end_of_its_grace() {
+        let t0 = Instant::now();
+        let map = Arc::new(SessionMap::new(GRACE));
+        open(&map, "a", t0);
+        map.retire("a", Some(Framing::V4), t0);
+        assert_eq!(map.take_tombstone("a", t0 + GRACE), None);
+        // A plain removal, or a sid that never was, leaves none.
+        open(&map, "b", t0);
+        map.remove("b");
+        map.retire("never", Some(Framing::V4), t0);
+        assert_eq!(map.take_tombstone("b", t0), None);
+        assert_eq!(map.take_tombstone("never", t0), None);
+        assert_eq!(map.tombstones(), 0);
+    }
+
+    #[test]
+    fn a_tombstone_holds_no_connection_slot() {
+        let t0 = Instant::now();
+        let map = Arc::new(SessionMap::new(GRACE));
+        let ip = Some("127.0.0.1".parse().unwrap());
+        assert!(map.reserve(ip, 1, 1));
+        open(&map, "a", t0);
+        assert!(!map.reserve(ip, 1, 1));
+        map.retire("a", Some(Framing::V4), t0);
+        assert!(map.reserve(ip, 1, 1), "the close gave the slot back");
+    }
+
+    #[test]
+    fn tombstones_are_bounded_in_number_and_swept_once_expired() {
+        let t0 = Instant::now();
+        let map = Arc::new(SessionMap::new(GRACE));
+        // A burst of closes within one grace period: each shard keeps at most its bound.
+        for i in 0..SHARDS * MAX_TOMBSTONES * 2 {
+            let id = format!("burst{i}");
+            open(&map, &id, t0);
+            map.retire(&id, Some(Framing::V4), t0);
+        }
+        let kept = map.tombstones();
+        assert!(kept <= SHARDS * MAX_TOMBSTONES, "{kept}");
+        assert!(kept > SHARDS * MAX_TOMBSTONES / 2, "{kept}");
+        // After the grace, a few closes (some in every shard, with all but certainty) sweep the
+        // expired ones: what is left is about those few.
+        let t1 = t0 + GRACE;
+        let later = SHARDS * 20;
+        for i in 0..later {
+            let id = format!("later{i}");
+            open(&map, &id, t1);
+            map.retire(&id, Some(Framing::V4), t1);
+        }
+        assert!(map.tombstones() <= later, "{}", map.tombstones());
+        assert_eq!(map.take_tombstone("later0", t1), Some(Framing::V4));
+        assert_eq!(map.take_tombstone("burst0", t1), None);
     }
 }

@@ -429,7 +429,13 @@ impl Session {
                 state.outbox.push_back(Frame::bare(PacketType::Close));
             }
             if !keep_for_get {
-                self.map.remove(&self.id);
+                // The client's own close over polling, with no GET waiting: a GET it sent at the
+                // same moment may still come, and gets a noop from the sid's tombstone.
+                let raced = reason == CloseReason::TransportClose
+                    && state.transport == Transport::Polling
+                    && !state.polling_get;
+                self.map
+                    .retire(&self.id, raced.then_some(self.framing), Instant::now());
             }
             state.handler.take()
         };
@@ -444,6 +450,11 @@ impl Session {
     /// Drops the session from the registry (after a closed polling session's grace period).
     pub(crate) fn forget(&self) {
         self.map.remove(&self.id);
+    }
+
+    /// The registry the session is in (or was, once closed).
+    pub(crate) fn registry(&self) -> &SessionMap {
+        &self.map
     }
 
     /// Whether the session is still in the registry: open, or closed and keeping its last packets
@@ -548,7 +559,7 @@ impl Session {
             &HeaderMap::new(),
             None,
         ));
-        let map = Arc::new(SessionMap::new());
+        let map = Arc::new(SessionMap::new(timeout));
         let session = Arc::new(Self::new(
             "sid".to_owned(),
             request,
@@ -697,6 +708,39 @@ mod tests {
             session.send(Frame::message(&"c".repeat(19))),
             Err(SendError::Full)
         );
+    }
+
+    #[test]
+    fn only_a_client_close_without_a_waiting_get_leaves_a_tombstone() {
+        let now = Instant::now();
+        let tombstone = |session: &Session| session.map.take_tombstone(session.id(), now);
+        let closed = bytes_session(1000);
+        closed.send(Frame::message("lost")).unwrap();
+        assert!(closed.close(CloseReason::TransportClose, false));
+        assert!(!closed.is_registered());
+        // What was queued is freed; the sid answers a racing GET once.
+        assert_eq!(closed.lock().outbox.capacity(), 0);
+        assert_eq!(tombstone(&closed), Some(Framing::V4));
+        assert_eq!(tombstone(&closed), None);
+
+        // A GET is waiting: the close releases it, and leaves nothing for another.
+        let waited = bytes_session(1000);
+        waited.lock().polling_get = true;
+        waited.close(CloseReason::TransportClose, false);
+        assert_eq!(tombstone(&waited), None);
+
+        // Closed on an error, the session is gone at once, as before.
+        for reason in [CloseReason::TransportError, CloseReason::PingTimeout] {
+            let failed = bytes_session(1000);
+            failed.close(reason, false);
+            assert_eq!(tombstone(&failed), None);
+        }
+
+        // Closed during an upgrade: the WebSocket's end, not a polling client's close packet.
+        let upgrading = bytes_session(1000);
+        upgrading.lock().transport = Transport::ProbePending;
+        upgrading.close(CloseReason::TransportClose, false);
+        assert_eq!(tombstone(&upgrading), None);
     }
 
     #[test]
