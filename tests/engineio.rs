@@ -143,6 +143,17 @@ async fn bounded<F: Future>(limit: Duration, f: F) -> F::Output {
 }
 
 /// Waits until `cond` holds, checking every few milliseconds.
+/// Waits until a polling GET of `sid` is pending on the server.
+async fn get_waits(server: &TestServer, sid: &str) {
+    eventually(|| {
+        server
+            .engine
+            .session(sid)
+            .is_some_and(|session| session.polling_get_waiting())
+    })
+    .await;
+}
+
 async fn eventually(mut cond: impl FnMut() -> bool) {
     bounded(WAIT, async {
         while !cond() {
@@ -692,7 +703,7 @@ async fn polling_echoes_text_and_binary() {
     );
     // A pending GET is released by the next message.
     let pending = spawn_poll(addr, &sid);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    get_waits(&server, &sid).await;
     post(addr, &sid, "4é✓").await.assert_ok();
     assert_eq!(finish_poll(addr, &sid, pending).await, ["4é✓"]);
     server.stop().await;
@@ -704,7 +715,7 @@ async fn overlapping_get_is_refused_and_closes_the_session() {
     let addr = server.addr;
     let (sid, _) = open_polling(addr).await;
     let first = spawn_poll(addr, &sid);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    get_waits(&server, &sid).await;
     let second = poll(addr, &sid).await;
     assert_eq!(second.status, 400);
     assert!(second.body.is_empty(), "{second:?}");
@@ -723,7 +734,7 @@ async fn aborted_get_closes_the_session() {
     let addr = server.addr;
     let (sid, _) = open_polling(addr).await;
     let pending = spawn_poll(addr, &sid);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    get_waits(&server, &sid).await;
     pending.abort();
     let _ = pending.await;
     eventually(|| server.engine.session(&sid).is_none()).await;
@@ -784,7 +795,7 @@ async fn client_close_packet_releases_the_pending_get_with_noop() {
     let addr = server.addr;
     let (sid, _) = open_polling(addr).await;
     let pending = spawn_poll(addr, &sid);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    get_waits(&server, &sid).await;
     post(addr, &sid, "1").await.assert_ok();
     let res = bounded(WAIT, pending).await.unwrap();
     assert_eq!(res.assert_payload(), ["6"]);
@@ -901,7 +912,7 @@ async fn server_close_with_a_pending_get_sends_queued_packets_before_the_close_p
     let addr = server.addr;
     let (sid, _) = open_polling(addr).await;
     let pending = spawn_poll(addr, &sid);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    get_waits(&server, &sid).await;
     // As Socket.IO's `socket.disconnect(true)` does: queue `41`, then close at once.
     let session = server.engine.session(&sid).unwrap();
     session.send(Frame::message("1")).unwrap();
@@ -925,7 +936,7 @@ async fn server_close_releases_a_pending_get_with_close() {
     let addr = server.addr;
     let (sid, _) = open_polling(addr).await;
     let pending = spawn_poll(addr, &sid);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    get_waits(&server, &sid).await;
     let session = server.engine.session(&sid).unwrap();
     assert!(session.close(CloseReason::ForcedClose, true));
     assert_eq!(finish_poll(addr, &sid, pending).await, ["1"]);
@@ -1076,7 +1087,7 @@ async fn upgrade_from_polling_to_websocket() {
     let addr = server.addr;
     let (sid, _) = open_polling(addr).await;
     let pending = spawn_poll(addr, &sid);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    get_waits(&server, &sid).await;
 
     let mut ws = ws_connect(addr, &format!("transport=websocket&sid={sid}")).await;
     ws.send(Message::text("2probe")).await.unwrap();
@@ -1108,7 +1119,7 @@ async fn server_close_during_an_upgrade_delivers_the_queued_packets_over_the_web
     let addr = server.addr;
     let (sid, _) = open_polling(addr).await;
     let pending = spawn_poll(addr, &sid);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    get_waits(&server, &sid).await;
 
     let mut ws = ws_connect(addr, &format!("transport=websocket&sid={sid}")).await;
     ws.send(Message::text("2probe")).await.unwrap();
@@ -1308,7 +1319,7 @@ async fn shutdown_closes_sessions_with_a_close_packet() {
     let (sid, _) = open_polling(addr).await;
     let pending = spawn_poll(addr, &sid);
     let (mut ws, _, _) = open_websocket(addr).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    get_waits(&server, &sid).await;
 
     let stopping = tokio::spawn(server.stop());
 
@@ -1637,7 +1648,7 @@ async fn eio3_upgrade_from_polling_to_websocket() {
         let sid = sid.clone();
         tokio::spawn(async move { poll3(addr, &sid).await })
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    get_waits(&server, &sid).await;
     let mut ws = ws_connect_to(addr, &eio3(&format!("transport=websocket&sid={sid}"))).await;
     ws.send(Message::text("2probe")).await.unwrap();
     assert_eq!(ws_next(&mut ws).await, Some(Message::text("3probe")));

@@ -1716,7 +1716,13 @@ async fn overlapping_gets(s: Arc<Server>) -> Outcome {
         let target = target.clone();
         tokio::spawn(async move { http(addr, "GET", &target, &[], b"").await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting = wait_until(WAIT, || {
+        s.io.engine()
+            .session(&sid)
+            .is_some_and(|session| session.polling_get_waiting())
+    })
+    .await;
+    assert!(waiting, "the first GET never became pending");
     let second = http(addr, "GET", &target, &[], b"").await;
     let first = bounded(WAIT, "the pending GET", pending).await.unwrap();
     // Whichever reached the server second is the overlapping one (on a busy machine the spawned

@@ -221,6 +221,31 @@ async fn wait_for_members(redis: &Redis, n: usize) {
     panic!("nodes did not subscribe");
 }
 
+/// Whether every socket of `nodes` in `room` (there must be some) is also in `other` (`in_other`)
+/// or not in it (`!in_other`).
+fn room_members_are(nodes: &[&TidingsNode], room: &str, other: &str, in_other: bool) -> bool {
+    let has = |rooms: &[tidings::rooms::Room], name: &str| rooms.iter().any(|r| &**r == name);
+    let members: Vec<_> = nodes
+        .iter()
+        .flat_map(|node| node.io.of("/").map(|ns| ns.sockets()).unwrap_or_default())
+        .map(|socket| socket.rooms())
+        .filter(|rooms| has(rooms, room))
+        .collect();
+    !members.is_empty() && members.iter().all(|rooms| has(rooms, other) == in_other)
+}
+
+/// Waits (bounded) until `cond` holds: a remote room operation reaches the other nodes through
+/// Redis, asynchronously.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..250 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting: {what}");
+}
+
 #[tokio::test]
 async fn broadcasts_and_room_operations_cross_nodes() {
     let Some(redis) = Redis::required() else {
@@ -255,7 +280,10 @@ async fn broadcasts_and_room_operations_cross_nodes() {
 
     // Remote join: node A makes every socket of r1 (on B and C) join r2.
     a.io.to("r1").join("r2");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("r1's members on B and C joined r2", || {
+        room_members_are(&[&b, &c], "r1", "r2", true)
+    })
+    .await;
     call(&mut a1, 4, json!(["to", "r2", "to r2"])).await;
     assert_eq!(next(&mut b1).await, r#"42["msg","to r2"]"#);
     assert_eq!(next(&mut c1).await, r#"42["msg","to r2"]"#);
@@ -338,9 +366,15 @@ async fn broadcasts_and_room_operations_cross_nodes() {
 
     // Remote leave: node A makes r1's members leave r3 after joining it; r3 broadcasts then reach nobody.
     a.io.to("r1").join("r3");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("r1's members joined r3", || {
+        room_members_are(&[&b, &c], "r1", "r3", true)
+    })
+    .await;
     a.io.to("r1").leave("r3");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("r1's members left r3", || {
+        room_members_are(&[&b, &c], "r1", "r3", false)
+    })
+    .await;
     call(&mut a1, 5, json!(["to", "r3", "to r3"])).await;
     nothing_for(&mut b1, Duration::from_millis(300)).await;
     nothing_for(&mut c1, Duration::from_millis(10)).await;

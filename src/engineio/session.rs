@@ -280,6 +280,13 @@ impl Session {
         }
     }
 
+    /// Whether a long-polling GET of this session is waiting for something to carry (for
+    /// diagnostics, and for tests that need a GET to be pending before they act).
+    pub fn polling_get_waiting(&self) -> bool {
+        let state = self.lock();
+        state.polling_get && state.drainer_parked
+    }
+
     /// The Engine.IO protocol revision the client speaks.
     pub fn protocol(&self) -> Protocol {
         self.framing.protocol()
