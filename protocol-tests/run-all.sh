@@ -44,8 +44,9 @@ cargo test --all-targets
 step "Soak (2 000 WebSocket connections through heartbeats and churn, back to zero)"
 cargo test --test soak -- --ignored
 
-step "Doctests (the README's and the modules' examples, every feature on)"
+step "Doctests (the README's and the modules' examples, every feature on) and the API docs"
 cargo test --doc -p tidings --all-features
+RUSTDOCFLAGS="-D warnings" cargo doc --quiet -p tidings --all-features --no-deps
 
 step "Fuzz targets (each briefly, from the committed seeds)"
 bash fuzz/run.sh "${FUZZ_SECONDS:-15}"

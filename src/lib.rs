@@ -13,6 +13,7 @@
 //! The Engine.IO layer knows nothing of Socket.IO: it hands whole messages to a small handler trait
 //! ([`engineio::Handler`]), so a bare Engine.IO endpoint can exist on its own.
 
+#![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "admin-ui")]

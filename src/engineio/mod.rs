@@ -12,26 +12,45 @@
 //! Ordering: messages of one session reach its `SessionHandler` in the order the client sent them, one
 //! at a time (one reader per WebSocket; at most one POST in flight per polling session).
 
+#[cfg(feature = "fuzzing")]
 pub mod codec;
-#[cfg(feature = "eio3")]
+#[cfg(not(feature = "fuzzing"))]
+#[allow(unreachable_pub, dead_code)]
+pub(crate) mod codec;
+#[cfg(all(feature = "eio3", feature = "fuzzing"))]
 pub mod codec_v3;
+#[cfg(all(feature = "eio3", not(feature = "fuzzing")))]
+#[allow(unreachable_pub, dead_code)]
+pub(crate) mod codec_v3;
 mod config;
 mod engine;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "fuzzing")]
 pub mod heartbeat;
+#[cfg(not(feature = "fuzzing"))]
+#[allow(unreachable_pub, dead_code)]
+pub(crate) mod heartbeat;
 mod outbox;
 mod polling;
 mod proxy;
+#[cfg(feature = "fuzzing")]
 pub mod query;
+#[cfg(not(feature = "fuzzing"))]
+#[allow(unreachable_pub, dead_code)]
+pub(crate) mod query;
 mod registry;
 mod session;
+#[cfg(feature = "fuzzing")]
 pub mod sid;
+#[cfg(not(feature = "fuzzing"))]
+#[allow(unreachable_pub, dead_code)]
+pub(crate) mod sid;
 mod websocket;
 
-pub use codec::{Frame, Framing, Packet, PacketType, Payload, Protocol};
+pub use codec::{DecodeError, Frame, Framing, Packet, PacketType, Payload, Protocol};
 pub use config::{AllowedOrigins, Cors, EngineConfig, IpRange};
 pub use engine::EngineIo;
 pub use error::HttpError;

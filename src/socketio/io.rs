@@ -125,7 +125,7 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The Engine.IO handler that gives every session a Socket.IO [`Client`].
+/// The Engine.IO handler that gives every session a Socket.IO client (its sockets, one per namespace).
 pub struct SocketIoHandler {
     io: Arc<IoInner>,
 }

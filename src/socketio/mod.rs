@@ -17,11 +17,18 @@ mod config;
 mod error;
 mod handshake;
 mod io;
-#[cfg(feature = "msgpack")]
+#[cfg(all(feature = "msgpack", feature = "fuzzing"))]
 pub mod msgpack;
+#[cfg(all(feature = "msgpack", not(feature = "fuzzing")))]
+#[allow(unreachable_pub, dead_code)]
+pub(crate) mod msgpack;
 mod namespace;
 pub mod observer;
+#[cfg(feature = "fuzzing")]
 pub mod packet;
+#[cfg(not(feature = "fuzzing"))]
+#[allow(unreachable_pub, dead_code)]
+pub(crate) mod packet;
 mod parser;
 mod recovery;
 #[cfg(feature = "redis")]
@@ -43,6 +50,7 @@ pub use io::{SocketIo, SocketIoHandler};
 pub use msgpack::MsgPackParser;
 pub use namespace::{BoxFuture, Namespace, SocketIoMetrics};
 pub use observer::Observer;
+pub use packet::{DecodeError, Limits, Packet, PacketType};
 pub use parser::{JsonParser, PacketDecoder, Parser, parser_named};
 pub use recovery::{RecoveryConfig, RecoveryStats};
 pub use socket::{AckSender, DisconnectReason, IntoRooms, Socket, SocketInfo, SocketRef};
