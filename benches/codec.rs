@@ -14,8 +14,8 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use serde_json::json;
 use std::hint::black_box;
 use tidings::engineio::{self, Frame, codec};
-use tidings::socketio::msgpack;
-use tidings::socketio::packet::{self, Decoder, Limits, Packet};
+use tidings::parser::msgpack;
+use tidings::parser::packet::{self, Decoder, Limits, Packet};
 
 const SMALL_EIO: &[u8] = br#"42["echo","hello world"]"#;
 const SMALL_SIO: &[u8] = br#"2["echo","hello world"]"#;

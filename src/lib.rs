@@ -20,6 +20,7 @@
 pub mod admin_ui;
 pub mod engineio;
 pub mod metrics;
+pub mod parser;
 pub mod rooms;
 pub mod server;
 pub mod socketio;

@@ -23,7 +23,7 @@ use libfuzzer_sys::fuzz_target;
 use tidings::engineio::codec::{self, DecodeError as EioError, Frame, PacketType, Payload};
 use tidings::engineio::fuzzing;
 use tidings::engineio::{CloseReason, Session, SessionHandler, TransportKind};
-use tidings::socketio::packet::{self, Decoder, Packet};
+use tidings::parser::packet::{self, Decoder, Packet};
 use tidings_fuzz::{
     ClientFrame, SessionInput, SessionStep as Step, check_payload_round_trip, check_sio_packet,
     decoder, fits_in_payload,

@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use tidings::socketio::packet::DecodeError;
+use tidings::parser::packet::DecodeError;
 use tidings_fuzz::{
     AttachmentMessage as Message, AttachmentsInput, check_sio_packet, declared_attachments, decoder,
 };

@@ -10,8 +10,8 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use tidings::socketio::msgpack::{self, Decoder};
-use tidings::socketio::packet::Limits;
+use tidings::parser::msgpack::{self, Decoder};
+use tidings::parser::packet::Limits;
 use tidings_fuzz::check_sio_packet;
 
 fuzz_target!(|data: &[u8]| {

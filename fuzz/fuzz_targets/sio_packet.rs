@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use tidings::socketio::packet::{DecodeError, Decoder, Limits};
+use tidings::parser::packet::{DecodeError, Decoder, Limits};
 use tidings_fuzz::{check_sio_packet, declared_attachments};
 
 fuzz_target!(|data: &[u8]| {

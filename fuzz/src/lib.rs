@@ -7,7 +7,7 @@ use arbitrary::Arbitrary;
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 use tidings::engineio::codec::{self, Frame, Packet as EioPacket, PacketType as EioType, Payload};
-use tidings::socketio::packet::{self, Decoder, Limits, Packet, check_placeholders};
+use tidings::parser::packet::{self, Decoder, Limits, Packet, check_placeholders};
 
 /// A decoder whose attachment limit is `max_attachments`.
 pub fn decoder(max_attachments: usize) -> Decoder {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use crate::rooms::{Room, Rooms};
 
 use super::namespace::BoxFuture;
-use super::packet::Packet;
 use super::socket::Socket;
+use crate::parser::packet::Packet;
 
 /// Who a broadcast goes to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::packet::{attachment_of, placeholder};
+use crate::parser::packet::{attachment_of, placeholder};
 
 /// The arguments of an event or an ack: JSON values, with binary attachments referenced from inside
 /// them by `{"_placeholder":true,"num":i}` objects (at any depth), as on the wire.

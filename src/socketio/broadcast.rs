@@ -12,8 +12,8 @@ use super::adapter::BroadcastOptions;
 use super::args::Args;
 use super::error::{AckError, SendError, check_event_name};
 use super::namespace::Namespace;
-use super::packet::Packet;
 use super::socket::{IntoRooms, SocketInfo, SocketRef};
+use crate::parser::packet::Packet;
 
 /// Selects recipients and emits to them. Build with [`Namespace::to`], [`super::Socket::to`], ...
 #[derive(Debug, Clone)]

@@ -21,10 +21,10 @@ use crate::rooms::Room;
 use super::error::ConnectError;
 use super::io::IoInner;
 use super::namespace::Namespace;
-use super::packet::{Limits, Packet, PacketType};
-use super::parser::PacketDecoder;
 use super::recovery::Resumed;
 use super::socket::{DisconnectReason, Socket, SocketRef};
+use crate::parser::PacketDecoder;
+use crate::parser::packet::{Limits, Packet, PacketType};
 
 struct State {
     decoder: Box<dyn PacketDecoder>,

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use crate::engineio::EngineConfig;
 
-use super::parser::{JsonParser, Parser};
 use super::recovery::RecoveryConfig;
+use crate::parser::{JsonParser, Parser};
 
 /// Socket.IO server options, with the Engine.IO options nested.
 #[derive(Clone)]

@@ -57,7 +57,7 @@ impl From<serde_json::Error> for SendError {
 
 /// Checks an event name before it is emitted (the reference throws for the same names).
 pub(crate) fn check_event_name(event: &str) -> Result<(), SendError> {
-    if super::packet::RESERVED_EVENTS.contains(&event) {
+    if crate::parser::packet::RESERVED_EVENTS.contains(&event) {
         tracing::debug!(event, "emit of a reserved event name refused");
         return Err(SendError::ReservedEventName(event.to_owned()));
     }

@@ -1,7 +1,7 @@
 //! Socket.IO v5 on top of Engine.IO v4.
 //!
-//! - [`packet`] is the sans-IO JSON codec (text part + binary attachments), [`msgpack`] the msgpack
-//!   one; a server picks one through its [`Parser`] ([`Config::parser`], default JSON).
+//! - Packets become Engine.IO messages through the server's [`Parser`] ([`Config::parser`], default
+//!   JSON; the parsers live in [`crate::parser`]).
 //! - A client (one Engine.IO session) carries [`Socket`]s, one per [`Namespace`] it connected to.
 //! - Rooms live in the namespace's [`Adapter`]; broadcasts go through it ([`BroadcastOperator`]).
 //!
@@ -17,25 +17,18 @@ mod config;
 mod error;
 mod handshake;
 mod io;
-#[cfg(all(feature = "msgpack", feature = "fuzzing"))]
-pub mod msgpack;
-#[cfg(all(feature = "msgpack", not(feature = "fuzzing")))]
-#[allow(unreachable_pub, dead_code)]
-pub(crate) mod msgpack;
 mod namespace;
 pub mod observer;
-#[cfg(feature = "fuzzing")]
-pub mod packet;
-#[cfg(not(feature = "fuzzing"))]
-#[allow(unreachable_pub, dead_code)]
-pub(crate) mod packet;
-mod parser;
 mod recovery;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod socket;
 mod tower;
 
+#[cfg(feature = "msgpack")]
+pub use crate::parser::MsgPackParser;
+pub use crate::parser::{DecodeError, Limits, Packet, PacketType};
+pub use crate::parser::{JsonParser, PacketDecoder, Parser, parser_named};
 pub use adapter::{
     Adapter, AdapterFactory, BroadcastOptions, LocalAdapter, ServerSideAck, ServerSideHandler,
     broadcast_local,
@@ -46,12 +39,8 @@ pub use config::{Config, OnExceed, RateLimit};
 pub use error::{AckError, ConnectError, JoinError, SendError};
 pub use handshake::Handshake;
 pub use io::{SocketIo, SocketIoHandler};
-#[cfg(feature = "msgpack")]
-pub use msgpack::MsgPackParser;
 pub use namespace::{BoxFuture, Namespace, SocketIoMetrics};
 pub use observer::Observer;
-pub use packet::{DecodeError, Limits, Packet, PacketType};
-pub use parser::{JsonParser, PacketDecoder, Parser, parser_named};
 pub use recovery::{RecoveryConfig, RecoveryStats};
 pub use socket::{AckSender, DisconnectReason, IntoRooms, Socket, SocketInfo, SocketRef};
 pub use tower::{ResponseFuture, SocketIoLayer, SocketIoService};

@@ -35,9 +35,9 @@ use crate::rooms::Room;
 
 use super::adapter::{Adapter, AdapterFactory, BroadcastOptions, LocalAdapter, broadcast_local};
 use super::args::Args;
-use super::msgpack;
-use super::packet::Packet;
 use super::socket::Socket;
+use crate::parser::msgpack;
+use crate::parser::packet::Packet;
 
 /// Redis adapter options.
 #[derive(Debug, Clone)]
@@ -473,7 +473,7 @@ impl Adapter for RedisAdapter {
 
 // ===== msgpack messages =====
 //
-// Written and read by the msgpack parser's value codec (`super::msgpack`): the Node adapter writes
+// Written and read by the msgpack parser's value codec (`crate::parser::msgpack`): the Node adapter writes
 // them with notepack.io too, so binary values travel inline as `bin` (a Uint8Array as ext type 0),
 // and in memory they are attachments behind placeholders, as in packets.
 
@@ -891,7 +891,7 @@ fn broadcast_with_ack(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::socketio::packet::placeholder;
+    use crate::parser::packet::placeholder;
 
     #[test]
     fn broadcast_matches_the_captured_node_message() {

@@ -24,7 +24,7 @@ use super::config::{OnExceed, RateLimit};
 use super::error::{AckError, JoinError, SendError, check_event_name};
 use super::handshake::Handshake;
 use super::namespace::Namespace;
-use super::packet::{Packet, PacketType};
+use crate::parser::packet::{Packet, PacketType};
 
 /// A socket handle, cheap to clone.
 pub type SocketRef = Arc<Socket>;

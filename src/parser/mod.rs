@@ -1,9 +1,13 @@
 //! The pluggable Socket.IO parser: how packets become Engine.IO messages and back.
 //!
-//! A server has one [`Parser`] ([`super::Config::parser`], default [`JsonParser`]); every connection
+//! A server has one [`Parser`] ([`crate::socketio::Config::parser`], default [`JsonParser`]); every connection
 //! gets its own [`PacketDecoder`] from it. Both parsers produce and take the same in-memory
 //! [`Packet`] (binary values as attachments behind placeholders), so nothing above this boundary
 //! knows which one is in use. Parsers are sans-IO: messages in, packets out.
+//!
+//! A leaf of the crate: it imports nothing of `socketio` (only the Engine.IO [`Frame`] it produces),
+//! so a parser can be written, tested and fuzzed on its own. [`packet`] is socket.io-parser's JSON
+//! codec, `msgpack` (feature `msgpack`) the npm socket.io-msgpack-parser's.
 //!
 //! The client must use the same parser: a JSON client talking to a msgpack server (or the reverse)
 //! sends messages the decoder refuses, and its connection is closed with a parse error.
@@ -15,7 +19,20 @@ use bytes::{Bytes, BytesMut};
 
 use crate::engineio::Frame;
 
-use super::packet::{self, DecodeError, Limits, Packet};
+#[cfg(all(feature = "msgpack", feature = "fuzzing"))]
+pub mod msgpack;
+#[cfg(all(feature = "msgpack", not(feature = "fuzzing")))]
+#[allow(unreachable_pub, dead_code)]
+pub(crate) mod msgpack;
+#[cfg(feature = "fuzzing")]
+pub mod packet;
+#[cfg(not(feature = "fuzzing"))]
+#[allow(unreachable_pub, dead_code)]
+pub(crate) mod packet;
+
+#[cfg(feature = "msgpack")]
+pub use msgpack::MsgPackParser;
+pub use packet::{DecodeError, Limits, Packet, PacketType};
 
 /// A Socket.IO parser: an encoder plus a factory of per-connection decoders.
 pub trait Parser: Send + Sync + fmt::Debug {
@@ -46,12 +63,12 @@ pub trait PacketDecoder: Send + fmt::Debug {
 }
 
 /// The parser a name selects, for flags and environment variables: `"json"` ([`JsonParser`]) or
-/// `"msgpack"` ([`super::MsgPackParser`], with the `msgpack` feature).
+/// `"msgpack"` ([`MsgPackParser`], with the `msgpack` feature).
 pub fn parser_named(name: &str) -> Option<Arc<dyn Parser>> {
     match name {
         "json" => Some(Arc::new(JsonParser)),
         #[cfg(feature = "msgpack")]
-        "msgpack" => Some(Arc::new(super::MsgPackParser)),
+        "msgpack" => Some(Arc::new(MsgPackParser)),
         _ => None,
     }
 }
@@ -94,9 +111,9 @@ impl PacketDecoder for packet::Decoder {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     #[cfg(feature = "msgpack")]
-    use crate::socketio::MsgPackParser;
+    use super::MsgPackParser;
+    use super::*;
     use serde_json::json;
 
     fn binary_event() -> Packet {

@@ -2,7 +2,7 @@
 //! binary Engine.IO message in, one packet (or a small typed error) out, and back.
 //!
 //! This module owns the msgpack form of a packet and the mapping between msgpack values and the
-//! in-memory [`Packet`] the JSON parser produces, so handlers see the same [`super::Args`] whichever
+//! in-memory [`Packet`] the JSON parser produces, so handlers see the same [`crate::socketio::Args`] whichever
 //! parser the server uses. It never touches a socket or a timer, never panics whatever the bytes,
 //! never recurses deeper than [`MAX_DEPTH`], and never allocates from a declared length before
 //! checking it against the bytes actually left.
@@ -48,7 +48,7 @@ use crate::engineio::Frame;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Map, Number, Value};
 
-use super::parser::{PacketDecoder, Parser};
+use super::{PacketDecoder, Parser};
 
 use super::packet::{
     DecodeError, Limits, Packet, PacketType, attachment_of, check_payload, is_placeholder,
