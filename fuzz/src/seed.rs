@@ -832,6 +832,22 @@ pub fn session_sequence() -> Vec<(&'static str, SessionInput)> {
 }
 
 /// Every seed, by target.
+/// The Redis adapter's broadcasts, as a Node node publishes them.
+pub fn redis_message() -> Vec<Seed> {
+    raw(&[
+        // ["esENMx", {type:2, data:["chat","to r1 from s1",{n:1}], nsp:"/"}, {rooms:["r1"], except:[], flags:{}}]
+        (
+            "node-broadcast-r1",
+            b"\x93\xa6esENMx\x83\xa4type\x02\xa4data\x93\xa4chat\xadto r1 from s1\x81\xa1n\x01\xa3nsp\xa1/\x83\xa5rooms\x91\xa2r1\xa6except\x90\xa5flags\x80",
+        ),
+        // ["u", {type:2, data:["file",Buffer[1,2,3]], nsp:"/x"}, {rooms:[], except:["e"], flags:{volatile:true}}]
+        (
+            "binary-volatile-except",
+            b"\x93\xa1u\x83\xa4type\x02\xa4data\x92\xa4file\xc4\x03\x01\x02\x03\xa3nsp\xa2/x\x83\xa5rooms\x90\xa6except\x91\xa1e\xa5flags\x81\xa8volatile\xc3",
+        ),
+    ])
+}
+
 pub fn all() -> Vec<(&'static str, Vec<Seed>)> {
     vec![
         ("eio_packet", eio_packet()),
@@ -839,6 +855,7 @@ pub fn all() -> Vec<(&'static str, Vec<Seed>)> {
         ("eio3_payload", eio3_payload()),
         ("sio_packet", sio_packet()),
         ("sio_msgpack", sio_msgpack()),
+        ("redis_message", redis_message()),
         ("handshake_query", handshake_query()),
         (
             "sio_attachments",
