@@ -25,19 +25,37 @@ pub struct BroadcastOptions {
 }
 
 /// The rooms and fan-out of one namespace.
+///
+/// This node's room membership is always kept by a [`LocalAdapter`] ([`Adapter::local`]); the
+/// membership methods use it by default, so a cluster adapter implements only what crosses nodes
+/// (publishing broadcasts and room operations, answering requests) and forwards nothing.
 pub trait Adapter: Send + Sync + 'static {
+    /// The registry of this node's sockets and rooms.
+    fn local(&self) -> &LocalAdapter;
     /// Adds a socket to rooms.
-    fn add_all(&self, socket: &Arc<Socket>, rooms: &[Room]);
+    fn add_all(&self, socket: &Arc<Socket>, rooms: &[Room]) {
+        self.local().join(socket, rooms);
+    }
     /// Removes a socket from a room.
-    fn del(&self, id: &str, room: &str);
+    fn del(&self, id: &str, room: &str) {
+        self.local().rooms.leave(id, room);
+    }
     /// Removes a socket from every room (it disconnected).
-    fn del_all(&self, id: &str);
+    fn del_all(&self, id: &str) {
+        self.local().rooms.leave_all(id);
+    }
     /// The rooms a socket is in.
-    fn socket_rooms(&self, id: &str) -> Vec<Room>;
-    /// Every room that has at least one member.
-    fn rooms(&self) -> Vec<Room>;
-    /// The sockets a broadcast with `opts` would reach (each once).
-    fn sockets(&self, opts: &BroadcastOptions) -> Vec<Arc<Socket>>;
+    fn socket_rooms(&self, id: &str) -> Vec<Room> {
+        self.local().rooms.rooms_of(id)
+    }
+    /// Every room that has at least one member on this node.
+    fn rooms(&self) -> Vec<Room> {
+        self.local().rooms.all_rooms()
+    }
+    /// The sockets of this node a broadcast with `opts` would reach (each once).
+    fn sockets(&self, opts: &BroadcastOptions) -> Vec<Arc<Socket>> {
+        self.local().rooms.members_of(&opts.rooms, &opts.except)
+    }
     /// Delivers `packet` to every socket `opts` selects; returns how many got it on this node. A
     /// cluster adapter also publishes it to the other nodes unless `opts.local`.
     fn broadcast(&self, packet: &Packet, opts: &BroadcastOptions) -> usize {
@@ -180,29 +198,15 @@ impl LocalAdapter {
     }
 }
 
-impl Adapter for LocalAdapter {
-    fn add_all(&self, socket: &Arc<Socket>, rooms: &[Room]) {
+impl LocalAdapter {
+    fn join(&self, socket: &Arc<Socket>, rooms: &[Room]) {
         self.rooms
             .join_shared(socket.room_id(), socket, rooms.iter().cloned());
     }
+}
 
-    fn del(&self, id: &str, room: &str) {
-        self.rooms.leave(id, room);
-    }
-
-    fn del_all(&self, id: &str) {
-        self.rooms.leave_all(id);
-    }
-
-    fn socket_rooms(&self, id: &str) -> Vec<Room> {
-        self.rooms.rooms_of(id)
-    }
-
-    fn rooms(&self) -> Vec<Room> {
-        self.rooms.all_rooms()
-    }
-
-    fn sockets(&self, opts: &BroadcastOptions) -> Vec<Arc<Socket>> {
-        self.rooms.members_of(&opts.rooms, &opts.except)
+impl Adapter for LocalAdapter {
+    fn local(&self) -> &LocalAdapter {
+        self
     }
 }

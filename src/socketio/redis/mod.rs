@@ -38,7 +38,6 @@ use crate::socketio::adapter::{
     Adapter, AdapterFactory, BroadcastOptions, LocalAdapter, broadcast_local,
 };
 use crate::socketio::args::Args;
-use crate::socketio::socket::Socket;
 
 /// Redis adapter options.
 #[derive(Debug, Clone)]
@@ -271,28 +270,8 @@ impl RedisAdapter {
 }
 
 impl Adapter for RedisAdapter {
-    fn add_all(&self, socket: &Arc<Socket>, rooms: &[Room]) {
-        self.local.add_all(socket, rooms);
-    }
-
-    fn del(&self, id: &str, room: &str) {
-        self.local.del(id, room);
-    }
-
-    fn del_all(&self, id: &str) {
-        self.local.del_all(id);
-    }
-
-    fn socket_rooms(&self, id: &str) -> Vec<Room> {
-        self.local.socket_rooms(id)
-    }
-
-    fn rooms(&self) -> Vec<Room> {
-        self.local.rooms()
-    }
-
-    fn sockets(&self, opts: &BroadcastOptions) -> Vec<Arc<Socket>> {
-        self.local.sockets(opts)
+    fn local(&self) -> &LocalAdapter {
+        &self.local
     }
 
     fn broadcast(&self, packet: &Packet, opts: &BroadcastOptions) -> usize {
