@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::rooms::{Room, Rooms};
 
-use super::namespace::BoxFuture;
+use super::BoxFuture;
 use super::socket::Socket;
 use crate::parser::packet::Packet;
 

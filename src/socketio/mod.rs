@@ -9,6 +9,9 @@
 //! socket's connection handler runs before the next packet of its client is read, so an event sent
 //! right after the CONNECT reply always finds its handler.
 
+/// A boxed future, as middlewares and cluster requests return.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
 mod adapter;
 mod args;
 mod broadcast;
@@ -39,7 +42,7 @@ pub use config::{Config, OnExceed, RateLimit};
 pub use error::{AckError, ConnectError, JoinError, SendError};
 pub use handshake::Handshake;
 pub use io::{SocketIo, SocketIoHandler};
-pub use namespace::{BoxFuture, Namespace, SocketIoMetrics};
+pub use namespace::{Namespace, SocketIoMetrics};
 pub use observer::Observer;
 pub use recovery::{RecoveryConfig, RecoveryStats};
 pub use socket::{AckSender, DisconnectReason, IntoRooms, Socket, SocketInfo, SocketRef};

@@ -1,7 +1,6 @@
 //! Namespaces: a connection handler, connect middlewares and an adapter holding the rooms.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -36,8 +35,7 @@ pub struct SocketIoMetrics {
 }
 use super::socket::{IntoRooms, SocketRef};
 
-/// A boxed future, as middlewares return.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+use super::BoxFuture;
 /// The connection handler of a namespace.
 pub(crate) type ConnectionHandler = Arc<dyn Fn(SocketRef) + Send + Sync>;
 /// A connect middleware: may refuse the socket before it connects.

@@ -309,7 +309,7 @@ impl Adapter for RedisAdapter {
         packet: &Packet,
         opts: &BroadcastOptions,
         timeout: Duration,
-    ) -> Option<super::namespace::BoxFuture<(Vec<Args>, bool)>> {
+    ) -> Option<super::BoxFuture<(Vec<Args>, bool)>> {
         let node = self.node.clone();
         let nsp = self.nsp.clone();
         let data = encode_data(packet);
@@ -373,7 +373,7 @@ impl Adapter for RedisAdapter {
     fn remote_fetch_sockets(
         &self,
         opts: &BroadcastOptions,
-    ) -> Option<super::namespace::BoxFuture<(Vec<super::SocketInfo>, bool)>> {
+    ) -> Option<super::BoxFuture<(Vec<super::SocketInfo>, bool)>> {
         let node = self.node.clone();
         let nsp = self.nsp.clone();
         let opts = Self::opts_json(opts);
@@ -408,7 +408,7 @@ impl Adapter for RedisAdapter {
         event: &str,
         args: &Args,
         ack_timeout: Option<Duration>,
-    ) -> Option<super::namespace::BoxFuture<(Vec<Value>, bool)>> {
+    ) -> Option<super::BoxFuture<(Vec<Value>, bool)>> {
         let node = self.node.clone();
         let nsp = self.nsp.clone();
         let data = args.to_event_data(event);
