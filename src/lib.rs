@@ -18,6 +18,7 @@
 
 #[cfg(feature = "admin-ui")]
 pub mod admin_ui;
+mod date;
 pub mod engineio;
 pub mod metrics;
 pub mod parser;
