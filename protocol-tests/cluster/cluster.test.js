@@ -153,6 +153,12 @@ test("Tidings and Node nodes share broadcasts, fetchSockets and acks; the emitte
   const remote = sockets.find((s) => s.id === onTidings.id);
   assert.ok(remote.rooms.has("r"));
   assert.equal(typeof remote.handshake.issued, "number");
+  // In the reference's shape: the same fields as a Node socket's handshake, `time` a Date string.
+  const local = sockets.find((s) => s.id === onNode.id);
+  assert.deepEqual(Object.keys(remote.handshake).sort(), Object.keys(local.handshake).sort());
+  assert.equal(typeof remote.handshake.time, "string");
+  assert.ok(!Number.isNaN(Date.parse(remote.handshake.time)), remote.handshake.time);
+  assert.equal(typeof remote.handshake.query, "object");
 
   // Node's broadcast with acks counts and collects the Tidings clients' answers.
   onTidings.on("question", (q, ack) => ack(`tidings says ${q}`));

@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::socketio::{Socket, SocketInfo};
 
@@ -13,16 +13,6 @@ use crate::socketio::{Socket, SocketInfo};
 pub(crate) fn socket(socket: &Socket) -> Value {
     let session = socket.session();
     let h = socket.handshake();
-    let headers: Map<String, Value> = h
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), Value::from(v.to_str().unwrap_or(""))))
-        .collect();
-    let query: Map<String, Value> = h
-        .query()
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
     // Behind a proxy the socket address is the proxy's; prefer what it forwarded.
     let forwarded = ["cf-connecting-ip", "x-forwarded-for"]
         .iter()
@@ -31,22 +21,19 @@ pub(crate) fn socket(socket: &Socket) -> Value {
         || h.address().map(|a| a.ip().to_string()).unwrap_or_default(),
         str::to_owned,
     );
+    let mut handshake = h.to_reference_json();
+    if let Some(fields) = handshake.as_object_mut() {
+        fields.remove("auth");
+        fields.insert("address".to_owned(), Value::String(address));
+        fields.insert("time".to_owned(), Value::String(iso_date(h.time())));
+    }
     json!({
         "id": socket.id(),
         "clientId": client_id(session.id()),
         "transport": session.transport().name(),
         "nsp": socket.ns().name(),
         "data": data(socket.data()),
-        "handshake": {
-            "address": address,
-            "headers": headers,
-            "query": query,
-            "issued": h.issued(),
-            "secure": h.secure(),
-            "time": iso_date(h.time()),
-            "url": h.url(),
-            "xdomain": h.xdomain(),
-        },
+        "handshake": handshake,
         "rooms": socket.rooms().iter().map(|r| r.as_ref()).collect::<Vec<_>>(),
     })
 }

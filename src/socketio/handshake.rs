@@ -111,12 +111,13 @@ impl Handshake {
     /// `IncomingHttpHeaders` (names in lower case; a repeated `set-cookie` an array, a repeated
     /// `cookie` joined with `"; "`, the headers Node keeps one of keep the first, any other joined
     /// with `", "`); `time` is JavaScript's `Date` string (UTC); `query` takes a repeated key as an
-    /// array of its values, as Node's `querystring`; `address` is the client's IP (`null` unknown).
+    /// array of its values, as Node's `querystring`; `address` is the client's IP (empty when unknown).
+    /// Cluster nodes exchange it in fetch-sockets answers, as Node nodes do.
     pub fn to_reference_json(&self) -> Value {
         json!({
             "headers": node_headers(self.headers()),
             "time": js_date_string(self.issued),
-            "address": self.address().map(|a| a.ip().to_string()),
+            "address": self.address().map(|a| a.ip().to_string()).unwrap_or_default(),
             "xdomain": self.xdomain(),
             "secure": self.secure(),
             "issued": self.issued(),

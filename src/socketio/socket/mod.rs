@@ -349,35 +349,9 @@ pub struct SocketInfo {
 impl Socket {
     /// This socket described as data.
     pub fn info(&self) -> SocketInfo {
-        let h = &self.handshake;
-        let headers: serde_json::Map<String, Value> = h
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    Value::String(v.to_str().unwrap_or("").to_owned()),
-                )
-            })
-            .collect();
-        let query: serde_json::Map<String, Value> = h
-            .query()
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect();
         SocketInfo {
             id: self.id.to_string(),
-            handshake: serde_json::json!({
-                "headers": headers,
-                "time": h.issued().to_string(),
-                "address": h.address().map(|a| a.ip().to_string()).unwrap_or_default(),
-                "xdomain": h.xdomain(),
-                "secure": h.secure(),
-                "issued": h.issued(),
-                "url": h.url(),
-                "query": query,
-                "auth": h.auth(),
-            }),
+            handshake: self.handshake.to_reference_json(),
             rooms: self.rooms().iter().map(|r| r.to_string()).collect(),
             data: self.data(),
         }
