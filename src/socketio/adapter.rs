@@ -3,8 +3,10 @@
 //! The in-process [`LocalAdapter`] is the default. A cluster adapter implements the same trait and
 //! adds the cross-node part, without handlers or the broadcast API changing.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use crate::engineio::Frame;
+use crate::parser::Parser;
 use crate::rooms::{Room, Rooms};
 
 use super::BoxFuture;
@@ -56,10 +58,10 @@ pub trait Adapter: Send + Sync + 'static {
     fn sockets(&self, opts: &BroadcastOptions) -> Vec<Arc<Socket>> {
         self.local().rooms.members_of(&opts.rooms, &opts.except)
     }
-    /// Delivers `packet` to every socket `opts` selects; returns how many got it on this node. A
-    /// cluster adapter also publishes it to the other nodes unless `opts.local`.
-    fn broadcast(&self, packet: &Packet, opts: &BroadcastOptions) -> usize {
-        broadcast_local(self, packet, opts)
+    /// Delivers `broadcast` to every socket `opts` selects; returns how many got it on this node. A
+    /// cluster adapter also publishes its packet to the other nodes unless `opts.local`.
+    fn broadcast(&self, broadcast: &Broadcast<'_>, opts: &BroadcastOptions) -> usize {
+        broadcast_local(self, broadcast, opts)
     }
 
     /// Makes the sockets `opts` selects join `rooms` (on every node, for a cluster adapter).
@@ -123,30 +125,70 @@ pub trait Adapter: Send + Sync + 'static {
     }
 }
 
-/// Delivers `packet` to the sockets of this node that `opts` selects: encoded once, and only if some
-/// socket is selected.
+/// A broadcast as an adapter is handed it: the packet, the parser that encodes it (once, on first
+/// use, for every recipient), and the connection state recovery offset it was stored at.
+pub struct Broadcast<'a> {
+    packet: &'a Packet,
+    parser: &'a dyn Parser,
+    offset: Option<u64>,
+    frames: OnceLock<Vec<Frame>>,
+}
+
+impl<'a> Broadcast<'a> {
+    /// `packet`, to be encoded by `parser`; `offset` is its recovery offset, if it was stored.
+    pub fn new(packet: &'a Packet, parser: &'a dyn Parser, offset: Option<u64>) -> Self {
+        Self {
+            packet,
+            parser,
+            offset,
+            frames: OnceLock::new(),
+        }
+    }
+
+    /// The packet.
+    pub fn packet(&self) -> &'a Packet {
+        self.packet
+    }
+
+    /// The recovery offset the packet was stored at (`None` when recovery is off or it is volatile).
+    pub fn offset(&self) -> Option<u64> {
+        self.offset
+    }
+
+    /// The packet's frames, encoded on the first call and shared by every recipient.
+    pub fn frames(&self) -> &[Frame] {
+        self.frames.get_or_init(|| self.parser.encode(self.packet))
+    }
+}
+
+impl std::fmt::Debug for Broadcast<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broadcast")
+            .field("packet", self.packet)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Delivers `broadcast` to the sockets of this node that `opts` selects: encoded once, and only if
+/// some socket is selected.
 pub fn broadcast_local<A: Adapter + ?Sized>(
     adapter: &A,
-    packet: &Packet,
+    broadcast: &Broadcast<'_>,
     opts: &BroadcastOptions,
 ) -> usize {
     let sockets = adapter.sockets(opts);
     let Some(first) = sockets.first() else {
         return 0;
     };
-    let frames = first.encode(packet);
+    let frames = broadcast.frames();
     let observed = first.ns().observer().is_some();
-    // The recovery offset the event carries, for recovered sockets replaying what they missed.
-    let offset = first
-        .ns()
-        .recovery()
-        .and_then(|recovery| recovery.offset_in(packet.data.as_ref()));
     sockets
         .iter()
         .filter(|socket| {
-            let sent = socket.send_broadcast(&frames, opts.volatile, offset);
+            let sent = socket.send_broadcast(frames, opts.volatile, broadcast.offset());
             if sent && observed {
-                socket.notify_sent(packet);
+                socket.notify_sent(broadcast.packet());
             }
             sent
         })
@@ -182,7 +224,9 @@ impl ServerSideAck {
 /// Creates the adapter of each namespace (a cluster adapter, say); the default is [`LocalAdapter`].
 pub trait AdapterFactory: Send + Sync + 'static {
     /// The adapter for namespace `nsp`.
-    fn create(&self, nsp: &str) -> Box<dyn Adapter>;
+    /// The adapter for namespace `nsp`, whose packets `parser` encodes (a cluster adapter encodes
+    /// what other nodes broadcast with it).
+    fn create(&self, nsp: &str, parser: &Arc<dyn Parser>) -> Box<dyn Adapter>;
 }
 
 /// The in-process adapter over the sharded room registry.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::adapter::BroadcastOptions;
+use super::adapter::{Broadcast, BroadcastOptions};
 use super::args::Args;
 use super::error::{AckError, SendError, check_event_name};
 use super::namespace::Namespace;
@@ -90,11 +90,14 @@ impl BroadcastOperator {
     pub fn emit_args(self, event: &str, args: Args) -> Result<usize, SendError> {
         check_event_name(event)?;
         let mut data = args.to_event_data(event);
+        let mut offset = None;
         if let Some(recovery) = self.ns.recovery().filter(|_| !self.opts.volatile) {
-            data = recovery.store(data, &args.binary, &self.opts);
+            let (stored, n) = recovery.store_numbered(data, &args.binary, &self.opts);
+            (data, offset) = (stored, Some(n));
         }
         let packet = Packet::event(self.ns.name(), data, None).with_attachments(args.binary);
-        let delivered = self.ns.adapter().broadcast(&packet, &self.opts);
+        let broadcast = Broadcast::new(&packet, self.ns.parser(), offset);
+        let delivered = self.ns.adapter().broadcast(&broadcast, &self.opts);
         let metrics = self.ns.metrics();
         metrics.broadcasts.inc();
         metrics.deliveries.add(delivered as u64);
@@ -119,10 +122,11 @@ impl BroadcastOperator {
                 .remote_broadcast_with_ack(&packet, &self.opts, timeout)
         };
         let sockets = self.ns.adapter().sockets(&self.opts);
-        let frames = sockets
-            .first()
-            .map(|s| s.encode(&packet))
-            .unwrap_or_default();
+        let frames = if sockets.is_empty() {
+            Vec::new()
+        } else {
+            self.ns.parser().encode(&packet)
+        };
         let mut waits = Vec::new();
         for socket in sockets {
             let rx = socket.register_ack(id);

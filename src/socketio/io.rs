@@ -83,6 +83,7 @@ impl IoInner {
                         self.config.recovery.clone(),
                         self.metrics.clone(),
                         self.config.adapter.as_deref(),
+                        self.config.parser.clone(),
                         self.observer.clone(),
                     ))
                 })
@@ -240,6 +241,7 @@ impl SocketIo {
             self.inner.config.recovery.clone(),
             self.inner.metrics.clone(),
             self.inner.config.adapter.as_deref(),
+            self.inner.config.parser.clone(),
             self.inner.observer.clone(),
         ));
         self.inner

@@ -33,8 +33,8 @@ pub use crate::parser::MsgPackParser;
 pub use crate::parser::{DecodeError, Limits, Packet, PacketType};
 pub use crate::parser::{JsonParser, PacketDecoder, Parser, parser_named};
 pub use adapter::{
-    Adapter, AdapterFactory, BroadcastOptions, LocalAdapter, ServerSideAck, ServerSideHandler,
-    broadcast_local,
+    Adapter, AdapterFactory, Broadcast, BroadcastOptions, LocalAdapter, ServerSideAck,
+    ServerSideHandler, broadcast_local,
 };
 pub use args::Args;
 pub use broadcast::BroadcastOperator;

@@ -12,6 +12,7 @@ use super::error::ConnectError;
 use super::observer::{Observer, ObserverSlot};
 use super::recovery::{Recovery, RecoveryConfig};
 use crate::metrics::Counter;
+use crate::parser::Parser;
 
 /// What the Socket.IO layer counts (shared by every namespace of a server).
 #[derive(Debug, Default)]
@@ -52,6 +53,7 @@ pub struct Namespace {
     middlewares: RwLock<Vec<Middleware>>,
     resume_hook: RwLock<Option<ResumeHook>>,
     adapter: Box<dyn Adapter>,
+    parser: Arc<dyn Parser>,
     ack_ids: AtomicU64,
     recovery: Option<Recovery>,
     metrics: Arc<SocketIoMetrics>,
@@ -73,10 +75,11 @@ impl Namespace {
         recovery: Option<RecoveryConfig>,
         metrics: Arc<SocketIoMetrics>,
         adapter: Option<&dyn super::adapter::AdapterFactory>,
+        parser: Arc<dyn Parser>,
         observer: ObserverSlot,
     ) -> Self {
         let adapter = match adapter {
-            Some(factory) => factory.create(&name),
+            Some(factory) => factory.create(&name, &parser),
             None => Box::new(LocalAdapter::new()),
         };
         Self {
@@ -85,6 +88,7 @@ impl Namespace {
             middlewares: RwLock::new(Vec::new()),
             resume_hook: RwLock::new(None),
             adapter,
+            parser,
             ack_ids: AtomicU64::new(0),
             recovery: recovery.map(Recovery::new),
             metrics,
@@ -100,6 +104,11 @@ impl Namespace {
     /// The server's observer, if one is installed (one atomic load).
     pub(crate) fn observer(&self) -> Option<&Arc<dyn Observer>> {
         self.observer.get()
+    }
+
+    /// The server's parser, which encodes this namespace's broadcasts.
+    pub(crate) fn parser(&self) -> &dyn Parser {
+        &*self.parser
     }
 
     pub(crate) fn recovery(&self) -> Option<&Recovery> {

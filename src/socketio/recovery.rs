@@ -270,12 +270,24 @@ impl Recovery {
     }
 
     /// Appends the next offset to `data` (an event array), keeps the packet, and returns the data.
+    #[cfg(test)]
     pub(crate) fn store(
+        &self,
+        data: Value,
+        attachments: &[Bytes],
+        opts: &BroadcastOptions,
+    ) -> Value {
+        self.store_numbered(data, attachments, opts).0
+    }
+
+    /// Appends the next offset to `data` (an event array), keeps the packet, and returns the data
+    /// with the offset's number.
+    pub(crate) fn store_numbered(
         &self,
         mut data: Value,
         attachments: &[Bytes],
         opts: &BroadcastOptions,
-    ) -> Value {
+    ) -> (Value, u64) {
         let now = Instant::now();
         let mut state = self.lock();
         let n = state.next_offset;
@@ -312,7 +324,7 @@ impl Recovery {
             state.pop(&fullest, now, true);
         }
         self.sweep(&mut state, now);
-        data
+        (data, n)
     }
 
     /// Keeps a dropped socket's state for the window, within the count and byte caps (the oldest
@@ -388,14 +400,6 @@ impl Recovery {
             .cloned()
             .collect();
         (missed, state.next_offset)
-    }
-
-    /// The offset [`store`](Self::store) gave an event, read back from its data.
-    pub(crate) fn offset_in(&self, data: Option<&Value>) -> Option<u64> {
-        match data? {
-            Value::Array(items) => self.parse_offset(items.last()?.as_str()?),
-            _ => None,
-        }
     }
 
     /// What the store holds now.

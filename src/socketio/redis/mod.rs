@@ -30,12 +30,13 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::metrics::Counter;
+use crate::parser::Parser;
 use crate::rooms::Room;
 
 use crate::parser::msgpack;
 use crate::parser::packet::Packet;
 use crate::socketio::adapter::{
-    Adapter, AdapterFactory, BroadcastOptions, LocalAdapter, broadcast_local,
+    Adapter, AdapterFactory, Broadcast, BroadcastOptions, LocalAdapter, broadcast_local,
 };
 use crate::socketio::args::Args;
 
@@ -76,6 +77,9 @@ pub struct RedisMetrics {
 }
 
 /// Where the answers to one of this node's requests go.
+/// A namespace as the node sees it: its local adapter, and the parser of its packets.
+type NodeNamespace = (Arc<LocalAdapter>, Arc<dyn Parser>);
+
 type Pending = mpsc::UnboundedSender<(Value, Vec<Bytes>)>;
 
 struct Node {
@@ -88,7 +92,8 @@ struct Node {
     server_side: Mutex<HashMap<String, super::adapter::ServerSideHandler>>,
     publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
     subscribe: mpsc::UnboundedSender<String>,
-    namespaces: Mutex<HashMap<String, Arc<LocalAdapter>>>,
+    /// Each namespace's local adapter, and the parser that encodes what other nodes broadcast to it.
+    namespaces: Mutex<HashMap<String, NodeNamespace>>,
     metrics: RedisMetrics,
     /// Ack ids for broadcasts with acks requested by other nodes, far above the namespaces' own.
     ack_ids: AtomicU64,
@@ -146,13 +151,13 @@ impl RedisAdapterFactory {
 }
 
 impl AdapterFactory for RedisAdapterFactory {
-    fn create(&self, nsp: &str) -> Box<dyn Adapter> {
+    fn create(&self, nsp: &str, parser: &Arc<dyn Parser>) -> Box<dyn Adapter> {
         let local = Arc::new(LocalAdapter::new());
         self.node
             .namespaces
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(nsp.to_owned(), local.clone());
+            .insert(nsp.to_owned(), (local.clone(), parser.clone()));
         let _ = self.node.subscribe.send(nsp.to_owned());
         Box::new(RedisAdapter {
             nsp: nsp.to_owned(),
@@ -248,6 +253,11 @@ impl Node {
     }
 
     fn local(&self, nsp: &str) -> Option<Arc<LocalAdapter>> {
+        self.namespace(nsp).map(|(local, _)| local)
+    }
+
+    /// A namespace's local adapter and parser.
+    fn namespace(&self, nsp: &str) -> Option<NodeNamespace> {
         self.namespaces
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -274,16 +284,16 @@ impl Adapter for RedisAdapter {
         &self.local
     }
 
-    fn broadcast(&self, packet: &Packet, opts: &BroadcastOptions) -> usize {
+    fn broadcast(&self, broadcast: &Broadcast<'_>, opts: &BroadcastOptions) -> usize {
         if !opts.local {
             let channel = match opts.rooms.as_slice() {
                 [room] => format!("{}#{}#{room}#", self.node.key, self.nsp),
                 _ => format!("{}#{}#", self.node.key, self.nsp),
             };
-            let message = encode_broadcast(&self.node.uid, packet, opts);
+            let message = encode_broadcast(&self.node.uid, broadcast.packet(), opts);
             self.node.publish(channel, message);
         }
-        broadcast_local(&*self.local, packet, opts)
+        broadcast_local(&*self.local, broadcast, opts)
     }
 
     fn add_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) {

@@ -155,7 +155,7 @@ pub(super) fn handle_message(node: &Arc<Node>, msg: &redis::Msg) {
     };
     let Some(nsp) = nsp else { return };
     let room = &rest[nsp.len() + 1..];
-    let Some(local) = node.local(&nsp) else {
+    let Some((local, parser)) = node.namespace(&nsp) else {
         return;
     };
     // A message for one room this node has no member of is dropped before decoding.
@@ -176,5 +176,7 @@ pub(super) fn handle_message(node: &Arc<Node>, msg: &redis::Msg) {
         return;
     }
     node.metrics.received.inc();
-    broadcast_local(&*local, &broadcast.packet, &broadcast.opts);
+    // From another node: not stored here (recovery is off with a cluster adapter), so no offset.
+    let delivery = crate::socketio::adapter::Broadcast::new(&broadcast.packet, &*parser, None);
+    broadcast_local(&*local, &delivery, &broadcast.opts);
 }
