@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
     let Some(broadcast) = decode_broadcast(data) else {
         return;
     };
-    assert!(broadcast.opts.local, "a received broadcast is never published again");
+    assert!(
+        broadcast.opts.local,
+        "a received broadcast is never published again"
+    );
     check_sio_packet(&broadcast.packet, usize::MAX);
     let again = encode_broadcast(&broadcast.uid, &broadcast.packet, &broadcast.opts);
     assert_eq!(

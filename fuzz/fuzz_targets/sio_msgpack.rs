@@ -22,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(packet.attachments.len() <= max);
     let binary: usize = packet.attachments.iter().map(Bytes::len).sum();
-    assert!(binary <= data.len(), "{binary} binary bytes from {} bytes", data.len());
+    assert!(
+        binary <= data.len(),
+        "{binary} binary bytes from {} bytes",
+        data.len()
+    );
 
     let mut again = BytesMut::new();
     msgpack::encode(&packet, &mut again);

@@ -840,6 +840,13 @@ pub fn redis_message() -> Vec<Seed> {
             "node-broadcast-r1",
             b"\x93\xa6esENMx\x83\xa4type\x02\xa4data\x93\xa4chat\xadto r1 from s1\x81\xa1n\x01\xa3nsp\xa1/\x83\xa5rooms\x91\xa2r1\xa6except\x90\xa5flags\x80",
         ),
+        // Found by fuzzing: `data` that is no event array (`1`), a broadcast to refuse.
+        ("data-not-an-event", b"\x93\xa1u\x82\xa4data\x01\xa3nsp\xa1/\x80"),
+        // Found by fuzzing: a binary value in the options, not the packet's.
+        (
+            "binary-outside-data",
+            b"\x93\xa1u\x82\xa4data\x91\xa1e\xa3nsp\xa1/\x81\xa1x\xc4\x01\x07",
+        ),
         // ["u", {type:2, data:["file",Buffer[1,2,3]], nsp:"/x"}, {rooms:[], except:["e"], flags:{volatile:true}}]
         (
             "binary-volatile-except",

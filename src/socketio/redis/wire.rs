@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 
 use crate::parser::msgpack;
-use crate::parser::packet::Packet;
+use crate::parser::packet::{Packet, PacketType, check_payload, is_placeholder};
 use crate::rooms::Room;
 use crate::socketio::adapter::BroadcastOptions;
 
@@ -79,7 +79,7 @@ pub struct Broadcast {
 }
 
 /// Decodes `[uid, {type, data, nsp}, opts]`; `None` for anything else (not msgpack, not that shape,
-/// no `data`, a namespace name that is not one). Only the packet holds binary values, so they are numbered from 0.
+/// no `data`, data that is not an event's, a namespace name that is not one). Only the packet holds binary values, so they are numbered from 0.
 pub fn decode_broadcast(payload: &[u8]) -> Option<Broadcast> {
     let (Value::Array(parts), attachments) = decode_message(payload)? else {
         return None;
@@ -93,11 +93,41 @@ pub fn decode_broadcast(payload: &[u8]) -> Option<Broadcast> {
         return None;
     }
     let data = packet.get("data")?.clone();
+    // An event's data, as the packet decoders take it: `[name, ...args]`, the name not reserved.
+    check_payload(PacketType::Event, Some(&data)).ok()?;
+    // Binary values anywhere else in the message (the uid, the options) would be taken as the
+    // packet's: each attachment must be one placeholder of `data`, once.
+    if !placeholders_are_each_attachment_once(&data, attachments.len()) {
+        return None;
+    }
     Some(Broadcast {
         uid: uid.as_str().unwrap_or_default().to_owned(),
         packet: Packet::event(nsp, data, None).with_attachments(attachments),
         opts: options_from(Some(opts)),
     })
+}
+
+/// Whether the placeholders in `data` are exactly `0..attachments`, each once.
+fn placeholders_are_each_attachment_once(data: &Value, attachments: usize) -> bool {
+    let mut seen = vec![false; attachments];
+    let mut pending = vec![data];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Array(items) => pending.extend(items),
+            Value::Object(map) if is_placeholder(value) => {
+                let num = map.get("num").and_then(Value::as_u64);
+                let Some(slot) = num.and_then(|n| seen.get_mut(usize::try_from(n).ok()?)) else {
+                    return false;
+                };
+                if std::mem::replace(slot, true) {
+                    return false;
+                }
+            }
+            Value::Object(map) => pending.extend(map.values()),
+            _ => {}
+        }
+    }
+    seen.into_iter().all(|s| s)
 }
 
 /// A JSON request, or a msgpack one (first byte not `{`), as JSON with attachments.
@@ -161,6 +191,14 @@ mod tests {
         assert_eq!(decoded.packet.nsp, "/x");
         assert_eq!(decoded.opts.except, opts.except);
         assert!(decoded.opts.volatile && decoded.opts.local);
+        // Found by fuzzing (redis_message; seed `data-not-an-event`): data that is no event array
+        // was taken, and could not travel on as a packet.
+        let number = b"\x93\xa1u\x82\xa4data\x01\xa3nsp\xa1/\x80";
+        assert_eq!(decode_broadcast(number), None);
+        // Found by fuzzing (seed `binary-outside-data`): a binary value in the options was taken
+        // as one of the packet's attachments.
+        let stray = b"\x93\xa1u\x82\xa4data\x91\xa1e\xa3nsp\xa1/\x81\xa1x\xc4\x01\x07";
+        assert_eq!(decode_broadcast(stray), None);
         // Not a namespace name: refused.
         let other = Packet::event("x", json!(["e"]), None);
         assert_eq!(
