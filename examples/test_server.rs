@@ -329,8 +329,8 @@ async fn main() -> std::io::Result<()> {
         })?;
     }
     if let Ok(url) = std::env::var("REDIS_URL") {
-        let factory = tidings::socketio::redis::RedisAdapterFactory::connect(
-            tidings::socketio::redis::RedisConfig::new(url),
+        let factory = tidings::adapter::redis::RedisAdapterFactory::connect(
+            tidings::adapter::redis::RedisConfig::new(url),
         )
         .await
         .map_err(std::io::Error::other)?;

@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod adapter;
 #[cfg(feature = "admin-ui")]
 pub mod admin_ui;
 mod date;
@@ -25,6 +26,9 @@ pub mod parser;
 pub mod rooms;
 pub mod server;
 pub mod socketio;
+
+/// A boxed future, as middlewares, `allow_request` checks and cluster requests return.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 /// The README's Rust examples, compiled and run as doctests (`cargo test --doc`).
 #[cfg(doctest)]

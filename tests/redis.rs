@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::json;
-use tidings::socketio::redis::{RedisAdapterFactory, RedisConfig};
+use tidings::adapter::redis::{RedisAdapterFactory, RedisConfig};
 use tidings::socketio::{Args, Config, SocketIo};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;

@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tidings::socketio::redis::wire::{decode_broadcast, encode_broadcast};
+use tidings::adapter::redis::wire::{decode_broadcast, encode_broadcast};
 use tidings_fuzz::check_sio_packet;
 
 fuzz_target!(|data: &[u8]| {

@@ -19,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::engineio::Frame;
 
+mod args;
 #[cfg(all(feature = "msgpack", feature = "fuzzing"))]
 pub mod msgpack;
 #[cfg(all(feature = "msgpack", not(feature = "fuzzing")))]
@@ -30,6 +31,7 @@ pub mod packet;
 #[allow(unreachable_pub, dead_code)]
 pub(crate) mod packet;
 
+pub use args::Args;
 #[cfg(feature = "msgpack")]
 pub use msgpack::MsgPackParser;
 pub use packet::{DecodeError, Limits, Packet, PacketType};

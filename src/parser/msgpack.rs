@@ -2,7 +2,7 @@
 //! binary Engine.IO message in, one packet (or a small typed error) out, and back.
 //!
 //! This module owns the msgpack form of a packet and the mapping between msgpack values and the
-//! in-memory [`Packet`] the JSON parser produces, so handlers see the same [`crate::socketio::Args`] whichever
+//! in-memory [`Packet`] the JSON parser produces, so handlers see the same [`crate::parser::Args`] whichever
 //! parser the server uses. It never touches a socket or a timer, never panics whatever the bytes,
 //! never recurses deeper than [`MAX_DEPTH`], and never allocates from a declared length before
 //! checking it against the bytes actually left.
@@ -1320,7 +1320,7 @@ mod tests {
             nsp in "/[a-z]{0,5}",
             id in prop::option::of(any::<u64>()),
         ) {
-            let mut args = crate::socketio::Args::new();
+            let mut args = crate::parser::Args::new();
             for part in &parts {
                 args = args.binary_arg(part.clone());
             }

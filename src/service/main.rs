@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use tidings::adapter::redis::{RedisAdapterFactory, RedisConfig};
 use tidings::admin_ui::{AdminUiConfig, LoginThrottle, Mode, StaticFiles};
 use tidings::engineio::Cors;
-use tidings::socketio::redis::{RedisAdapterFactory, RedisConfig};
 use tidings::socketio::{Config, OnExceed, RateLimit, RecoveryConfig, SocketIo, parser_named};
 use tidings_service::analytics::{Analytics, AnalyticsConfig};
 

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::adapter::{Broadcast, BroadcastOptions};
-use super::args::Args;
 use super::error::{AckError, SendError, check_event_name};
 use super::namespace::Namespace;
-use super::socket::{IntoRooms, SocketInfo, SocketRef};
+use super::socket::{IntoRooms, SocketRef, socket_of};
+use crate::adapter::SocketInfo;
+use crate::adapter::{Broadcast, BroadcastOptions};
+use crate::parser::Args;
 use crate::parser::packet::Packet;
 
 /// Selects recipients and emits to them. Build with [`Namespace::to`], [`super::Socket::to`], ...
@@ -121,7 +122,7 @@ impl BroadcastOperator {
                 .adapter()
                 .remote_broadcast_with_ack(&packet, &self.opts, timeout)
         };
-        let sockets = self.ns.adapter().sockets(&self.opts);
+        let sockets = self.sockets();
         let frames = if sockets.is_empty() {
             Vec::new()
         } else {
@@ -163,7 +164,8 @@ impl BroadcastOperator {
     /// Descriptions of the selected sockets on every node of a cluster (this node's first). The
     /// flag says whether every node answered in time.
     pub async fn fetch_sockets(&self) -> (Vec<SocketInfo>, bool) {
-        let mut sockets: Vec<SocketInfo> = self.sockets().iter().map(|s| s.info()).collect();
+        let members = self.ns.adapter().sockets(&self.opts);
+        let mut sockets: Vec<SocketInfo> = members.iter().map(|s| s.info()).collect();
         if self.opts.local {
             return (sockets, true);
         }
@@ -179,7 +181,12 @@ impl BroadcastOperator {
 
     /// The sockets this operator selects.
     pub fn sockets(&self) -> Vec<SocketRef> {
-        self.ns.adapter().sockets(&self.opts)
+        self.ns
+            .adapter()
+            .sockets(&self.opts)
+            .into_iter()
+            .filter_map(socket_of)
+            .collect()
     }
 
     /// Makes the selected sockets join rooms (on every node of a cluster).

@@ -414,7 +414,7 @@ impl Client {
             if !rooms.contains(socket.room_id()) {
                 rooms.push(socket.room_id().clone());
             }
-            ns.adapter().add_all(&socket, &rooms);
+            ns.adapter().add_all(&socket.as_member(), &rooms);
             Some(replay)
         });
         let bound = replay.as_ref().map(|(_, bound)| *bound);
@@ -434,7 +434,7 @@ impl Client {
             Some(bound) => socket.open_replay_gate(bound),
             None => ns
                 .adapter()
-                .add_all(&socket, std::slice::from_ref(socket.room_id())),
+                .add_all(&socket.as_member(), std::slice::from_ref(socket.room_id())),
         }
         if !socket.connected() {
             // Its connection closed on another thread meanwhile, and the disconnect left its rooms

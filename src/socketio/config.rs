@@ -26,8 +26,8 @@ pub struct Config {
     /// Default 32.
     pub volatile_queue_limit: usize,
     /// Creates each namespace's adapter; `None` (the default) keeps rooms in this process
-    /// ([`super::LocalAdapter`]). A cluster adapter (e.g. the Redis adapter) goes here.
-    pub adapter: Option<std::sync::Arc<dyn super::adapter::AdapterFactory>>,
+    /// ([`crate::adapter::LocalAdapter`]). A cluster adapter (e.g. the Redis adapter) goes here.
+    pub adapter: Option<std::sync::Arc<dyn crate::adapter::AdapterFactory>>,
     /// Connection state recovery; `None` (the default) turns it off, as the official suite requires
     /// (its CONNECT reply must carry `sid` alone).
     pub recovery: Option<RecoveryConfig>,

@@ -9,11 +9,8 @@
 //! socket's connection handler runs before the next packet of its client is read, so an event sent
 //! right after the CONNECT reply always finds its handler.
 
-/// A boxed future, as middlewares and cluster requests return.
-pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+pub use crate::BoxFuture;
 
-mod adapter;
-mod args;
 mod broadcast;
 mod client;
 mod config;
@@ -23,20 +20,15 @@ mod io;
 mod namespace;
 pub mod observer;
 mod recovery;
-#[cfg(feature = "redis")]
-pub mod redis;
 mod socket;
 mod tower;
 
+pub use crate::adapter::SocketInfo;
+pub use crate::parser::Args;
 #[cfg(feature = "msgpack")]
 pub use crate::parser::MsgPackParser;
 pub use crate::parser::{DecodeError, Limits, Packet, PacketType};
 pub use crate::parser::{JsonParser, PacketDecoder, Parser, parser_named};
-pub use adapter::{
-    Adapter, AdapterFactory, Broadcast, BroadcastOptions, LocalAdapter, ServerSideAck,
-    ServerSideHandler, broadcast_local,
-};
-pub use args::Args;
 pub use broadcast::BroadcastOperator;
 pub use config::{Config, OnExceed, RateLimit};
 pub use error::{AckError, ConnectError, JoinError, SendError};
@@ -45,5 +37,5 @@ pub use io::{SocketIo, SocketIoHandler};
 pub use namespace::{Namespace, SocketIoMetrics};
 pub use observer::Observer;
 pub use recovery::{RecoveryConfig, RecoveryStats};
-pub use socket::{AckSender, DisconnectReason, IntoRooms, Socket, SocketInfo, SocketRef};
+pub use socket::{AckSender, DisconnectReason, IntoRooms, Socket, SocketRef};
 pub use tower::{ResponseFuture, SocketIoLayer, SocketIoService};

@@ -6,11 +6,11 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
-use super::adapter::{Adapter, LocalAdapter};
 use super::broadcast::BroadcastOperator;
 use super::error::ConnectError;
 use super::observer::{Observer, ObserverSlot};
 use super::recovery::{Recovery, RecoveryConfig};
+use crate::adapter::{Adapter, LocalAdapter};
 use crate::metrics::Counter;
 use crate::parser::Parser;
 
@@ -36,7 +36,7 @@ pub struct SocketIoMetrics {
 }
 use super::socket::{IntoRooms, SocketRef};
 
-use super::BoxFuture;
+use crate::BoxFuture;
 /// The connection handler of a namespace.
 pub(crate) type ConnectionHandler = Arc<dyn Fn(SocketRef) + Send + Sync>;
 /// A connect middleware: may refuse the socket before it connects.
@@ -74,7 +74,7 @@ impl Namespace {
         on_connection: ConnectionHandler,
         recovery: Option<RecoveryConfig>,
         metrics: Arc<SocketIoMetrics>,
-        adapter: Option<&dyn super::adapter::AdapterFactory>,
+        adapter: Option<&dyn crate::adapter::AdapterFactory>,
         parser: Arc<dyn Parser>,
         observer: ObserverSlot,
     ) -> Self {
@@ -195,13 +195,16 @@ impl Namespace {
     /// Handles the events other nodes of a cluster emit with `server_side_emit`.
     pub fn on_server_side_emit<F>(&self, handler: F)
     where
-        F: Fn(&str, super::Args, Option<super::adapter::ServerSideAck>) + Send + Sync + 'static,
+        F: Fn(&str, crate::parser::Args, Option<crate::adapter::ServerSideAck>)
+            + Send
+            + Sync
+            + 'static,
     {
         self.adapter.set_server_side_handler(Arc::new(handler));
     }
 
     /// Emits an event to the other nodes of a cluster (not to clients).
-    pub fn server_side_emit(&self, event: &str, args: super::Args) {
+    pub fn server_side_emit(&self, event: &str, args: crate::parser::Args) {
         if let Some(sent) = self.adapter.server_side_emit(event, &args, None) {
             tokio::spawn(sent);
         }
@@ -212,7 +215,7 @@ impl Namespace {
     pub async fn server_side_emit_with_ack(
         &self,
         event: &str,
-        args: super::Args,
+        args: crate::parser::Args,
         timeout: std::time::Duration,
     ) -> (Vec<Value>, bool) {
         match self.adapter.server_side_emit(event, &args, Some(timeout)) {

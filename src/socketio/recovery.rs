@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use crate::rooms::Room;
 
-use super::adapter::BroadcastOptions;
+use crate::adapter::BroadcastOptions;
 
 /// Recovery options.
 #[derive(Debug, Clone)]

@@ -110,7 +110,7 @@ impl Socket {
         rx
     }
 
-    fn forget_ack(&self, id: u64) {
+    pub(super) fn forget_ack(&self, id: u64) {
         if let Some(map) = self.acks.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
             map.remove(&id);
         }

@@ -17,21 +17,23 @@ use tokio::sync::oneshot;
 use crate::engineio::{CloseReason, Frame, Session};
 use crate::rooms::Room;
 
-use super::args::Args;
 use super::broadcast::BroadcastOperator;
 use super::client::Client;
 use super::config::{OnExceed, RateLimit};
 use super::error::{AckError, JoinError, SendError, check_event_name};
 use super::handshake::Handshake;
 use super::namespace::Namespace;
+use crate::parser::Args;
 
 mod emit;
 mod inbound;
+mod member;
 mod reason;
 
 use crate::parser::packet::{Packet, PacketType};
 pub use emit::AckSender;
 use inbound::{Bucket, ReplayGate};
+pub(crate) use member::socket_of;
 pub use reason::DisconnectReason;
 
 /// A socket handle, cheap to clone.
@@ -279,7 +281,7 @@ impl Socket {
                 requested: current.len() + new,
             });
         }
-        self.ns.adapter().add_all(self, &rooms);
+        self.ns.adapter().add_all(&self.as_member(), &rooms);
         if let Some(observer) = self.ns.observer() {
             for room in rooms.iter().filter(|r| !current.contains(r)) {
                 observer.room_joined(self, room);
@@ -330,31 +332,6 @@ impl Socket {
         }
         self.client
             .remove_socket(self, DisconnectReason::ServerNamespaceDisconnect);
-    }
-}
-
-/// A socket described as data (as cluster nodes exchange them in fetch-sockets answers).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SocketInfo {
-    /// The socket id.
-    pub id: String,
-    /// The handshake: headers, time, address, xdomain, secure, issued, url, query, auth.
-    pub handshake: Value,
-    /// The rooms it is in.
-    pub rooms: Vec<String>,
-    /// Its application data.
-    pub data: Value,
-}
-
-impl Socket {
-    /// This socket described as data.
-    pub fn info(&self) -> SocketInfo {
-        SocketInfo {
-            id: self.id.to_string(),
-            handshake: self.handshake.to_reference_json(),
-            rooms: self.rooms().iter().map(|r| r.to_string()).collect(),
-            data: self.data(),
-        }
     }
 }
 

@@ -33,12 +33,12 @@ use crate::metrics::Counter;
 use crate::parser::Parser;
 use crate::rooms::Room;
 
-use crate::parser::msgpack;
-use crate::parser::packet::Packet;
-use crate::socketio::adapter::{
+use crate::adapter::{
     Adapter, AdapterFactory, Broadcast, BroadcastOptions, LocalAdapter, broadcast_local,
 };
-use crate::socketio::args::Args;
+use crate::parser::Args;
+use crate::parser::msgpack;
+use crate::parser::packet::Packet;
 
 /// Redis adapter options.
 #[derive(Debug, Clone)]
@@ -89,7 +89,7 @@ struct Node {
     /// A connection for queries (`PUBSUB NUMSUB`).
     query: redis::aio::ConnectionManager,
     pending: Mutex<HashMap<String, Pending>>,
-    server_side: Mutex<HashMap<String, super::adapter::ServerSideHandler>>,
+    server_side: Mutex<HashMap<String, crate::adapter::ServerSideHandler>>,
     publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
     subscribe: mpsc::UnboundedSender<String>,
     /// Each namespace's local adapter, and the parser that encodes what other nodes broadcast to it.
@@ -100,7 +100,7 @@ struct Node {
 }
 
 /// Creates Redis adapters for every namespace of a server. Put it in
-/// [`super::Config::adapter`]; every namespace created afterwards joins the cluster.
+/// [`crate::socketio::Config::adapter`]; every namespace created afterwards joins the cluster.
 #[derive(Clone)]
 pub struct RedisAdapterFactory {
     node: Arc<Node>,
@@ -252,10 +252,6 @@ impl Node {
             .remove(id);
     }
 
-    fn local(&self, nsp: &str) -> Option<Arc<LocalAdapter>> {
-        self.namespace(nsp).map(|(local, _)| local)
-    }
-
     /// A namespace's local adapter and parser.
     fn namespace(&self, nsp: &str) -> Option<NodeNamespace> {
         self.namespaces
@@ -319,7 +315,7 @@ impl Adapter for RedisAdapter {
         packet: &Packet,
         opts: &BroadcastOptions,
         timeout: Duration,
-    ) -> Option<super::BoxFuture<(Vec<Args>, bool)>> {
+    ) -> Option<crate::BoxFuture<(Vec<Args>, bool)>> {
         let node = self.node.clone();
         let nsp = self.nsp.clone();
         let data = encode_data(packet);
@@ -383,7 +379,7 @@ impl Adapter for RedisAdapter {
     fn remote_fetch_sockets(
         &self,
         opts: &BroadcastOptions,
-    ) -> Option<super::BoxFuture<(Vec<super::SocketInfo>, bool)>> {
+    ) -> Option<crate::BoxFuture<(Vec<crate::adapter::SocketInfo>, bool)>> {
         let node = self.node.clone();
         let nsp = self.nsp.clone();
         let opts = Self::opts_json(opts);
@@ -405,7 +401,7 @@ impl Adapter for RedisAdapter {
         }))
     }
 
-    fn set_server_side_handler(&self, handler: super::adapter::ServerSideHandler) {
+    fn set_server_side_handler(&self, handler: crate::adapter::ServerSideHandler) {
         self.node
             .server_side
             .lock()
@@ -418,7 +414,7 @@ impl Adapter for RedisAdapter {
         event: &str,
         args: &Args,
         ack_timeout: Option<Duration>,
-    ) -> Option<super::BoxFuture<(Vec<Value>, bool)>> {
+    ) -> Option<crate::BoxFuture<(Vec<Value>, bool)>> {
         let node = self.node.clone();
         let nsp = self.nsp.clone();
         let data = args.to_event_data(event);

@@ -9,10 +9,10 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 
+use crate::adapter::BroadcastOptions;
 use crate::parser::msgpack;
 use crate::parser::packet::{Packet, PacketType, check_payload, is_placeholder};
 use crate::rooms::Room;
-use crate::socketio::adapter::BroadcastOptions;
 
 pub(super) fn rooms_json(rooms: &[Room]) -> Value {
     Value::Array(rooms.iter().map(|r| Value::String(r.to_string())).collect())

@@ -1,17 +1,68 @@
 //! The fan-out boundary: where a namespace's rooms live and broadcasts are delivered.
 //!
-//! The in-process [`LocalAdapter`] is the default. A cluster adapter implements the same trait and
-//! adds the cross-node part, without handlers or the broadcast API changing.
+//! The in-process [`LocalAdapter`] is the default. A cluster adapter (feature `redis`:
+//! [`redis`]) implements the same trait and adds the cross-node part, without handlers or the
+//! broadcast API changing.
+//!
+//! The layer stands below Socket.IO: it imports the parser (packets, [`Args`]), the room registry
+//! and the Engine.IO [`Frame`], and reaches sockets only through the small [`Member`] interface
+//! it defines, which the Socket.IO layer's sockets implement. A broadcast arrives encoded once,
+//! with its recovery offset as a value ([`Broadcast`]).
 
+use std::any::Any;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+use serde_json::Value;
+
+use crate::BoxFuture;
 use crate::engineio::Frame;
-use crate::parser::Parser;
+use crate::parser::{Args, Packet, Parser};
 use crate::rooms::{Room, Rooms};
 
-use super::BoxFuture;
-use super::socket::Socket;
-use crate::parser::packet::Packet;
+#[cfg(feature = "redis")]
+pub mod redis;
+
+/// What an adapter needs of a socket: the interface it reaches sockets through.
+///
+/// Implemented by [`crate::socketio::Socket`]; an adapter keeps `Arc<dyn Member>` handles in its
+/// room registry and never sees the socket type itself.
+pub trait Member: Any + Send + Sync {
+    /// The socket's id, which is also its own room.
+    fn id(&self) -> &Room;
+    /// Queues `broadcast`'s frames for this socket (dropped if `volatile` and the socket is backed
+    /// up). Returns whether they were queued.
+    fn deliver(&self, broadcast: &Broadcast<'_>, volatile: bool) -> bool;
+    /// Sends `frames`, an event packet asking for ack `id`, and returns the wait for the answer (up
+    /// to `timeout`); `None` when it could not be queued.
+    fn deliver_with_ack(
+        self: Arc<Self>,
+        frames: &[Frame],
+        id: u64,
+        timeout: Duration,
+    ) -> Option<BoxFuture<Option<Args>>>;
+    /// Joins `rooms`, with the socket's room limit applying (a socket at its limit stays out).
+    fn join_rooms(self: Arc<Self>, rooms: &[Room]);
+    /// Leaves `room`.
+    fn leave_room(&self, room: &Room);
+    /// Disconnects the socket; with `close`, its whole connection.
+    fn disconnect_member(self: Arc<Self>, close: bool);
+    /// The socket described as data.
+    fn info(&self) -> SocketInfo;
+}
+
+/// A socket described as data (as cluster nodes exchange them in fetch-sockets answers).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SocketInfo {
+    /// The socket id.
+    pub id: String,
+    /// The handshake: headers, time, address, xdomain, secure, issued, url, query, auth.
+    pub handshake: Value,
+    /// The rooms it is in.
+    pub rooms: Vec<String>,
+    /// Its application data.
+    pub data: Value,
+}
 
 /// Who a broadcast goes to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,8 +86,8 @@ pub trait Adapter: Send + Sync + 'static {
     /// The registry of this node's sockets and rooms.
     fn local(&self) -> &LocalAdapter;
     /// Adds a socket to rooms.
-    fn add_all(&self, socket: &Arc<Socket>, rooms: &[Room]) {
-        self.local().join(socket, rooms);
+    fn add_all(&self, member: &Arc<dyn Member>, rooms: &[Room]) {
+        self.local().join(member, rooms);
     }
     /// Removes a socket from a room.
     fn del(&self, id: &str, room: &str) {
@@ -55,7 +106,7 @@ pub trait Adapter: Send + Sync + 'static {
         self.local().rooms.all_rooms()
     }
     /// The sockets of this node a broadcast with `opts` would reach (each once).
-    fn sockets(&self, opts: &BroadcastOptions) -> Vec<Arc<Socket>> {
+    fn sockets(&self, opts: &BroadcastOptions) -> Vec<Arc<dyn Member>> {
         self.local().rooms.members_of(&opts.rooms, &opts.except)
     }
     /// Delivers `broadcast` to every socket `opts` selects; returns how many got it on this node. A
@@ -67,9 +118,8 @@ pub trait Adapter: Send + Sync + 'static {
     /// Makes the sockets `opts` selects join `rooms` (on every node, for a cluster adapter).
     fn add_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) {
         for socket in self.sockets(opts) {
-            // Through the socket, so the room limit and the observer apply. A socket at its limit
-            // stays out, as a direct join would (the refusal is logged at debug by `join`).
-            let _ = socket.join(rooms.to_vec());
+            // Through the socket, so the room limit and the observer apply.
+            socket.join_rooms(rooms);
         }
     }
 
@@ -77,7 +127,7 @@ pub trait Adapter: Send + Sync + 'static {
     fn del_sockets(&self, opts: &BroadcastOptions, rooms: &[Room]) {
         for socket in self.sockets(opts) {
             for room in rooms {
-                socket.leave(room);
+                socket.leave_room(room);
             }
         }
     }
@@ -89,8 +139,8 @@ pub trait Adapter: Send + Sync + 'static {
         &self,
         _packet: &Packet,
         _opts: &BroadcastOptions,
-        _timeout: std::time::Duration,
-    ) -> Option<BoxFuture<(Vec<super::Args>, bool)>> {
+        _timeout: Duration,
+    ) -> Option<BoxFuture<(Vec<Args>, bool)>> {
         None
     }
 
@@ -99,7 +149,7 @@ pub trait Adapter: Send + Sync + 'static {
     fn remote_fetch_sockets(
         &self,
         _opts: &BroadcastOptions,
-    ) -> Option<BoxFuture<(Vec<super::SocketInfo>, bool)>> {
+    ) -> Option<BoxFuture<(Vec<SocketInfo>, bool)>> {
         None
     }
 
@@ -111,16 +161,16 @@ pub trait Adapter: Send + Sync + 'static {
     fn server_side_emit(
         &self,
         _event: &str,
-        _args: &super::Args,
-        _ack_timeout: Option<std::time::Duration>,
-    ) -> Option<BoxFuture<(Vec<serde_json::Value>, bool)>> {
+        _args: &Args,
+        _ack_timeout: Option<Duration>,
+    ) -> Option<BoxFuture<(Vec<Value>, bool)>> {
         None
     }
 
     /// Disconnects the sockets `opts` selects (on every node, for a cluster adapter).
     fn disconnect_sockets(&self, opts: &BroadcastOptions, close: bool) {
         for socket in self.sockets(opts) {
-            socket.disconnect(close);
+            socket.disconnect_member(close);
         }
     }
 }
@@ -177,31 +227,20 @@ pub fn broadcast_local<A: Adapter + ?Sized>(
     broadcast: &Broadcast<'_>,
     opts: &BroadcastOptions,
 ) -> usize {
-    let sockets = adapter.sockets(opts);
-    let Some(first) = sockets.first() else {
-        return 0;
-    };
-    let frames = broadcast.frames();
-    let observed = first.ns().observer().is_some();
-    sockets
+    // Encoded by the first recipient's `deliver` (`Broadcast::frames`), so not at all for none.
+    adapter
+        .sockets(opts)
         .iter()
-        .filter(|socket| {
-            let sent = socket.send_broadcast(frames, opts.volatile, broadcast.offset());
-            if sent && observed {
-                socket.notify_sent(broadcast.packet());
-            }
-            sent
-        })
+        .filter(|socket| socket.deliver(broadcast, opts.volatile))
         .count()
 }
 
 /// Receives the events other nodes emit with `server_side_emit`: the event, its arguments, and a way
 /// to answer when the emitting node asked for acks.
-pub type ServerSideHandler =
-    std::sync::Arc<dyn Fn(&str, super::Args, Option<ServerSideAck>) + Send + Sync>;
+pub type ServerSideHandler = Arc<dyn Fn(&str, Args, Option<ServerSideAck>) + Send + Sync>;
 
 /// Answers a server-side emit from another node.
-pub struct ServerSideAck(Box<dyn FnOnce(serde_json::Value) + Send>);
+pub struct ServerSideAck(Box<dyn FnOnce(Value) + Send>);
 
 impl std::fmt::Debug for ServerSideAck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -211,19 +250,18 @@ impl std::fmt::Debug for ServerSideAck {
 
 impl ServerSideAck {
     /// An ack that calls `reply` with the answer.
-    pub fn new(reply: impl FnOnce(serde_json::Value) + Send + 'static) -> Self {
+    pub fn new(reply: impl FnOnce(Value) + Send + 'static) -> Self {
         Self(Box::new(reply))
     }
 
     /// Sends the answer to the node that emitted.
-    pub fn send(self, answer: serde_json::Value) {
+    pub fn send(self, answer: Value) {
         (self.0)(answer);
     }
 }
 
 /// Creates the adapter of each namespace (a cluster adapter, say); the default is [`LocalAdapter`].
 pub trait AdapterFactory: Send + Sync + 'static {
-    /// The adapter for namespace `nsp`.
     /// The adapter for namespace `nsp`, whose packets `parser` encodes (a cluster adapter encodes
     /// what other nodes broadcast with it).
     fn create(&self, nsp: &str, parser: &Arc<dyn Parser>) -> Box<dyn Adapter>;
@@ -232,7 +270,7 @@ pub trait AdapterFactory: Send + Sync + 'static {
 /// The in-process adapter over the sharded room registry.
 #[derive(Debug, Default)]
 pub struct LocalAdapter {
-    rooms: Rooms<Arc<Socket>>,
+    rooms: Rooms<Arc<dyn Member>>,
 }
 
 impl LocalAdapter {
@@ -243,9 +281,9 @@ impl LocalAdapter {
 }
 
 impl LocalAdapter {
-    fn join(&self, socket: &Arc<Socket>, rooms: &[Room]) {
+    fn join(&self, member: &Arc<dyn Member>, rooms: &[Room]) {
         self.rooms
-            .join_shared(socket.room_id(), socket, rooms.iter().cloned());
+            .join_shared(member.id(), member, rooms.iter().cloned());
     }
 }
 

@@ -177,6 +177,6 @@ pub(super) fn handle_message(node: &Arc<Node>, msg: &redis::Msg) {
     }
     node.metrics.received.inc();
     // From another node: not stored here (recovery is off with a cluster adapter), so no offset.
-    let delivery = crate::socketio::adapter::Broadcast::new(&broadcast.packet, &*parser, None);
+    let delivery = crate::adapter::Broadcast::new(&broadcast.packet, &*parser, None);
     broadcast_local(&*local, &delivery, &broadcast.opts);
 }

@@ -14,7 +14,9 @@ pub(super) fn handle_request(node: &Arc<Node>, nsp: &str, payload: &[u8]) {
     let Some((request, attachments)) = decode_message(payload) else {
         return;
     };
-    let Some(local) = node.local(nsp) else { return };
+    let Some((local, parser)) = node.namespace(nsp) else {
+        return;
+    };
     if request.get("uid").and_then(Value::as_str) == Some(node.uid.as_str()) {
         return;
     }
@@ -77,7 +79,7 @@ pub(super) fn handle_request(node: &Arc<Node>, nsp: &str, payload: &[u8]) {
             let ack = request.get("requestId").map(|_| {
                 let node = node.clone();
                 let nsp = nsp.to_owned();
-                crate::socketio::adapter::ServerSideAck::new(move |answer| {
+                crate::adapter::ServerSideAck::new(move |answer| {
                     node.publish(
                         node.response_channel(&nsp),
                         json!({ "type": 6, "requestId": request_id, "data": answer })
@@ -89,7 +91,7 @@ pub(super) fn handle_request(node: &Arc<Node>, nsp: &str, payload: &[u8]) {
             handler(&event, Args::from_wire(data, attachments), ack);
         }
         // BROADCAST with acks
-        Some(7) => broadcast_with_ack(node, nsp, &local, &request, attachments),
+        Some(7) => broadcast_with_ack(node, nsp, (&local, &*parser), &request, attachments),
         _ => {}
     }
 }
@@ -98,7 +100,7 @@ pub(super) fn handle_request(node: &Arc<Node>, nsp: &str, payload: &[u8]) {
 pub(super) fn broadcast_with_ack(
     node: &Arc<Node>,
     nsp: &str,
-    local: &LocalAdapter,
+    (local, parser): (&LocalAdapter, &dyn Parser),
     request: &Value,
     attachments: Vec<Bytes>,
 ) {
@@ -122,20 +124,19 @@ pub(super) fn broadcast_with_ack(
     );
     let id = node.ack_ids.fetch_add(1, Ordering::Relaxed);
     let packet = Packet::event(nsp.to_owned(), data, Some(id)).with_attachments(attachments);
-    let frames = sockets
-        .first()
-        .map(|s| s.encode(&packet))
-        .unwrap_or_default();
+    if sockets.is_empty() {
+        return;
+    }
+    let frames = parser.encode(&packet);
     for socket in sockets {
-        let rx = socket.register_ack(id);
-        if !socket.send_frames(&frames, false) {
+        let Some(answer) = socket.deliver_with_ack(&frames, id, timeout) else {
             continue;
-        }
+        };
         let node = node.clone();
         let nsp = nsp.to_owned();
         let request_id = request_id.clone();
         tokio::spawn(async move {
-            let Ok(args) = socket.wait_ack(id, rx, timeout).await else {
+            let Some(args) = answer.await else {
                 return;
             };
             let Args { values, binary } = args;
