@@ -10,13 +10,13 @@ use serde::Serialize;
 
 use super::error::{AckError, SendError, check_event_name};
 use super::namespace::Namespace;
-use super::socket::{IntoRooms, SocketRef, socket_of};
+use super::socket::{IntoRooms, Socket, SocketRef, socket_of};
+use crate::adapter::BroadcastOptions;
 use crate::adapter::SocketInfo;
-use crate::adapter::{Broadcast, BroadcastOptions};
 use crate::parser::Args;
 use crate::parser::packet::Packet;
 
-/// Selects recipients and emits to them. Build with [`Namespace::to`], [`super::Socket::to`], ...
+/// Selects recipients and emits to them. Build with [`Namespace::to`], [`Socket::to`], ...
 #[derive(Debug, Clone)]
 #[must_use = "a broadcast operator does nothing until emit (or another action) is called"]
 pub struct BroadcastOperator {
@@ -90,19 +90,7 @@ impl BroadcastOperator {
     /// Fails, sending to nobody, if the event name is reserved.
     pub fn emit_args(self, event: &str, args: Args) -> Result<usize, SendError> {
         check_event_name(event)?;
-        let mut data = args.to_event_data(event);
-        let mut offset = None;
-        if let Some(recovery) = self.ns.recovery().filter(|_| !self.opts.volatile) {
-            let (stored, n) = recovery.store_numbered(data, &args.binary, &self.opts);
-            (data, offset) = (stored, Some(n));
-        }
-        let packet = Packet::event(self.ns.name(), data, None).with_attachments(args.binary);
-        let broadcast = Broadcast::new(&packet, self.ns.parser(), offset);
-        let delivered = self.ns.adapter().broadcast(&broadcast, &self.opts);
-        let metrics = self.ns.metrics();
-        metrics.broadcasts.inc();
-        metrics.deliveries.add(delivered as u64);
-        Ok(delivered)
+        Ok(self.ns.broadcast_event(&self.opts, event, args))
     }
 
     /// Emits `event` asking every recipient for an ack, and gathers the answers that come within the
@@ -207,5 +195,47 @@ impl BroadcastOperator {
     /// cluster).
     pub fn disconnect(&self, close: bool) {
         self.ns.adapter().disconnect_sockets(&self.opts, close);
+    }
+}
+
+// The entry points: a namespace's and a socket's operators. They live here, with the operator, so
+// that neither the namespace nor the socket depends on it.
+
+impl Namespace {
+    /// A broadcast to every socket of the namespace.
+    pub fn broadcast(self: &Arc<Self>) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone())
+    }
+
+    /// A broadcast to `rooms`.
+    pub fn to(self: &Arc<Self>, rooms: impl IntoRooms) -> BroadcastOperator {
+        self.broadcast().to(rooms)
+    }
+
+    /// Emits to every socket of the namespace (see [`BroadcastOperator::emit`]).
+    pub fn emit<T: Serialize>(self: &Arc<Self>, event: &str, data: T) -> Result<usize, SendError> {
+        self.broadcast().emit(event, data)
+    }
+
+    /// Every connected socket of this namespace (on this node).
+    pub fn sockets(self: &Arc<Self>) -> Vec<SocketRef> {
+        self.broadcast().sockets()
+    }
+
+    /// The socket with this id, if connected here.
+    pub fn socket(self: &Arc<Self>, id: &str) -> Option<SocketRef> {
+        self.to(id).sockets().into_iter().next()
+    }
+}
+
+impl Socket {
+    /// A broadcast to `rooms`, leaving this socket out (the reference's `socket.to(room)`).
+    pub fn to(&self, rooms: impl IntoRooms) -> BroadcastOperator {
+        self.broadcast().to(rooms)
+    }
+
+    /// A broadcast to every other socket of the namespace.
+    pub fn broadcast(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.ns().clone()).except(self.room_id().clone())
     }
 }

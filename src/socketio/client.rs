@@ -18,13 +18,48 @@ use serde_json::json;
 use crate::engineio::{CloseReason, Payload, Session, SessionHandler};
 use crate::rooms::Room;
 
+use super::config::Config;
 use super::error::ConnectError;
-use super::io::IoInner;
 use super::namespace::Namespace;
 use super::recovery::Resumed;
-use super::socket::{DisconnectReason, Socket, SocketRef};
+use super::shared::{AwaitingConnect, IoInner};
+use super::socket::{Connection, DisconnectReason, Socket, SocketRef};
 use crate::parser::PacketDecoder;
 use crate::parser::packet::{Limits, Packet, PacketType};
+
+impl Connection for Client {
+    fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    fn config(&self) -> &Config {
+        &self.io.config
+    }
+
+    fn is_legacy(&self) -> bool {
+        Self::is_legacy(self)
+    }
+
+    fn remove_socket(&self, socket: &SocketRef, reason: DisconnectReason) {
+        Self::remove_socket(self, socket, reason);
+    }
+
+    fn disconnect_all(&self) {
+        Self::disconnect_all(self);
+    }
+}
+
+impl AwaitingConnect for Client {
+    /// One that joined and left every namespace keeps its connection, as the reference clears its
+    /// timer on the first CONNECT.
+    fn check_connected(&self) {
+        let never_joined = !self.lock().joined;
+        if never_joined && !self.session.is_closed() {
+            tracing::debug!(sid = self.session.id(), "no namespace joined in time");
+            self.session.close(CloseReason::ForcedClose, true);
+        }
+    }
+}
 
 struct State {
     decoder: Box<dyn PacketDecoder>,
@@ -91,16 +126,9 @@ impl Client {
         self.me.upgrade().expect("client used after drop")
     }
 
-    pub(crate) fn session(&self) -> &Arc<Session> {
-        &self.session
-    }
-
-    pub(crate) fn volatile_queue_limit(&self) -> usize {
-        self.io.config.volatile_queue_limit
-    }
-
-    pub(crate) fn io(&self) -> &IoInner {
-        &self.io
+    /// This client as its sockets see it.
+    fn connection(&self) -> Arc<dyn Connection> {
+        self.arc()
     }
 
     /// Closes the connection if it joins no namespace within the connect timeout.
@@ -109,17 +137,6 @@ impl Client {
     /// set, the timeout being the same for all), instead of a timer task per connection.
     fn spawn_connect_timeout(&self) {
         self.io.watch_connect(self.me.clone());
-    }
-
-    /// The connect deadline passed: close the connection if it never joined a namespace. One that
-    /// joined and left them all keeps its connection, as the reference clears its timer on the
-    /// first CONNECT.
-    pub(crate) fn check_connected(&self) {
-        let never_joined = !self.lock().joined;
-        if never_joined && !self.session.is_closed() {
-            tracing::debug!(sid = self.session.id(), "no namespace joined in time");
-            self.session.close(CloseReason::ForcedClose, true);
-        }
     }
 
     fn socket_of(&self, nsp: &str) -> Option<SocketRef> {
@@ -247,7 +264,7 @@ impl Client {
             let session = &resumed.session;
             let socket = Socket::with_ids(
                 ns,
-                self.arc(),
+                self.connection(),
                 kept,
                 session.sid.clone(),
                 Some(session.pid.clone()),
@@ -256,7 +273,7 @@ impl Client {
             socket.set_data(session.data.clone());
             return Some((Arc::new(socket), Some(resumed)));
         }
-        Some((Arc::new(Socket::new(ns, self.arc(), kept)), None))
+        Some((Arc::new(Socket::new(ns, self.connection(), kept)), None))
     }
 
     fn connect(&self, mut packet: Packet) {
@@ -384,7 +401,7 @@ impl Client {
         refused.ns().adapter().del_all(refused.id());
         Arc::new(Socket::new(
             refused.ns().clone(),
-            self.arc(),
+            self.connection(),
             refused.handshake().auth.clone(),
         ))
     }

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -15,116 +15,12 @@ use crate::engineio::{AllowFuture, EngineIo, Handler, RequestInfo, Session, Sess
 use super::broadcast::BroadcastOperator;
 use super::client::Client;
 use super::config::Config;
-use super::namespace::{ConnectionHandler, Namespace, SocketIoMetrics};
+use super::namespace::{Namespace, SocketIoMetrics};
 use super::observer::{Observer, ObserverSlot};
+use super::shared::{AllowRequest, DynamicNamespace, IoInner, read};
 use super::socket::DisconnectReason;
 use super::socket::{IntoRooms, SocketRef};
 use crate::metrics::Exposition;
-
-type AllowRequest = Arc<dyn Fn(Arc<RequestInfo>) -> AllowFuture + Send + Sync>;
-type NamespaceMatcher = Arc<dyn Fn(&str) -> bool + Send + Sync>;
-
-struct DynamicNamespace {
-    matches: NamespaceMatcher,
-    on_connection: ConnectionHandler,
-}
-
-pub(crate) struct IoInner {
-    pub(crate) config: Config,
-    namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
-    dynamic: RwLock<Vec<DynamicNamespace>>,
-    allow_request: RwLock<Option<AllowRequest>>,
-    dynamic_created: AtomicUsize,
-    pub(crate) metrics: Arc<SocketIoMetrics>,
-    /// Connections waiting to join a namespace, by deadline (oldest first).
-    connect_deadlines:
-        std::sync::Mutex<std::collections::VecDeque<(tokio::time::Instant, Weak<Client>)>>,
-    sweeper_started: std::sync::atomic::AtomicBool,
-    pub(crate) observer: ObserverSlot,
-}
-
-impl IoInner {
-    /// Checks `client` when the connect timeout has passed (see [`Client`]).
-    pub(crate) fn watch_connect(self: &Arc<Self>, client: Weak<Client>) {
-        let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
-        self.connect_deadlines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back((deadline, client));
-        if !self.sweeper_started.swap(true, Ordering::AcqRel) {
-            tokio::spawn(sweep_connect_deadlines(Arc::downgrade(self)));
-        }
-    }
-
-    /// The namespace named `name`: a static one, or one created now by a matching dynamic pattern.
-    pub(crate) fn namespace_for(&self, name: &str) -> Option<Arc<Namespace>> {
-        if let Some(ns) = read(&self.namespaces).get(name) {
-            return Some(ns.clone());
-        }
-        let on_connection = read(&self.dynamic)
-            .iter()
-            .find(|d| (d.matches)(name))
-            .map(|d| d.on_connection.clone())?;
-        let mut namespaces = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
-        if !namespaces.contains_key(name) {
-            if self.dynamic_created.load(Ordering::Relaxed) >= self.config.max_dynamic_namespaces {
-                tracing::debug!(nsp = name, "dynamic namespace limit reached");
-                return None;
-            }
-            self.dynamic_created.fetch_add(1, Ordering::Relaxed);
-        }
-        Some(
-            namespaces
-                .entry(name.to_owned())
-                .or_insert_with(|| {
-                    Arc::new(Namespace::new(
-                        name.to_owned(),
-                        on_connection,
-                        self.config.recovery.clone(),
-                        self.metrics.clone(),
-                        self.config.adapter.as_deref(),
-                        self.config.parser.clone(),
-                        self.observer.clone(),
-                    ))
-                })
-                .clone(),
-        )
-    }
-}
-
-/// Closes the connections that joined no namespace before their deadline, until the server is gone.
-async fn sweep_connect_deadlines(io: Weak<IoInner>) {
-    loop {
-        let next = {
-            let Some(io) = io.upgrade() else { return };
-            let now = tokio::time::Instant::now();
-            let mut expired = Vec::new();
-            let next = {
-                let mut queue = io
-                    .connect_deadlines
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                while queue.front().is_some_and(|(deadline, _)| *deadline <= now) {
-                    if let Some((_, client)) = queue.pop_front() {
-                        expired.push(client);
-                    }
-                }
-                queue
-                    .front()
-                    .map_or(now + io.config.connect_timeout, |(deadline, _)| *deadline)
-            };
-            for client in expired.iter().filter_map(Weak::upgrade) {
-                client.check_connected();
-            }
-            next
-        };
-        tokio::time::sleep_until(next).await;
-    }
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The Engine.IO handler that gives every session a Socket.IO client (its sockets, one per namespace).
 pub struct SocketIoHandler {

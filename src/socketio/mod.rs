@@ -20,6 +20,7 @@ mod io;
 mod namespace;
 pub mod observer;
 mod recovery;
+mod shared;
 mod socket;
 mod tower;
 

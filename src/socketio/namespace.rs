@@ -6,11 +6,10 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
-use super::broadcast::BroadcastOperator;
 use super::error::ConnectError;
 use super::observer::{Observer, ObserverSlot};
 use super::recovery::{Recovery, RecoveryConfig};
-use crate::adapter::{Adapter, LocalAdapter};
+use crate::adapter::{Adapter, Broadcast, BroadcastOptions, LocalAdapter};
 use crate::metrics::Counter;
 use crate::parser::Parser;
 
@@ -34,7 +33,8 @@ pub struct SocketIoMetrics {
     /// CONNECTs refused because their auth payload was over `max_auth_bytes`.
     pub auth_too_large: Counter,
 }
-use super::socket::{IntoRooms, SocketRef};
+use super::socket::SocketRef;
+use crate::parser::{Args, Packet};
 
 use crate::BoxFuture;
 /// The connection handler of a namespace.
@@ -226,32 +226,26 @@ impl Namespace {
 
     // ===== broadcasting =====
 
-    /// A broadcast to every socket of the namespace.
-    pub fn broadcast(self: &Arc<Self>) -> BroadcastOperator {
-        BroadcastOperator::new(self.clone())
-    }
-
-    /// A broadcast to `rooms`.
-    pub fn to(self: &Arc<Self>, rooms: impl IntoRooms) -> BroadcastOperator {
-        self.broadcast().to(rooms)
-    }
-
-    /// Emits to every socket of the namespace (see [`BroadcastOperator::emit`]).
-    pub fn emit<T: serde::Serialize>(
-        self: &Arc<Self>,
+    /// Emits `event` to the sockets `opts` selects: stored for recovery (unless volatile), encoded
+    /// once and handed to the adapter with its offset. Returns how many local sockets got it. The
+    /// one path of every broadcast, whether it starts from an operator or a socket's own emit.
+    pub(crate) fn broadcast_event(
+        &self,
+        opts: &BroadcastOptions,
         event: &str,
-        data: T,
-    ) -> Result<usize, super::SendError> {
-        self.broadcast().emit(event, data)
-    }
-
-    /// Every connected socket of this namespace (on this node).
-    pub fn sockets(self: &Arc<Self>) -> Vec<SocketRef> {
-        self.broadcast().sockets()
-    }
-
-    /// The socket with this id, if connected here.
-    pub fn socket(self: &Arc<Self>, id: &str) -> Option<SocketRef> {
-        self.to(id).sockets().into_iter().next()
+        args: Args,
+    ) -> usize {
+        let mut data = args.to_event_data(event);
+        let mut offset = None;
+        if let Some(recovery) = self.recovery().filter(|_| !opts.volatile) {
+            let (stored, n) = recovery.store_numbered(data, &args.binary, opts);
+            (data, offset) = (stored, Some(n));
+        }
+        let packet = Packet::event(self.name(), data, None).with_attachments(args.binary);
+        let broadcast = Broadcast::new(&packet, self.parser(), offset);
+        let delivered = self.adapter().broadcast(&broadcast, opts);
+        self.metrics.broadcasts.inc();
+        self.metrics.deliveries.add(delivered as u64);
+        delivered
     }
 }

@@ -21,11 +21,11 @@ impl Socket {
         check_event_name(event)?;
         if self.ns.recovery().is_some() {
             // Kept for replay like any broadcast, so it goes through the adapter to this socket's room.
-            let delivered = self
-                .ns
-                .broadcast()
-                .to(self.id.clone())
-                .emit_args(event, args)?;
+            let to_me = crate::adapter::BroadcastOptions {
+                rooms: vec![self.id.clone()],
+                ..Default::default()
+            };
+            let delivered = self.ns.broadcast_event(&to_me, event, args);
             return if delivered > 0 {
                 Ok(())
             } else {
@@ -140,14 +140,14 @@ impl Socket {
     /// Encodes a packet with the server's parser (the same for every socket of a server, so frames
     /// encoded for one socket may go to all).
     pub(crate) fn encode(&self, packet: &Packet) -> Vec<Frame> {
-        self.client.io().config.parser.encode(packet)
+        self.ns.parser().encode(packet)
     }
 
     /// Queues pre-encoded frames (a broadcast's shared bytes). Volatile frames are dropped when the
     /// socket's queue is already backed up. Returns whether they were queued.
     pub(crate) fn send_frames(&self, frames: &[Frame], volatile: bool) -> bool {
         let session = self.client.session();
-        if volatile && session.buffered() >= self.client.volatile_queue_limit() {
+        if volatile && session.buffered() >= self.client.config().volatile_queue_limit {
             self.ns.metrics().volatile_dropped.inc();
             return false;
         }

@@ -64,7 +64,7 @@ impl Socket {
 
     /// Whether the rate limit lets one more event in; over it, the configured action happens.
     fn admit_event(self: &Arc<Self>) -> bool {
-        let (Some(bucket), Some(limit)) = (&self.bucket, self.client.io().config.event_rate_limit)
+        let (Some(bucket), Some(limit)) = (&self.bucket, self.client.config().event_rate_limit)
         else {
             return true;
         };

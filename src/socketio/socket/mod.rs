@@ -17,9 +17,7 @@ use tokio::sync::oneshot;
 use crate::engineio::{CloseReason, Frame, Session};
 use crate::rooms::Room;
 
-use super::broadcast::BroadcastOperator;
-use super::client::Client;
-use super::config::{OnExceed, RateLimit};
+use super::config::{Config, OnExceed, RateLimit};
 use super::error::{AckError, JoinError, SendError, check_event_name};
 use super::handshake::Handshake;
 use super::namespace::Namespace;
@@ -35,6 +33,20 @@ pub use emit::AckSender;
 use inbound::{Bucket, ReplayGate};
 pub(crate) use member::socket_of;
 pub use reason::DisconnectReason;
+
+/// The connection a socket lives on, as the socket sees it (its client implements it).
+pub(crate) trait Connection: Send + Sync {
+    /// The Engine.IO session beneath.
+    fn session(&self) -> &Arc<Session>;
+    /// The server's configuration.
+    fn config(&self) -> &Config;
+    /// Whether the client speaks the socket.io-client 2.x dialect (Engine.IO v3).
+    fn is_legacy(&self) -> bool;
+    /// Detaches `socket` from the connection and runs its disconnect.
+    fn remove_socket(&self, socket: &SocketRef, reason: DisconnectReason);
+    /// Disconnects every socket of the connection and closes it.
+    fn disconnect_all(&self);
+}
 
 /// A socket handle, cheap to clone.
 pub type SocketRef = Arc<Socket>;
@@ -62,7 +74,7 @@ pub struct Socket {
     pid: Option<Room>,
     recovered: bool,
     ns: Arc<Namespace>,
-    client: Arc<Client>,
+    client: Arc<dyn Connection>,
     handshake: Handshake,
     handlers: RwLock<Handlers>,
     /// Acks the server waits for, by id. Allocated on first use.
@@ -96,7 +108,11 @@ impl std::fmt::Debug for Socket {
 }
 
 impl Socket {
-    pub(crate) fn new(ns: Arc<Namespace>, client: Arc<Client>, auth: Option<Box<str>>) -> Self {
+    pub(crate) fn new(
+        ns: Arc<Namespace>,
+        client: Arc<dyn Connection>,
+        auth: Option<Box<str>>,
+    ) -> Self {
         let pid = ns
             .recovery()
             .map(|_| Room::from(crate::engineio::sid::generate()));
@@ -115,7 +131,7 @@ impl Socket {
 
     pub(crate) fn with_ids(
         ns: Arc<Namespace>,
-        client: Arc<Client>,
+        client: Arc<dyn Connection>,
         auth: Option<Box<str>>,
         id: Room,
         pid: Option<Room>,
@@ -125,7 +141,7 @@ impl Socket {
             .auth_bytes
             .add(auth.as_deref().map_or(0, str::len));
         let request = client.session().request().clone();
-        let bucket = client.io().config.event_rate_limit.map(|limit| {
+        let bucket = client.config().event_rate_limit.map(|limit| {
             Mutex::new(Bucket {
                 tokens: f64::from(limit.burst),
                 last: tokio::time::Instant::now(),
@@ -271,7 +287,7 @@ impl Socket {
     /// socket in more rooms than `max_rooms_per_socket`.
     pub fn join(self: &Arc<Self>, rooms: impl IntoRooms) -> Result<(), JoinError> {
         let rooms = rooms.into_rooms();
-        let max = self.client.io().config.max_rooms_per_socket;
+        let max = self.client.config().max_rooms_per_socket;
         let current = self.rooms();
         let new = rooms.iter().filter(|r| !current.contains(r)).count();
         if current.len() + new > max {
@@ -306,16 +322,6 @@ impl Socket {
     /// The rooms the socket is in (its own id included).
     pub fn rooms(&self) -> Vec<Room> {
         self.ns.adapter().socket_rooms(&self.id)
-    }
-
-    /// A broadcast to `rooms`, leaving this socket out (the reference's `socket.to(room)`).
-    pub fn to(&self, rooms: impl IntoRooms) -> BroadcastOperator {
-        self.broadcast().to(rooms)
-    }
-
-    /// A broadcast to every other socket of the namespace.
-    pub fn broadcast(&self) -> BroadcastOperator {
-        BroadcastOperator::new(self.ns.clone()).except(self.id.clone())
     }
 
     // ===== disconnecting =====
