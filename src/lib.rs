@@ -6,8 +6,10 @@
 //!  TCP accept (server: connection cap, TCP_NODELAY, graceful shutdown)
 //!    └─ hyper http1 connection with upgrades
 //!         └─ engineio/  sessions keyed by sid; polling and WebSocket transports; upgrade; heartbeat
-//!         └─ socketio/  packet codec, namespaces, sockets, acks, broadcast operators
-//!         └─ rooms/     sharded registry: room → members, member → rooms
+//!         └─ socketio/  namespaces, sockets, acks, recovery, broadcast operators
+//!              └─ adapter/  rooms and fan-out (local; Redis, feature `redis`), sockets as `Member`s
+//!                   └─ rooms/  sharded registry: room → members, member → rooms
+//!    parser/  the Parser trait, Args and the packet codecs (JSON, msgpack): a leaf all of them use
 //! ```
 //!
 //! The Engine.IO layer knows nothing of Socket.IO: it hands whole messages to a small handler trait

@@ -292,3 +292,129 @@ impl Adapter for LocalAdapter {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::parser::JsonParser;
+
+    /// A member that is no socket: the adapter layer works with anything that implements it.
+    struct Probe {
+        id: Room,
+        got: Mutex<Vec<(Vec<Frame>, Option<u64>)>>,
+        disconnected: AtomicUsize,
+        me: std::sync::Weak<Self>,
+        adapter: Arc<LocalAdapter>,
+    }
+
+    impl Member for Probe {
+        fn id(&self) -> &Room {
+            &self.id
+        }
+        fn deliver(&self, broadcast: &Broadcast<'_>, _volatile: bool) -> bool {
+            let frames = broadcast.frames().to_vec();
+            self.got.lock().unwrap().push((frames, broadcast.offset()));
+            true
+        }
+        fn deliver_with_ack(
+            self: Arc<Self>,
+            _frames: &[Frame],
+            _id: u64,
+            _timeout: Duration,
+        ) -> Option<BoxFuture<Option<Args>>> {
+            None
+        }
+        fn join_rooms(self: Arc<Self>, rooms: &[Room]) {
+            let me: Arc<dyn Member> = self.me.upgrade().unwrap();
+            self.adapter.add_all(&me, rooms);
+        }
+        fn leave_room(&self, room: &Room) {
+            self.adapter.del(&self.id, room);
+        }
+        fn disconnect_member(self: Arc<Self>, _close: bool) {
+            self.disconnected.fetch_add(1, Ordering::Relaxed);
+        }
+        fn info(&self) -> SocketInfo {
+            SocketInfo {
+                id: self.id.to_string(),
+                handshake: Value::Null,
+                rooms: self
+                    .adapter
+                    .socket_rooms(&self.id)
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect(),
+                data: Value::Null,
+            }
+        }
+    }
+
+    fn probe(adapter: &Arc<LocalAdapter>, id: &str, rooms: &[&str]) -> Arc<Probe> {
+        let probe = Arc::new_cyclic(|me| Probe {
+            id: Room::from(id),
+            got: Mutex::default(),
+            disconnected: AtomicUsize::new(0),
+            me: me.clone(),
+            adapter: adapter.clone(),
+        });
+        let member: Arc<dyn Member> = probe.clone();
+        let mut all = vec![Room::from(id)];
+        all.extend(rooms.iter().map(|r| Room::from(*r)));
+        adapter.add_all(&member, &all);
+        probe
+    }
+
+    fn to(rooms: &[&str], except: &[&str]) -> BroadcastOptions {
+        BroadcastOptions {
+            rooms: rooms.iter().map(|r| Room::from(*r)).collect(),
+            except: except.iter().map(|r| Room::from(*r)).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn delivers_one_encoding_with_its_offset_to_each_selected_member_once() {
+        let adapter = Arc::new(LocalAdapter::new());
+        let a = probe(&adapter, "a", &["r1", "r2"]);
+        let b = probe(&adapter, "b", &["r2"]);
+        let c = probe(&adapter, "c", &[]);
+        let packet = Packet::event("/", serde_json::json!(["e", 1]), None);
+        let broadcast = Broadcast::new(&packet, &JsonParser, Some(7));
+        assert_eq!(adapter.broadcast(&broadcast, &to(&["r1", "r2"], &["b"])), 1);
+        assert_eq!(adapter.broadcast(&broadcast, &to(&[], &[])), 3);
+        let a_got = a.got.lock().unwrap();
+        assert_eq!(
+            a_got.len(),
+            2,
+            "a is in both rooms and gets each broadcast once"
+        );
+        assert_eq!(a_got[0].1, Some(7));
+        // One encoding shared by every recipient: the same bytes, not equal copies.
+        let bytes = |frame: &Frame| match frame {
+            Frame::Text(b) | Frame::Binary(b) => b.as_ptr(),
+        };
+        let c_got = c.got.lock().unwrap();
+        assert_eq!(bytes(&a_got[0].0[0]), bytes(&c_got[0].0[0]));
+        assert_eq!(b.got.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn room_operations_reach_members_through_their_interface() {
+        let adapter = Arc::new(LocalAdapter::new());
+        let a = probe(&adapter, "a", &["r1"]);
+        let b = probe(&adapter, "b", &[]);
+        adapter.add_sockets(&to(&["r1"], &[]), &[Room::from("r3")]);
+        assert_eq!(adapter.sockets(&to(&["r3"], &[])).len(), 1);
+        let mut rooms = a.info().rooms;
+        rooms.sort();
+        assert_eq!(rooms, ["a", "r1", "r3"]);
+        adapter.del_sockets(&to(&[], &[]), &[Room::from("r1")]);
+        assert!(adapter.sockets(&to(&["r1"], &[])).is_empty());
+        adapter.disconnect_sockets(&to(&[], &["r3"]), false);
+        assert_eq!(a.disconnected.load(Ordering::Relaxed), 0);
+        assert_eq!(b.disconnected.load(Ordering::Relaxed), 1);
+    }
+}

@@ -3,7 +3,7 @@
 //! - Packets become Engine.IO messages through the server's [`Parser`] ([`Config::parser`], default
 //!   JSON; the parsers live in [`crate::parser`]).
 //! - A client (one Engine.IO session) carries [`Socket`]s, one per [`Namespace`] it connected to.
-//! - Rooms live in the namespace's [`Adapter`]; broadcasts go through it ([`BroadcastOperator`]).
+//! - Rooms live in the namespace's [`Adapter`](crate::adapter::Adapter); broadcasts go through it ([`BroadcastOperator`]).
 //!
 //! Ordering guarantees: a socket's inbound packets are handled in arrival order, one at a time; a
 //! socket's connection handler runs before the next packet of its client is read, so an event sent
