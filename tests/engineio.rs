@@ -851,8 +851,14 @@ async fn a_client_closed_sid_is_unknown_again_after_the_grace() {
     assert_eq!(server.closed(), [CloseReason::TransportClose; 2]);
     assert!(server.engine.session(&sid).is_none());
     assert_eq!(server.engine.session_count(), 0);
+    assert_eq!(
+        server.engine.tombstones(),
+        2,
+        "what the metrics gauge reports"
+    );
     // Within the grace, the sid answers one GET.
     assert_eq!(poll(addr, &early).await.assert_payload(), ["6"]);
+    assert_eq!(server.engine.tombstones(), 1);
     // A POST is never answered for a closed session.
     post(addr, &sid, "4late")
         .await

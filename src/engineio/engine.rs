@@ -82,6 +82,12 @@ impl<H: Handler> EngineIo<H> {
         (all.len() - ws, ws)
     }
 
+    /// Sids of polling sessions their client closed that still answer one racing GET with a noop
+    /// (bounded: 1 024 per registry shard, each for the close grace).
+    pub fn tombstones(&self) -> usize {
+        self.inner.sessions.tombstones()
+    }
+
     /// The bytes buffered for every open session: queued, or being written
     /// ([`Session::buffered_bytes`]). Summed when asked (a scrape), at no cost to the sessions.
     pub fn buffered_bytes(&self) -> usize {

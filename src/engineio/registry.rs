@@ -194,9 +194,8 @@ impl SessionMap {
             .sum()
     }
 
-    /// How many tombstones the shards hold, expired or not (for tests of the bound).
-    #[cfg(test)]
-    fn tombstones(&self) -> usize {
+    /// How many tombstones the shards hold, expired or not (at most `MAX_TOMBSTONES` per shard).
+    pub(crate) fn tombstones(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).closed.len())
@@ -252,12 +251,18 @@ mod tests {
         session
     }
 
-    #[test]
-    fn a_tombstone_answers_one_get_within_its_grace() {
+    /// A map whose session `id` was opened and closed by its client at the returned instant.
+    fn closed_by_client(id: &str) -> (Arc<SessionMap>, Instant) {
         let t0 = Instant::now();
         let map = Arc::new(SessionMap::new(GRACE));
-        open(&map, "a", t0);
-        map.retire("a", Some(Framing::V4), t0);
+        open(&map, id, t0);
+        map.retire(id, Some(Framing::V4), t0);
+        (map, t0)
+    }
+
+    #[test]
+    fn a_tombstone_answers_one_get_within_its_grace() {
+        let (map, t0) = closed_by_client("a");
         assert!(map.get("a").is_none());
         assert_eq!(map.len(), 0);
         let just_before = t0 + GRACE - Duration::from_millis(1);
@@ -269,10 +274,7 @@ mod tests {
 
     #[test]
     fn a_tombstone_expires_at_the_end_of_its_grace() {
-        let t0 = Instant::now();
-        let map = Arc::new(SessionMap::new(GRACE));
-        open(&map, "a", t0);
-        map.retire("a", Some(Framing::V4), t0);
+        let (map, t0) = closed_by_client("a");
         assert_eq!(map.take_tombstone("a", t0 + GRACE), None);
         // A plain removal, or a sid that never was, leaves none.
         open(&map, "b", t0);

@@ -630,24 +630,41 @@ pub fn attachment_of<'a>(value: &Value, attachments: &'a [Bytes]) -> Option<&'a 
 /// [`DecodeError::PlaceholderOutOfRange`]. The walk is iterative, so any nesting depth is safe.
 pub fn check_placeholders(data: &Value, attachments: usize) -> Result<usize, DecodeError> {
     let mut found = 0;
+    // socket.io-parser: `typeof data.num === "number" && data.num >= 0 && data.num <
+    // buffers.length`, else "illegal attachments". We also want an integer.
+    let in_range = walk_placeholders(data, |num| match num {
+        Some(n) if n < attachments as u64 => {
+            found += 1;
+            true
+        }
+        _ => false,
+    });
+    if in_range {
+        Ok(found)
+    } else {
+        Err(DecodeError::PlaceholderOutOfRange)
+    }
+}
+
+/// Calls `visit` with the `num` of every placeholder in `data` (`None` when it is no unsigned
+/// integer), in no particular order, until it returns `false`; returns whether every call returned
+/// `true`. Placeholders as [`check_placeholders`] finds them; the walk is iterative.
+pub fn walk_placeholders(data: &Value, mut visit: impl FnMut(Option<u64>) -> bool) -> bool {
     let mut pending = vec![data];
     while let Some(value) = pending.pop() {
         match value {
             Value::Array(items) => pending.extend(items.iter().filter(|v| is_container(v))),
             Value::Object(map) if is_placeholder(value) => {
-                // socket.io-parser: `typeof data.num === "number" && data.num >= 0 &&
-                // data.num < buffers.length`, else "illegal attachments". We also want an integer.
-                let num = map.get("num").and_then(Value::as_u64);
-                match num {
-                    Some(n) if n < attachments as u64 => found += 1,
-                    _ => return Err(DecodeError::PlaceholderOutOfRange),
+                let go_on = visit(map.get("num").and_then(Value::as_u64));
+                if !go_on {
+                    return false;
                 }
             }
             Value::Object(map) => pending.extend(map.values().filter(|v| is_container(v))),
             _ => {}
         }
     }
-    Ok(found)
+    true
 }
 
 fn is_container(value: &Value) -> bool {

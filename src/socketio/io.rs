@@ -235,6 +235,12 @@ impl SocketIo {
             [("polling", polling as u64), ("websocket", websocket as u64)],
         );
         e.single(
+            "tidings_engine_tombstones",
+            "gauge",
+            "Closed polling sessions whose sid still answers a racing GET with a noop.",
+            self.engine.tombstones() as u64,
+        );
+        e.single(
             "tidings_outbound_buffered_bytes",
             "gauge",
             "Bytes queued for clients or being written to them, over every Engine.IO session.",

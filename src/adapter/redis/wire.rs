@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::adapter::BroadcastOptions;
 use crate::parser::msgpack;
-use crate::parser::packet::{Packet, PacketType, check_payload, is_placeholder};
+use crate::parser::packet::{Packet, PacketType, check_payload, walk_placeholders};
 use crate::rooms::Room;
 
 pub(super) fn rooms_json(rooms: &[Room]) -> Value {
@@ -110,24 +110,11 @@ pub fn decode_broadcast(payload: &[u8]) -> Option<Broadcast> {
 /// Whether the placeholders in `data` are exactly `0..attachments`, each once.
 fn placeholders_are_each_attachment_once(data: &Value, attachments: usize) -> bool {
     let mut seen = vec![false; attachments];
-    let mut pending = vec![data];
-    while let Some(value) = pending.pop() {
-        match value {
-            Value::Array(items) => pending.extend(items),
-            Value::Object(map) if is_placeholder(value) => {
-                let num = map.get("num").and_then(Value::as_u64);
-                let Some(slot) = num.and_then(|n| seen.get_mut(usize::try_from(n).ok()?)) else {
-                    return false;
-                };
-                if std::mem::replace(slot, true) {
-                    return false;
-                }
-            }
-            Value::Object(map) => pending.extend(map.values()),
-            _ => {}
-        }
-    }
-    seen.into_iter().all(|s| s)
+    let each_once = walk_placeholders(data, |num| {
+        num.and_then(|n| seen.get_mut(usize::try_from(n).ok()?))
+            .is_some_and(|slot| !std::mem::replace(slot, true))
+    });
+    each_once && seen.into_iter().all(|s| s)
 }
 
 /// A JSON request, or a msgpack one (first byte not `{`), as JSON with attachments.
