@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::error::{AckError, SendError, check_event_name};
 use super::namespace::Namespace;
-use super::socket::{IntoRooms, Socket, SocketRef, socket_of};
+use super::namespace::socket::{IntoRooms, Socket, SocketRef, socket_of};
 use crate::adapter::BroadcastOptions;
 use crate::adapter::SocketInfo;
 use crate::parser::Args;

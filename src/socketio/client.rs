@@ -21,9 +21,9 @@ use crate::rooms::Room;
 use super::config::Config;
 use super::error::ConnectError;
 use super::namespace::Namespace;
+use super::namespace::socket::{Connection, DisconnectReason, Socket, SocketRef};
 use super::recovery::Resumed;
 use super::shared::{AwaitingConnect, IoInner};
-use super::socket::{Connection, DisconnectReason, Socket, SocketRef};
 use crate::parser::PacketDecoder;
 use crate::parser::packet::{Limits, Packet, PacketType};
 

@@ -15,11 +15,11 @@ use crate::engineio::{AllowFuture, EngineIo, Handler, RequestInfo, Session, Sess
 use super::broadcast::BroadcastOperator;
 use super::client::Client;
 use super::config::Config;
+use super::namespace::observer::{Observer, ObserverSlot};
+use super::namespace::socket::DisconnectReason;
+use super::namespace::socket::{IntoRooms, SocketRef};
 use super::namespace::{Namespace, SocketIoMetrics};
-use super::observer::{Observer, ObserverSlot};
 use super::shared::{AllowRequest, DynamicNamespace, IoInner, read};
-use super::socket::DisconnectReason;
-use super::socket::{IntoRooms, SocketRef};
 use crate::metrics::Exposition;
 
 /// The Engine.IO handler that gives every session a Socket.IO client (its sockets, one per namespace).

@@ -11,8 +11,8 @@ use std::sync::{Arc, RwLock, Weak};
 use crate::engineio::{AllowFuture, RequestInfo};
 
 use super::config::Config;
+use super::namespace::observer::ObserverSlot;
 use super::namespace::{ConnectionHandler, Namespace, SocketIoMetrics};
-use super::observer::ObserverSlot;
 
 /// A connection that must join a namespace before its deadline (a client, which implements it).
 pub(crate) trait AwaitingConnect: Send + Sync {

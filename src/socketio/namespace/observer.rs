@@ -1,7 +1,7 @@
 //! Instrumentation hooks: what happens to connections, sockets, rooms and events, for a monitor
 //! such as the Admin UI ([`crate::admin_ui`]).
 //!
-//! A server has at most one [`Observer`], installed once with [`super::SocketIo::observe`]. Without
+//! A server has at most one [`Observer`], installed once with [`crate::socketio::SocketIo::observe`]. Without
 //! one, every hook site costs one atomic load (`OnceLock::get`) and nothing else: no event data is
 //! cloned, nothing is serialized.
 //!

@@ -1,5 +1,8 @@
 //! Namespaces: a connection handler, connect middlewares and an adapter holding the rooms.
 
+pub mod observer;
+pub(crate) mod socket;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -7,11 +10,11 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 
 use super::error::ConnectError;
-use super::observer::{Observer, ObserverSlot};
 use super::recovery::{Recovery, RecoveryConfig};
 use crate::adapter::{Adapter, Broadcast, BroadcastOptions, LocalAdapter};
 use crate::metrics::Counter;
 use crate::parser::Parser;
+use observer::{Observer, ObserverSlot};
 
 /// What the Socket.IO layer counts (shared by every namespace of a server).
 #[derive(Debug, Default)]
@@ -33,8 +36,8 @@ pub struct SocketIoMetrics {
     /// CONNECTs refused because their auth payload was over `max_auth_bytes`.
     pub auth_too_large: Counter,
 }
-use super::socket::SocketRef;
 use crate::parser::{Args, Packet};
+use socket::SocketRef;
 
 use crate::BoxFuture;
 /// The connection handler of a namespace.

@@ -17,11 +17,11 @@ use tokio::sync::oneshot;
 use crate::engineio::{CloseReason, Frame, Session};
 use crate::rooms::Room;
 
-use super::config::{Config, OnExceed, RateLimit};
-use super::error::{AckError, JoinError, SendError, check_event_name};
-use super::handshake::Handshake;
-use super::namespace::Namespace;
+use super::Namespace;
 use crate::parser::Args;
+use crate::socketio::config::{Config, OnExceed, RateLimit};
+use crate::socketio::error::{AckError, JoinError, SendError, check_event_name};
+use crate::socketio::handshake::Handshake;
 
 mod emit;
 mod inbound;
