@@ -220,6 +220,62 @@ impl Resp {
 }
 
 /// Sends one request on a fresh connection (`Connection: close`) and reads the whole response.
+/// The official suites' "should ignore HTTP requests with same sid after upgrade": the client sends
+/// `5` on the WebSocket, then a GET on a connection it already holds. The server must handle the
+/// `5` first, as the reference's event loop does (it came first), and answer the GET 400; a GET
+/// handled first would get a noop (the upgrade is in progress), 1 suite run in 30 here before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_sent_after_the_upgrade_packet_is_refused() {
+    const TRIES: usize = 200;
+    let server = start().await;
+    let addr = server.addr;
+    let mut noop = 0;
+    for _ in 0..TRIES {
+        let (sid, _) = open_polling(addr).await;
+        let mut ws = ws_connect(addr, &format!("transport=websocket&sid={sid}")).await;
+        ws.send(Message::text("2probe")).await.unwrap();
+        assert_eq!(ws_recv(&mut ws).await, Message::text("3probe"));
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        ws.send(Message::text("5")).await.unwrap();
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+            eio(&format!("transport=polling&sid={sid}"))
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        bounded(WAIT, stream.read_to_end(&mut raw)).await.unwrap();
+        let res = parse_response(&raw);
+        if res.status == 200 {
+            noop += 1;
+        } else {
+            res.assert_error(400, 3, "Bad request");
+        }
+        drop(ws);
+    }
+    assert_eq!(noop, 0, "{noop} of {TRIES} GETs sent after `5` got a noop");
+    server.stop().await;
+}
+
+/// The other side of the hold: a stock client that polled again after the probe waits for that GET
+/// before it sends `5`, so the GET must get its noop (after the short hold), and the upgrade then
+/// completes as usual.
+#[tokio::test]
+async fn a_get_during_the_upgrade_gets_a_noop_and_the_upgrade_goes_on() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    let mut ws = ws_connect(addr, &format!("transport=websocket&sid={sid}")).await;
+    ws.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("3probe"));
+    assert_eq!(poll(addr, &sid).await.assert_payload(), ["6"]);
+    ws.send(Message::text("5")).await.unwrap();
+    let session = server.engine.session(&sid).unwrap();
+    eventually(|| session.transport() == TransportKind::WebSocket).await;
+    ws.send(Message::text("4hello")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("4hello"));
+    server.stop().await;
+}
+
 async fn http(
     addr: SocketAddr,
     method: &str,

@@ -215,12 +215,22 @@ fn packets_per_poll(config: &super::EngineConfig, session: &Session) -> usize {
     }
 }
 
+/// How long a GET that arrives while an upgrade is under way (probe answered, `5` not read) waits
+/// before its noop. A stock client never polls once it has sent `5`, and waits for its last GET
+/// before sending it; so a `5` read within the hold means this GET came after it (400, as on the
+/// reference, which takes the two in arrival order), and a GET the client really waits on gets its
+/// noop after the hold. The reference answers such a GET at its next 100 ms upgrade check.
+const UPGRADE_GET_HOLD: Duration = Duration::from_millis(50);
+
 async fn answer_get(
     session: Arc<Session>,
     max: usize,
     encoding: Encoding,
     threshold: Option<usize>,
 ) -> Result<Response<Body>, HttpError> {
+    let mut hold_until = session
+        .is_upgrading()
+        .then(|| Instant::now() + UPGRADE_GET_HOLD);
     let mut pending = match begin(&session, true) {
         Ok(pending) => pending,
         // Closed by its client since the request found it.
@@ -234,6 +244,12 @@ async fn answer_get(
         {
             let mut state = session.lock();
             let closed = state.closed.is_some();
+            if state.transport == Transport::WebSocket {
+                // Held through the upgrade, which completed: it came after the client's `5`.
+                state.polling_get = false;
+                pending.answered = true;
+                return Err(HttpError::BadRequest);
+            }
             if !state.outbox.is_empty() {
                 Session::observe_drain(&mut state, session.metrics(), Instant::now());
             }
@@ -274,7 +290,10 @@ async fn answer_get(
                 metrics.packets_out.add(n as u64);
                 metrics.bytes_out.add(out.len() as u64);
                 Some((Bytes::from(out), binary))
-            } else if closed || state.transport == Transport::Upgrading {
+            } else if closed
+                || (state.transport == Transport::Upgrading
+                    && hold_until.is_none_or(|until| Instant::now() >= until))
+            {
                 // Released by a close or an upgrade with nothing to say: noop.
                 Some((noop_payload(session.polling_framing()), false))
             } else {
@@ -297,7 +316,15 @@ async fn answer_get(
                 });
             }
         }
-        notified.await;
+        match hold_until {
+            Some(until) if Instant::now() < until => {
+                let _ = tokio::time::timeout_at(until, notified).await;
+            }
+            _ => {
+                hold_until = None;
+                notified.await;
+            }
+        }
     }
 }
 

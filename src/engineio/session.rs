@@ -280,6 +280,11 @@ impl Session {
         }
     }
 
+    /// Whether the WebSocket answered the probe and the client's `5` has not been read yet.
+    pub(crate) fn is_upgrading(&self) -> bool {
+        self.lock().transport == Transport::Upgrading
+    }
+
     /// Whether a long-polling GET of this session is waiting for something to carry (for
     /// diagnostics, and for tests that need a GET to be pending before they act).
     pub fn polling_get_waiting(&self) -> bool {
