@@ -34,6 +34,15 @@ for dep in clap bcrypt jsonwebtoken redis tracing-subscriber; do
     exit 1
   fi
 done
+# The layers import one way: the parser and the adapter nothing of Socket.IO (the parser nothing of
+# the adapter either), and the modules inside each import no cycle.
+if grep -rn "crate::socketio\|crate::adapter" src/parser | grep -v "^[^:]*:[0-9]*:\s*//" ||
+  grep -rn "crate::socketio" src/adapter | grep -v "^[^:]*:[0-9]*:\s*//"; then
+  echo "a lower layer imports a higher one (above)" >&2
+  exit 1
+fi
+python3 protocol-tests/module-cycles.py src/socketio crate::socketio
+python3 protocol-tests/module-cycles.py src/adapter crate::adapter
 
 step "build (debug, with examples)"
 cargo build --all-targets
