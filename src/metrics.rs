@@ -126,6 +126,12 @@ impl Exposition {
         let _ = writeln!(self.out, "{name} {value}");
     }
 
+    /// A metric with one unlabelled value that needs a fraction (seconds, say).
+    pub fn single_f64(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.header(name, kind, help);
+        let _ = writeln!(self.out, "{name} {value}");
+    }
+
     /// A metric with one value per label value.
     pub fn labelled<'a>(
         &mut self,
@@ -177,10 +183,12 @@ mod tests {
         h.observe(Duration::from_millis(3));
         let mut e = Exposition::new();
         e.single("x_total", "counter", "An x.", 3);
+        e.single_f64("w_seconds", "gauge", "A w.", 1.5);
         e.labelled("y", "gauge", "A y.", "nsp", [("/", 2), ("/a\"b", 1)]);
         e.histogram("z_seconds", "A z.", &h);
         let text = e.finish();
         assert!(text.contains("# TYPE x_total counter\nx_total 3\n"));
+        assert!(text.contains("# TYPE w_seconds gauge\nw_seconds 1.5\n"));
         assert!(text.contains("y{nsp=\"/\"} 2\ny{nsp=\"/a\\\"b\"} 1\n"));
         assert!(text.contains("z_seconds_bucket{le=\"0.00005\"} 0\n"));
         assert!(text.contains("z_seconds_bucket{le=\"0.0001\"} 1\n"));

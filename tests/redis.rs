@@ -385,6 +385,21 @@ async fn broadcasts_and_room_operations_cross_nodes() {
     assert_eq!(next(&mut c1).await, "41");
     assert!(a.factory.metrics().published.get() > 0);
     assert!(b.factory.metrics().received.get() > 0);
+    // The adapter's counters are in the server's metrics.
+    let mut e = tidings::metrics::Exposition::new();
+    b.io.write_metrics(&mut e);
+    let text = e.finish();
+    let received = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tidings_redis_received_total "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(received.is_some_and(|n| n > 0), "{text}");
+    for name in ["published", "publish_failures", "reconnects"] {
+        assert!(
+            text.contains(&format!("\ntidings_redis_{name}_total ")),
+            "{name}"
+        );
+    }
 }
 
 #[tokio::test]

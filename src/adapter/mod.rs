@@ -265,6 +265,10 @@ pub trait AdapterFactory: Send + Sync + 'static {
     /// The adapter for namespace `nsp`, whose packets `parser` encodes (a cluster adapter encodes
     /// what other nodes broadcast with it).
     fn create(&self, nsp: &str, parser: &Arc<dyn Parser>) -> Box<dyn Adapter>;
+
+    /// Writes the adapter's own figures (a cluster adapter's publish failures, reconnects, ...)
+    /// into the server's metrics; nothing by default.
+    fn write_metrics(&self, _out: &mut crate::metrics::Exposition) {}
 }
 
 /// The in-process adapter over the sharded room registry.

@@ -385,6 +385,9 @@ impl SocketIo {
             "From a packet being queued to its write to the transport.",
             &engine.write_latency,
         );
+        if let Some(adapter) = &self.inner.config.adapter {
+            adapter.write_metrics(e);
+        }
     }
 
     /// The namespace `name`, if declared (or created dynamically).

@@ -165,6 +165,35 @@ impl AdapterFactory for RedisAdapterFactory {
             node: self.node.clone(),
         })
     }
+
+    fn write_metrics(&self, out: &mut crate::metrics::Exposition) {
+        let m = &self.node.metrics;
+        for (name, help, counter) in [
+            ("published", "Messages published to Redis.", &m.published),
+            (
+                "publish_failures",
+                "Messages that could not be published (Redis down or refusing).",
+                &m.publish_failures,
+            ),
+            (
+                "received",
+                "Messages from other nodes applied here.",
+                &m.received,
+            ),
+            (
+                "reconnects",
+                "Reconnections of the Redis subscriber.",
+                &m.reconnects,
+            ),
+        ] {
+            out.single(
+                &format!("tidings_redis_{name}_total"),
+                "counter",
+                help,
+                counter.get(),
+            );
+        }
+    }
 }
 
 /// The adapter of one namespace: rooms in this process, broadcasts and room operations published.
