@@ -3,6 +3,12 @@
 //! An update is `{type, organizationId, data, timestamp}`; `type` is `message`, `sentiment` or
 //! `metrics`, each with its own `data` schema. Validation names the offending field so that an API
 //! client can fix its request.
+//!
+//! An event may say when it happened in `timestamp`, at the top level or inside `data` (where the
+//! Node services this replaces put it: `{..., timestamp: new Date()}`, an ISO-8601 string once
+//! serialised), as an ISO-8601 / RFC 3339 date-time with a zone or as milliseconds since the epoch.
+//! The update pushed to dashboards has one shape whatever was posted: `timestamp` at the top level,
+//! in milliseconds, and no `timestamp` inside `data`.
 
 use serde_json::{Map, Value, json};
 
@@ -117,28 +123,58 @@ pub fn validate_event(org: &str, event: &Value, now_ms: u64) -> Result<Update, I
             ));
         }
     }
-    let data = obj
+    let mut data = obj
         .get("data")
         .and_then(Value::as_object)
-        .ok_or_else(|| Invalid::new("data", "is required and must be an object"))?;
+        .ok_or_else(|| Invalid::new("data", "is required and must be an object"))?
+        .clone();
+    let inner = match data.remove("timestamp") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(time_of(&v).map_err(|e| e.within("data"))?),
+    };
+    let outer = match obj.get("timestamp") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(time_of(v)?),
+    };
+    let timestamp = match (outer, inner) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(Invalid::new(
+                "data.timestamp",
+                "disagrees with timestamp (give one, or the same instant)",
+            ));
+        }
+        (Some(t), _) | (None, Some(t)) => t,
+        (None, None) => now_ms,
+    };
     let data = match kind {
-        UpdateType::Message => validate_message(data),
-        UpdateType::Sentiment => validate_sentiment(data),
-        UpdateType::Metrics => validate_metrics(data),
+        UpdateType::Message => validate_message(&data),
+        UpdateType::Sentiment => validate_sentiment(&data),
+        UpdateType::Metrics => validate_metrics(&data),
     }
     .map_err(|e| e.within("data"))?;
-    let timestamp = match obj.get("timestamp") {
-        None | Some(Value::Null) => now_ms,
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| Invalid::new("timestamp", "must be milliseconds since the epoch"))?,
-    };
     Ok(Update {
         kind,
         organization_id: org.to_owned(),
         data: Value::Object(data),
         timestamp,
     })
+}
+
+/// An event time: milliseconds since the epoch, or an ISO-8601 / RFC 3339 date-time with a zone
+/// (`2026-12-03T11:07:34.123Z`, as JavaScript's `Date` serialises; `+01:00` offsets too).
+fn time_of(value: &Value) -> Result<u64, Invalid> {
+    const WHAT: &str = "must be an ISO-8601 date-time with a zone (such as \
+        2026-12-03T11:07:34.123Z) or milliseconds since the epoch";
+    let ms = match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .and_then(|t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+        }
+        _ => None,
+    };
+    ms.ok_or_else(|| Invalid::new("timestamp", WHAT))
 }
 
 const MAX_TEXT: usize = 64 * 1024;
@@ -294,6 +330,23 @@ mod tests {
                 json!({"type":"metrics","organizationId":"other","data":{"totalMessages":1}}),
                 "organizationId",
             ),
+            (
+                json!({"type":"metrics","data":{"totalMessages":1,"timestamp":"2026-13-01T00:00:00Z"}}),
+                "data.timestamp",
+            ),
+            (
+                // A date-time without a zone is ambiguous.
+                json!({"type":"metrics","data":{"totalMessages":1},"timestamp":"2026-12-03T11:07:34"}),
+                "timestamp",
+            ),
+            (
+                json!({"type":"metrics","data":{"totalMessages":1},"timestamp":-5}),
+                "timestamp",
+            ),
+            (
+                json!({"type":"metrics","data":{"totalMessages":1,"timestamp":1},"timestamp":2}),
+                "data.timestamp",
+            ),
         ];
         for (e, field) in bad {
             assert_eq!(
@@ -301,6 +354,42 @@ mod tests {
                 field,
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn takes_the_seeds_timestamp_inside_data_or_at_the_top_as_iso_or_milliseconds() {
+        // 2026-12-03T11:07:34.123Z
+        const MS: u64 = 1_796_296_054_123;
+        let message = |extra: Value| {
+            let mut data =
+                json!({"conversationId":"c","messageId":"m","role":"user","content":"hi"});
+            let mut event = json!({"type":"message"});
+            if let Some(t) = extra.get("inner") {
+                data["timestamp"] = t.clone();
+            }
+            if let Some(t) = extra.get("outer") {
+                event["timestamp"] = t.clone();
+            }
+            event["data"] = data;
+            validate_event("acme", &event, 7).unwrap()
+        };
+        for (extra, want) in [
+            (json!({"inner": "2026-12-03T11:07:34.123Z"}), MS),
+            (json!({"inner": "2026-12-03T12:07:34.123+01:00"}), MS),
+            (json!({"outer": "2026-12-03T11:07:34.123Z"}), MS),
+            (json!({"outer": MS}), MS),
+            (
+                json!({"inner": MS, "outer": "2026-12-03T11:07:34.123Z"}),
+                MS,
+            ),
+            (json!({}), 7),
+        ] {
+            let update = message(extra.clone());
+            assert_eq!(update.timestamp, want, "{extra}");
+            // One shape out: the time at the top, none inside the data.
+            assert!(update.data.get("timestamp").is_none(), "{extra}");
+            assert_eq!(update.to_json()["timestamp"], want);
         }
     }
 
