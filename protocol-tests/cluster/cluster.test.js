@@ -220,6 +220,8 @@ test("the analytics service runs clustered: an event posted to node A reaches da
     body: JSON.stringify({ type: "metrics", data: { totalMessages: 7 } }),
   });
   assert.equal(res.status, 200);
+  // Node a has no dashboard of its own: it counts none, and says other nodes deliver theirs.
+  assert.deepEqual(await res.json(), { accepted: 1, delivered: 0, cluster: true });
   const [u] = await update;
   assert.equal(u.organizationId, "acme");
   assert.equal(u.data.totalMessages, 7);

@@ -18,10 +18,11 @@ use tidings_service::analytics::{Analytics, AnalyticsConfig};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Address to listen on.
+    /// Address to listen on: an IP address or a host name (`localhost`), which must resolve.
     #[arg(long, env = "TIDINGS_HOST", default_value = "127.0.0.1")]
-    host: IpAddr,
-    /// Port to listen on (also read from `PORT` when `TIDINGS_PORT` is unset).
+    host: String,
+    /// Port to listen on (also read from `PORT` when `TIDINGS_PORT` is unset; either must be a
+    /// port number).
     #[arg(long, env = "TIDINGS_PORT")]
     port: Option<u16>,
     /// The Socket.IO path.
@@ -271,6 +272,33 @@ fn parse_rate_limit(spec: &str, on_exceed: &str) -> Result<Option<RateLimit>, St
     }))
 }
 
+/// The port `PORT` names (3000 when unset); anything but a port number is refused, as for
+/// `TIDINGS_PORT`.
+fn port_from_env(value: Option<&str>) -> Result<u16, String> {
+    match value {
+        None => Ok(3000),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("PORT must be a port number (0 to 65535), not {v:?}")),
+    }
+}
+
+/// The address `host` names: an IP address as written, or the first address a host name resolves
+/// to (`localhost` → 127.0.0.1 where the system says so).
+async fn resolve_host(host: &str, port: u16) -> Result<IpAddr, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let mut addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve --host {host}: {e}"))?;
+    addrs
+        .next()
+        .map(|a| a.ip())
+        .ok_or_else(|| format!("--host {host} resolves to no address"))
+}
+
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -282,39 +310,54 @@ fn init_logging(format: &str) {
     }
 }
 
+/// Announces an address the server listens on: the plain `listening on ADDR` line of the text
+/// format (scripts and tests wait for it), or with `--log-format json` a JSON log line like every
+/// other, with the same words as its message and the address as a field.
+fn announce(json: bool, what: &str, addr: SocketAddr) {
+    if json {
+        tracing::info!(%addr, "{what} on {addr}");
+    } else {
+        println!("{what} on {addr}");
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
+    let json = cli.log_format == "json";
+    let fail = |err: &str| {
+        if json {
+            tracing::error!(error = %err, "tidings: {err}");
+        } else {
+            eprintln!("tidings: {err}");
+        }
+        std::process::ExitCode::FAILURE
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("cannot start the runtime: {err}");
-            return std::process::ExitCode::FAILURE;
-        }
+        Err(err) => return fail(&format!("cannot start the runtime: {err}")),
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("tidings: {err}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(err) => fail(&err),
     }
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let port = cli
-        .port
-        .or_else(|| std::env::var("PORT").ok()?.parse().ok())
-        .unwrap_or(3000);
+    let json = cli.log_format == "json";
+    let port = match cli.port {
+        Some(port) => port,
+        None => port_from_env(std::env::var("PORT").ok().as_deref())?,
+    };
+    let host = resolve_host(&cli.host, port).await?;
     let development = cli.auth_secret.is_none();
-    if development && !cli.host.is_loopback() && !cli.insecure {
+    if development && !host.is_loopback() && !cli.insecure {
         return Err(format!(
-            "refusing to listen on {} without TIDINGS_AUTH_SECRET (development mode lets anyone \
-             see every organisation); set a secret, or pass --insecure",
-            cli.host
+            "refusing to listen on {host} without TIDINGS_AUTH_SECRET (development mode lets \
+             anyone see every organisation); set a secret, or pass --insecure"
         ));
     }
 
@@ -396,7 +439,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     analytics_config.validate()?;
 
     let demo = cli.demo.unwrap_or(development);
-    let addr = SocketAddr::new(cli.host, port);
+    let addr = SocketAddr::new(host, port);
     let mask = |s: &Option<String>| if s.is_some() { "(set)" } else { "(unset)" };
     tracing::info!(
         %addr,
@@ -504,7 +547,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         let metrics_listener = tidings::server::bind(metrics_addr)
             .map_err(|e| format!("cannot listen on {metrics_addr} for metrics: {e}"))?;
         let metrics_local = metrics_listener.local_addr().map_err(|e| e.to_string())?;
-        println!("metrics on {metrics_local}");
+        announce(json, "metrics", metrics_local);
         tracing::info!("metrics at http://{metrics_local}/metrics");
         let service = analytics.metrics_service();
         tokio::spawn(async move {
@@ -524,7 +567,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let listener =
         tidings::server::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("listening on {local}");
+    announce(json, "listening", local);
     tracing::info!("dashboard at http://{local}/");
     if admin_files.is_some() {
         tracing::info!("admin ui at http://{local}/admin-ui/");
@@ -559,6 +602,31 @@ mod tests {
         for bad in ["", "50", "0/s", "-1/s", "50/s,100", "50/s,burst=0", "x/s"] {
             assert!(parse_rate_limit(bad, "drop").is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn port_from_the_environment_is_a_port_number_or_refused() {
+        assert_eq!(port_from_env(None), Ok(3000));
+        assert_eq!(port_from_env(Some("8080")), Ok(8080));
+        assert_eq!(port_from_env(Some("0")), Ok(0));
+        for bad in ["abc", "", "70000", "-1", "80x"] {
+            let err = port_from_env(Some(bad)).unwrap_err();
+            assert!(
+                err.starts_with("PORT must be a port number"),
+                "{bad:?}: {err}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn host_names_resolve_and_addresses_stay_as_written() {
+        assert_eq!(
+            resolve_host("127.0.0.1", 0).await,
+            Ok("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(resolve_host("::1", 0).await, Ok("::1".parse().unwrap()));
+        assert!(resolve_host("localhost", 0).await.unwrap().is_loopback());
+        assert!(resolve_host("no-such-host.invalid", 0).await.is_err());
     }
 
     #[test]

@@ -132,7 +132,7 @@ test("updates posted to the API reach only the org's dashboards", { skip }, asyn
 
     const res = await post("acme", message("for acme only"));
     assert.equal(res.status, 200, res.text);
-    assert.deepEqual(res.json, { accepted: 1, delivered: 1 });
+    assert.deepEqual(res.json, { accepted: 1, delivered: 1, cluster: false });
     const [u] = await updates(acme, 1);
     assert.equal(u.type, "message");
     assert.equal(u.organizationId, "acme");
@@ -164,7 +164,7 @@ test("leave stops updates; rejoin resumes them", { skip }, async () => {
   await post("initech", metrics);
   await updates(s, 1);
   assert.deepEqual(await s.emitWithAck("leave:analytics", { organizationId: "initech" }), { ok: true });
-  assert.deepEqual(await post("initech", metrics).then((r) => r.json), { accepted: 1, delivered: 0 });
+  assert.deepEqual(await post("initech", metrics).then((r) => r.json), { accepted: 1, delivered: 0, cluster: false });
   await s.emitWithAck("join:analytics", { organizationId: "initech" });
   await post("initech", metrics);
   await updates(s, 2);
@@ -258,7 +258,7 @@ test("batches are all-or-nothing", { skip }, async () => {
   const history = await s.emitWithAck("request:history", { since: 0 });
   assert.deepEqual(history.events, []);
   const good = await post("wayne", [message("a"), sentiment, metrics]);
-  assert.deepEqual(good.json, { accepted: 3, delivered: 3 });
+  assert.deepEqual(good.json, { accepted: 3, delivered: 3, cluster: false });
   await updates(s, 3);
   s.close();
 });

@@ -189,6 +189,7 @@ impl Analytics {
             "Connected sockets whose token deadline is watched.",
             self.shared.expiry.len() as u64,
         );
+        super::process::write(&mut e);
         e.finish()
     }
 
@@ -280,9 +281,12 @@ impl Analytics {
             }
         }
         let delivered = self.publish(&updates);
+        // `delivered` counts this node's sockets; in a cluster the other nodes deliver to theirs
+        // too, uncounted here, which `cluster` says.
+        let cluster = self.io().config().adapter.is_some();
         json_response(
             StatusCode::OK,
-            &json!({ "accepted": updates.len(), "delivered": delivered }),
+            &json!({ "accepted": updates.len(), "delivered": delivered, "cluster": cluster }),
         )
     }
 

@@ -31,6 +31,7 @@ pub mod auth;
 pub mod events;
 mod expiry;
 pub mod history;
+mod process;
 
 use std::collections::HashSet;
 use std::path::PathBuf;

@@ -764,3 +764,97 @@ async fn the_binary_fails_closed_and_serves_metrics_apart() {
     assert_eq!(http(addr, "GET", "/metrics", &[], b"").await.status, 200);
     child.kill().await.unwrap();
 }
+
+/// With `--log-format json` every line the binary prints is a JSON object, the address line too
+/// (its address in `fields.addr`); `--host localhost` resolves; `/metrics` carries the process
+/// figures and the build; the seed's event shape (an ISO `timestamp` inside `data`) is accepted.
+#[tokio::test]
+async fn the_binary_logs_only_json_and_takes_the_seeds_events() {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["--log-format", "json", "--host", "localhost"])
+        .env_clear()
+        .env("TIDINGS_PORT", "0")
+        .env("TIDINGS_DEMO", "false")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the tidings binary starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let addr: SocketAddr = bounded(WAIT, "the JSON address line", async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let value: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|_| panic!("a line that is not JSON: {line}"));
+            seen.push(line);
+            if value["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("listening on "))
+            {
+                return value["fields"]["addr"].as_str().unwrap().parse().unwrap();
+            }
+        }
+        panic!("no listening line in {seen:?}");
+    })
+    .await;
+    assert!(addr.ip().is_loopback(), "{addr}");
+    assert!(
+        seen.len() > 1,
+        "the start-up settings are logged too: {seen:?}"
+    );
+    let later = tokio::spawn(async move {
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            rest.push(line);
+        }
+        rest
+    });
+
+    let mut event = message(0);
+    event.as_object_mut().unwrap().remove("timestamp");
+    event["data"]["timestamp"] = json!("2026-12-03T11:07:34.123Z");
+    let res = post_events(addr, "acme", None, &event).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        body_json(&res),
+        json!({ "accepted": 1, "delivered": 0, "cluster": false })
+    );
+    let res = http(addr, "GET", "/metrics", &[], b"").await;
+    let text = res.text();
+    for name in [
+        "tidings_build_info{version=\"",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_cpu_seconds_total ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
+    child.kill().await.unwrap();
+    for line in later.await.unwrap() {
+        assert!(
+            serde_json::from_str::<Value>(&line).is_ok(),
+            "a line that is not JSON: {line}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_binary_refuses_a_port_that_is_no_number() {
+    for (var, value) in [("PORT", "abc"), ("TIDINGS_PORT", "abc")] {
+        // A binary that took the value would serve until killed: the bound makes that a failure.
+        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .env_clear()
+            .env(var, value)
+            .env("TIDINGS_DEMO", "false")
+            .kill_on_drop(true)
+            .output();
+        let out = bounded(WAIT, "the binary to refuse the port", run)
+            .await
+            .unwrap();
+        assert!(!out.status.success(), "{var}={value} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("abc"), "{var}: {err}");
+    }
+}
