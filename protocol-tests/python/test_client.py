@@ -561,3 +561,29 @@ def test_burst_of_room_broadcasts(new_client, server_url, transports):
     assert tap.events("n") == [(i,) for i in range(BURST)]
     assert receiver.connected and receiver.transport() == transports[0]
     assert receiver.call("add", (1, 2), timeout=WAIT) == 3
+
+
+def test_with_recovery_handlers_take_the_offset_as_one_more_argument(start_server, new_client, transports):
+    """With connection state recovery on, every broadcast carries its offset as a trailing argument
+    (as on the reference), and python-socketio passes it to the handler: the README's handler,
+    `def on_update(update, *offset)`, gets the event's data and the offset."""
+    server = start_server(RECOVERY_WINDOW_MS=60000)
+    member, other = new_client(), new_client()
+    got = []
+    arrived = threading.Event()
+
+    @member.on("news")
+    def on_news(data, *offset):
+        got.append((data, offset))
+        arrived.set()
+
+    for sio in (member, other):
+        sio.connect(server.url, transports=transports, wait_timeout=WAIT)
+    room = room_name()
+    assert member.call("join", room, timeout=WAIT) is True
+    n = other.call("to-room", ({"room": room, "event": "news", "data": {"n": 1}},), timeout=WAIT)
+    assert n == 1
+    assert arrived.wait(WAIT)
+    [(data, offset)] = got
+    assert data == {"n": 1}
+    assert len(offset) == 1 and isinstance(offset[0], str) and offset[0]

@@ -18,6 +18,8 @@ use tidings_service::analytics::{Analytics, AnalyticsConfig};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to listen on: an IP address or a host name (`localhost`), which must resolve.
     #[arg(long, env = "TIDINGS_HOST", default_value = "127.0.0.1")]
     host: String,
@@ -32,7 +34,12 @@ struct Cli {
     #[arg(long, env = "TIDINGS_CORS_ORIGINS")]
     cors_origins: Option<String>,
     /// HS256 secret that dashboard tokens are signed with. Unset: development mode (any org).
-    #[arg(long, env = "TIDINGS_AUTH_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TIDINGS_AUTH_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
     auth_secret: Option<String>,
     /// Bearer key for the HTTP API (events and stats). Unset: the API is open in development mode,
     /// and refused (503) in production mode unless `--api-open`.
@@ -310,6 +317,76 @@ fn init_logging(format: &str) {
     }
 }
 
+/// What `tidings` does besides serving.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Prints a dashboard token signed with the configured secret (`--auth-secret` or
+    /// `TIDINGS_AUTH_SECRET`, the one the server verifies with).
+    Token {
+        /// An organisation the token grants (repeat for several).
+        #[arg(long = "org", required = true)]
+        orgs: Vec<String>,
+        /// How long it is valid: `90s`, `30m`, `1h`, `7d` (or plain seconds).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Who it is for (the `sub` claim; informational).
+        #[arg(long)]
+        sub: Option<String>,
+    },
+}
+
+/// `90s`, `30m`, `1h`, `7d`, or plain seconds.
+fn parse_ttl(ttl: &str) -> Result<Duration, String> {
+    let ttl = ttl.trim();
+    let (number, unit) = match ttl.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => ttl.split_at(i),
+        None => (ttl, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => 0,
+    };
+    match number.parse::<u64>() {
+        Ok(n) if n > 0 && scale > 0 => Ok(Duration::from_secs(n.saturating_mul(scale))),
+        _ => Err(format!(
+            "--ttl must be a positive duration such as 90s, 30m, 1h or 7d, not {ttl:?}"
+        )),
+    }
+}
+
+/// The `token` command: the signed token, or why there is none.
+fn make_token(
+    secret: Option<&str>,
+    orgs: &[String],
+    ttl: &str,
+    sub: Option<&str>,
+) -> Result<String, String> {
+    use tidings_service::analytics::auth::{Claims, sign};
+    use tidings_service::analytics::events::valid_org_id;
+    let secret = secret.ok_or(
+        "no secret: set TIDINGS_AUTH_SECRET (or --auth-secret) to the one the server verifies with",
+    )?;
+    if let Some(bad) = orgs.iter().find(|o| !valid_org_id(o)) {
+        return Err(format!(
+            "--org {bad:?}: 1 to 128 characters of letters, digits, '_', '-' and '.'"
+        ));
+    }
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        + parse_ttl(ttl)?;
+    let claims = Claims {
+        sub: sub.map(str::to_owned),
+        orgs: orgs.to_vec(),
+        exp: exp.as_secs(),
+        nbf: None,
+    };
+    sign(secret.as_bytes(), &claims)
+}
+
 /// Announces an address the server listens on: the plain `listening on ADDR` line of the text
 /// format (scripts and tests wait for it), or with `--log-format json` a JSON log line like every
 /// other, with the same words as its message and the address as a field.
@@ -323,6 +400,18 @@ fn announce(json: bool, what: &str, addr: SocketAddr) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Token { orgs, ttl, sub }) = &cli.command {
+        return match make_token(cli.auth_secret.as_deref(), orgs, ttl, sub.as_deref()) {
+            Ok(token) => {
+                println!("{token}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("tidings token: {err}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     init_logging(&cli.log_format);
     let json = cli.log_format == "json";
     let fail = |err: &str| {
@@ -602,6 +691,31 @@ mod tests {
         for bad in ["", "50", "0/s", "-1/s", "50/s,100", "50/s,burst=0", "x/s"] {
             assert!(parse_rate_limit(bad, "drop").is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn ttls_and_tokens() {
+        assert_eq!(parse_ttl("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("30m"), Ok(Duration::from_secs(1_800)));
+        assert_eq!(parse_ttl("1h"), Ok(Duration::from_secs(3_600)));
+        assert_eq!(parse_ttl("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_ttl("45"), Ok(Duration::from_secs(45)));
+        for bad in ["", "0s", "1y", "h", "-1h", "1.5h"] {
+            assert!(parse_ttl(bad).is_err(), "{bad:?}");
+        }
+        let orgs = ["acme".to_owned(), "globex".to_owned()];
+        let token = make_token(Some("s3cret"), &orgs, "1h", Some("ops")).unwrap();
+        let verified = tidings_service::analytics::auth::Verifier::new(b"s3cret")
+            .verify(&token)
+            .unwrap();
+        assert!(verified.grant.allows("acme") && verified.grant.allows("globex"));
+        assert!(!verified.grant.allows("initech"));
+        assert!(
+            make_token(None, &orgs, "1h", None)
+                .unwrap_err()
+                .contains("TIDINGS_AUTH_SECRET")
+        );
+        assert!(make_token(Some("s"), &["a:b".to_owned()], "1h", None).is_err());
     }
 
     #[test]

@@ -114,10 +114,17 @@ test("health check and dashboard page are served", { skip }, async () => {
   assert.match(await page.text(), /socket\.io\/socket\.io\.js/);
 });
 
-test("tokens: missing, forged and expired are refused with unauthorized", { skip }, async () => {
-  for (const auth of [{}, { token: "garbage" }, { token: token(["acme"], { secret: "wrong" }) }, { token: token(["acme"], { ttl: -60 }) }]) {
+test("tokens: missing, forged, expired and a foreign org are refused, each with its code", { skip }, async () => {
+  for (const [auth, code] of [
+    [{}, "token_missing"],
+    [{ token: "garbage" }, "token_invalid"],
+    [{ token: token(["acme"], { secret: "wrong" }) }, "token_invalid"],
+    [{ token: token(["acme"], { ttl: -60 }) }, "token_expired"],
+    [{ token: token(["acme"]), organizationId: "globex" }, "org_forbidden"],
+  ]) {
     await assert.rejects(dashboard(auth), (err) => {
-      assert.equal(err.message, "unauthorized");
+      assert.deepEqual(err.data, { code });
+      assert.ok(err.message.length > 10, err.message);
       return true;
     });
   }
@@ -221,7 +228,8 @@ test("history comes in pages of at most `limit` events, with `more`", { skip }, 
 
 test("a token before its nbf is refused", { skip }, async () => {
   await assert.rejects(dashboard({ token: token(["acme"], { nbf: 600 }) }), (err) => {
-    assert.equal(err.message, "unauthorized");
+    assert.deepEqual(err.data, { code: "token_invalid" });
+    assert.match(err.message, /not valid yet/);
     return true;
   });
   (await dashboard({ token: token(["acme"], { nbf: -1 }) })).close();

@@ -106,7 +106,7 @@ test("another tenant's token with a stolen pid and offset gets nothing; the vict
   // No token at all, the stolen pid alone: refused before any replay.
   await assert.rejects(
     dashboard({ pid: stolen.pid, offset: stolen.offset }),
-    (err) => err.message === "unauthorized",
+    (err) => err.data?.code === "token_missing",
   );
 
   // The victim comes back: same socket, everything it missed, in order.

@@ -48,6 +48,44 @@ pub struct Verified {
     pub exp: u64,
 }
 
+/// Why a dashboard's CONNECT was refused: a code for programs (`connect_error`'s `data.code`) and
+/// a message for people (`err.message`), saying what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No `auth.token`.
+    Missing,
+    /// Malformed, signed with another secret or algorithm, without `exp`, or before its `nbf`.
+    Invalid(&'static str),
+    /// Past its `exp`.
+    Expired,
+    /// The CONNECT names an organisation (`auth.organizationId`) the token does not grant.
+    OrgForbidden(String),
+}
+
+impl Refusal {
+    /// `token_missing`, `token_invalid`, `token_expired` or `org_forbidden`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Missing => "token_missing",
+            Self::Invalid(_) => "token_invalid",
+            Self::Expired => "token_expired",
+            Self::OrgForbidden(_) => "org_forbidden",
+        }
+    }
+
+    /// What a person should know, and do.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Missing => "no token: connect with auth: {token} (`tidings token --org <id>` \
+                              makes one)"
+                .into(),
+            Self::Invalid(why) => format!("invalid token: {why}"),
+            Self::Expired => "the token has expired: get a new one".into(),
+            Self::OrgForbidden(org) => format!("the token does not grant organisation {org}"),
+        }
+    }
+}
+
 /// Verifies tokens with a shared secret.
 #[derive(Clone)]
 pub struct Verifier {
@@ -76,9 +114,21 @@ impl Verifier {
     }
 
     /// The grant of a valid token that is neither expired nor before its `nbf`.
-    pub fn verify(&self, token: &str) -> Result<Verified, String> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| e.to_string())?;
+    pub fn verify(&self, token: &str) -> Result<Verified, Refusal> {
+        use jsonwebtoken::errors::ErrorKind;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => Refusal::Expired,
+                ErrorKind::ImmatureSignature => Refusal::Invalid("it is not valid yet (nbf)"),
+                ErrorKind::InvalidSignature => {
+                    Refusal::Invalid("it was not signed with this server's secret")
+                }
+                ErrorKind::InvalidAlgorithm => Refusal::Invalid("it is not signed with HS256"),
+                ErrorKind::MissingRequiredClaim(_) => Refusal::Invalid("it has no exp claim"),
+                ErrorKind::Json(_) => Refusal::Invalid("its claims are not {orgs, exp, nbf?}"),
+                _ => Refusal::Invalid("it is not a well-formed JWT"),
+            },
+        )?;
         Ok(Verified {
             grant: Grant::Orgs(data.claims.orgs.into_iter().collect()),
             exp: data.claims.exp,
@@ -121,7 +171,10 @@ mod tests {
         let grant = verified.grant;
         assert!(grant.allows("acme"));
         assert!(!grant.allows("globex"));
-        assert!(Verifier::new(b"other").verify(&token).is_err());
+        assert_eq!(
+            Verifier::new(b"other").verify(&token).unwrap_err().code(),
+            "token_invalid"
+        );
         let expired = sign(
             b"s3cret",
             &Claims {
@@ -130,8 +183,17 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(Verifier::new(b"s3cret").verify(&expired).is_err());
-        assert!(Verifier::new(b"s3cret").verify("not.a.token").is_err());
+        assert_eq!(
+            Verifier::new(b"s3cret").verify(&expired),
+            Err(Refusal::Expired)
+        );
+        assert_eq!(
+            Verifier::new(b"s3cret")
+                .verify("not.a.token")
+                .unwrap_err()
+                .code(),
+            "token_invalid"
+        );
     }
 
     #[test]
@@ -143,7 +205,10 @@ mod tests {
             nbf: Some(now() + 60),
         };
         let early = sign(b"s3cret", &claims).unwrap();
-        assert!(Verifier::new(b"s3cret").verify(&early).is_err());
+        assert_eq!(
+            Verifier::new(b"s3cret").verify(&early),
+            Err(Refusal::Invalid("it is not valid yet (nbf)"))
+        );
         let ready = sign(
             b"s3cret",
             &Claims {

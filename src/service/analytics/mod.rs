@@ -43,7 +43,7 @@ use serde_json::{Value, json};
 
 use tidings::socketio::{AckSender, Args, ConnectError, SocketIo, SocketRef};
 
-use auth::{Grant, Verifier};
+use auth::{Grant, Refusal, Verifier};
 use events::{Update, UpdateType, valid_org_id};
 use expiry::Expiry;
 use history::{History, Page};
@@ -250,20 +250,32 @@ impl Analytics {
     }
 
     fn authenticate(&self, socket: &SocketRef) -> Result<(), ConnectError> {
+        let refuse = |refusal: Refusal| {
+            tracing::info!(
+                socket = socket.id(),
+                code = refusal.code(),
+                "connect refused"
+            );
+            ConnectError::new(refusal.message()).with_data(json!({ "code": refusal.code() }))
+        };
         let (grant, expires_ms) = match &self.shared.verifier {
             None => (Grant::Any, None),
             Some(verifier) => {
                 let token = socket.handshake().auth_str("token");
-                match token.map(|t| verifier.verify(&t)) {
-                    Some(Ok(verified)) => (verified.grant, Some(verified.exp.saturating_mul(1000))),
-                    Some(Err(err)) => {
-                        tracing::info!(socket = socket.id(), %err, "refused token");
-                        return Err(ConnectError::new("unauthorized"));
-                    }
-                    None => return Err(ConnectError::new("unauthorized")),
-                }
+                let verified = token
+                    .ok_or(Refusal::Missing)
+                    .and_then(|t| verifier.verify(&t))
+                    .map_err(refuse)?;
+                (verified.grant, Some(verified.exp.saturating_mul(1000)))
             }
         };
+        // A dashboard may name its organisation at connect: one the token does not grant is
+        // refused now, with its own code, rather than at its first join.
+        if let Some(org) = socket.handshake().auth_str("organizationId") {
+            if !grant.allows(&org) {
+                return Err(refuse(Refusal::OrgForbidden(org)));
+            }
+        }
         socket.insert_extension(Subscription {
             grant,
             expires_ms,

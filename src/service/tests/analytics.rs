@@ -687,10 +687,67 @@ async fn a_socket_is_disconnected_when_its_token_expires() {
 async fn a_token_before_its_nbf_is_refused() {
     let s = start(production, |_| {}).await;
     let early = token(&["acme"], now_secs() + 3600, Some(now_secs() + 600));
-    let (_ws, reply) = dashboard(s.addr, &json!({ "token": early })).await;
-    assert_eq!(reply, r#"44{"message":"unauthorized"}"#);
+    let (code, message) = refusal(s.addr, &json!({ "token": early })).await;
+    assert_eq!(code, "token_invalid");
+    assert!(message.contains("not valid yet"), "{message}");
     let ready = token(&["acme"], now_secs() + 3600, Some(now_secs() - 1));
     connected(s.addr, &json!({ "token": ready })).await;
+}
+
+/// The CONNECT_ERROR of a refused dashboard: its `data.code` and its message.
+async fn refusal(addr: SocketAddr, auth: &Value) -> (String, String) {
+    let (_ws, reply) = dashboard(addr, auth).await;
+    let body: Value = serde_json::from_str(reply.strip_prefix("44").expect("a CONNECT_ERROR"))
+        .unwrap_or_else(|_| panic!("{reply}"));
+    let code = body["data"]["code"].as_str().unwrap_or_default().to_owned();
+    (
+        code,
+        body["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn each_refusal_says_why_with_a_code() {
+    let s = start(production, |_| {}).await;
+    let forged = sign(
+        b"another secret",
+        &Claims {
+            sub: None,
+            orgs: vec!["acme".into()],
+            exp: now_secs() + 60,
+            nbf: None,
+        },
+    )
+    .unwrap();
+    let cases = [
+        (json!({}), "token_missing", "no token"),
+        (json!({ "token": 42 }), "token_missing", "no token"),
+        (
+            json!({ "token": "garbage" }),
+            "token_invalid",
+            "well-formed",
+        ),
+        (json!({ "token": forged }), "token_invalid", "secret"),
+        (
+            json!({ "token": token(&["acme"], now_secs() - 10, None) }),
+            "token_expired",
+            "expired",
+        ),
+        (
+            json!({ "token": token(&["acme"], now_secs() + 60, None), "organizationId": "globex" }),
+            "org_forbidden",
+            "globex",
+        ),
+    ];
+    for (auth, want_code, want_words) in cases {
+        let (code, message) = refusal(s.addr, &auth).await;
+        assert_eq!(code, want_code, "{auth}");
+        assert!(message.contains(want_words), "{auth}: {message}");
+    }
+    // A granted organisation named at connect is fine.
+    let auth =
+        json!({ "token": token(&["acme"], now_secs() + 60, None), "organizationId": "acme" });
+    connected(s.addr, &auth).await;
 }
 // ===== the binary =====
 
