@@ -1,5 +1,6 @@
 //! The HTTP side of the analytics service, on the same port as Socket.IO:
-//! `POST /api/v1/orgs/{org}/events`, `GET /api/v1/stats`, `GET /healthz`, the dashboard at `/`, and
+//! `POST /api/v1/orgs/{org}/events`, `GET /api/v1/stats`, `GET /api/v1/openapi.json` (the API's
+//! OpenAPI 3.1 document, `openapi.json` beside this file), `GET /healthz`, the dashboard at `/`, and
 //! the stock client bundle at `<path>socket.io.js`, and `GET /metrics` unless it has a listener of
 //! its own ([`Analytics::metrics_service`]).
 //!
@@ -29,6 +30,8 @@ pub const MAX_API_BODY: usize = 1_000_000;
 pub const MAX_BATCH: usize = 1000;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
+/// The API's OpenAPI 3.1 document, served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     let mut res = Response::new(Full::new(Bytes::from(body.to_string())));
@@ -74,6 +77,14 @@ impl Service for Analytics {
                 res
             }
             (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({ "status": "ok" })),
+            (&Method::GET, "/api/v1/openapi.json") => {
+                let mut res = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                res
+            }
             (&Method::GET, "/api/v1/stats") => match self.api_access(&req) {
                 Ok(()) => json_response(StatusCode::OK, &self.stats()),
                 Err(refused) => refused.into_response(),
