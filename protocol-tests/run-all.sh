@@ -7,13 +7,18 @@ cd "$ROOT"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages the tests use (redis-server, chromium)"
+step "system packages the tests use (redis-server, chromium, nginx, systemd-analyze, openssl)"
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # The tests start their own nginx; the package's service, if it started, is not ours to keep.
+  service nginx stop >/dev/null 2>&1 || true
 fi
 
 step "format and lints"
