@@ -59,10 +59,18 @@ test("the dashboard goes live, shows posted events, and survives a server restar
       "--disable-sync",
     ],
   });
+  // Something happened before the page opened: it shows it at once (history on first connect).
+  const earlier = await fetch(`${server.url}/api/v1/orgs/acme/events`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+    body: JSON.stringify({ type: "message", data: { conversationId: "c0", messageId: "m0", role: "user", content: "from before the page" } }),
+  });
+  assert.equal(earlier.status, 200);
   const page = await browser.newPage();
   const status = page.locator("#status");
   await page.goto(`${server.url}/?org=acme`);
   await status.filter({ hasText: "Live" }).waitFor({ timeout: 10_000 });
+  await page.locator("#events li", { hasText: "from before the page" }).waitFor({ timeout: 2000 });
 
   // An event posted to the API shows up within a second.
   const posted = Date.now();
@@ -71,15 +79,21 @@ test("the dashboard goes live, shows posted events, and survives a server restar
     headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
     body: JSON.stringify([
       { type: "message", data: { conversationId: "c1", messageId: "m1", role: "user", content: "hello from the API" } },
-      { type: "metrics", data: { totalMessages: 42, avgResponseTime: 512, satisfactionScore: 4.5, resolutionRate: 0.9 } },
+      { type: "metrics", data: { totalMessages: 12345, avgResponseTime: 512.3456789, satisfactionScore: 4.56789123, resolutionRate: 0.9012345 } },
       { type: "sentiment", data: { conversationId: "c1", messageId: "m1", score: 0.8, sentiment: "positive" } },
     ]),
   });
   assert.equal(res.status, 200);
   await page.locator("#events li", { hasText: "hello from the API" }).waitFor({ timeout: 1000 });
   assert.ok(Date.now() - posted < 1000 + 200, "event took longer than a second to appear");
-  assert.equal(await page.locator("#m-total").textContent(), "42");
+  // Figures for people: grouped, with units, rounded; the events list too.
+  assert.equal(await page.locator("#m-total").textContent(), "12,345");
+  assert.equal(await page.locator("#m-resp").textContent(), "512 ms");
+  assert.equal(await page.locator("#m-sat").textContent(), "4.6");
   assert.equal(await page.locator("#m-res").textContent(), "90%");
+  const row = await page.locator("#events li.t-metrics").first().textContent();
+  assert.match(row, /12,345 messages · 512 ms avg response · 4\.6 satisfaction · 90% resolved/);
+  assert.doesNotMatch(row, /\d{5,}\.\d|\{/, "no raw floats or JSON");
   mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: join(ARTIFACTS, "dashboard.png"), fullPage: true });
 

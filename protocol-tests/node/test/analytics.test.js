@@ -111,7 +111,15 @@ test("health check and dashboard page are served", { skip }, async () => {
   assert.deepEqual(await health.json(), { status: "ok" });
   const page = await fetch(`${server.url}/`);
   assert.equal(page.status, 200);
-  assert.match(await page.text(), /socket\.io\/socket\.io\.js/);
+  const html = await page.text();
+  // The page runs on the client package, served by the binary, and the stock ESM bundle.
+  assert.match(html, /"socket\.io-client": "\/socket\.io\/socket\.io\.esm\.min\.js"/);
+  assert.match(html, /from "\/client\/analytics\.js"/);
+  for (const [path, type] of [["/client/analytics.js", /javascript/], ["/socket.io/socket.io.esm.min.js", /javascript/]]) {
+    const res = await fetch(`${server.url}${path}`);
+    assert.equal(res.status, 200, path);
+    assert.match(res.headers.get("content-type"), type, path);
+  }
 });
 
 test("tokens: missing, forged, expired and a foreign org are refused, each with its code", { skip }, async () => {

@@ -30,6 +30,9 @@ pub const MAX_API_BODY: usize = 1_000_000;
 pub const MAX_BATCH: usize = 1000;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
+/// The dashboard client package's module (`client/index.js`), served at `/client/analytics.js` for
+/// the dashboard page (which maps `socket.io-client` to the stock ESM bundle).
+const CLIENT_MODULE: &str = include_str!("client/index.js");
 /// The API's OpenAPI 3.1 document, served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
@@ -77,6 +80,15 @@ impl Service for Analytics {
                 res
             }
             (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({ "status": "ok" })),
+            (&Method::GET, "/client/analytics.js") => {
+                let mut res =
+                    Response::new(Full::new(Bytes::from_static(CLIENT_MODULE.as_bytes())));
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/javascript; charset=utf-8"),
+                );
+                res
+            }
             (&Method::GET, "/api/v1/openapi.json") => {
                 let mut res = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
                 res.headers_mut().insert(
@@ -302,11 +314,13 @@ impl Analytics {
     }
 
     async fn client_bundle(&self, file: &str) -> Response<Body> {
-        const FILES: [&str; 4] = [
+        const FILES: [&str; 6] = [
             "socket.io.js",
             "socket.io.min.js",
             "socket.io.js.map",
             "socket.io.min.js.map",
+            "socket.io.esm.min.js",
+            "socket.io.esm.min.js.map",
         ];
         if !FILES.contains(&file) {
             return error(StatusCode::NOT_FOUND, "not found");

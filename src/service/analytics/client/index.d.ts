@@ -11,7 +11,7 @@ export interface MessageData {
   messageId: string;
   role: "user" | "assistant";
   content: string;
-  /** Seconds. */
+  /** Milliseconds. */
   responseTime?: number;
 }
 
@@ -27,6 +27,7 @@ export interface SentimentData {
 
 export interface MetricsData {
   totalMessages?: number;
+  /** Milliseconds. */
   avgResponseTime?: number;
   satisfactionScore?: number;
   /** 0 to 1. */
