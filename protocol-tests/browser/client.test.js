@@ -8,6 +8,7 @@
 // Screenshots go to protocol-tests/browser/artifacts/.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:net";
@@ -116,6 +117,12 @@ async function post(events) {
 }
 
 const message = (content) => ({ type: "message", data: { conversationId: "c", messageId: content, role: "user", content } });
+
+test("the package's TypeScript declarations describe the updates, states and the hook (tsc --strict)", () => {
+  const tsc = join(HERE, "node_modules", "typescript", "bin", "tsc");
+  const out = spawnSync(process.execPath, [tsc, "-p", join(HERE, "react", "tsconfig.json")], { encoding: "utf8" });
+  assert.equal(out.status, 0, out.stdout + out.stderr);
+});
 
 test("live, reconnecting, offline, and live again by every way out, without a reload", { skip, timeout: 120_000 }, async () => {
   const { context, page } = await open("");
