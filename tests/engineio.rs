@@ -256,6 +256,27 @@ async fn a_get_sent_after_the_upgrade_packet_is_refused() {
     server.stop().await;
 }
 
+/// Packets queued while a GET is held mid-upgrade stay for the WebSocket: the GET gets its noop
+/// (the client is leaving polling and waits for it only to end). Handing them to that GET let the
+/// recovery tests' clients get an event twice across a reconnection.
+#[tokio::test]
+async fn packets_queued_during_a_held_get_go_to_the_websocket() {
+    let server = start().await;
+    let addr = server.addr;
+    let (sid, _) = open_polling(addr).await;
+    let mut ws = ws_connect(addr, &format!("transport=websocket&sid={sid}")).await;
+    ws.send(Message::text("2probe")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("3probe"));
+    let held = spawn_poll(addr, &sid);
+    get_waits(&server, &sid).await;
+    // The echo of this POST is queued while the GET is held.
+    post(addr, &sid, "4during the hold").await.assert_ok();
+    assert_eq!(held.await.unwrap().assert_payload(), ["6"]);
+    ws.send(Message::text("5")).await.unwrap();
+    assert_eq!(ws_recv(&mut ws).await, Message::text("4during the hold"));
+    server.stop().await;
+}
+
 /// The other side of the hold: a stock client that polled again after the probe waits for that GET
 /// before it sends `5`, so the GET must get its noop (after the short hold), and the upgrade then
 /// completes as usual.

@@ -253,7 +253,21 @@ async fn answer_get(
             if !state.outbox.is_empty() {
                 Session::observe_drain(&mut state, session.metrics(), Instant::now());
             }
-            let body = if !state.outbox.is_empty() {
+            // A GET that came mid-upgrade carries no packets: the client is pausing polling to
+            // switch and waits for this GET only to end, so what is queued meanwhile is left for
+            // the WebSocket (handing live packets to a GET the client is leaving let some arrive
+            // twice across a reconnection), and the GET gets its noop at once.
+            let held = !closed && hold_until.is_some() && state.transport == Transport::Upgrading;
+            let body = if held {
+                if !state.outbox.is_empty()
+                    || hold_until.is_some_and(|until| Instant::now() >= until)
+                {
+                    Some((noop_payload(session.polling_framing()), false))
+                } else {
+                    state.drainer_parked = true;
+                    None
+                }
+            } else if !state.outbox.is_empty() {
                 let mut n = state.outbox.len().min(max);
                 // After an orderly close the close packet goes in a response of its own, after the
                 // packets queued before it, as in the reference. The stock client acts on a close
@@ -290,10 +304,7 @@ async fn answer_get(
                 metrics.packets_out.add(n as u64);
                 metrics.bytes_out.add(out.len() as u64);
                 Some((Bytes::from(out), binary))
-            } else if closed
-                || (state.transport == Transport::Upgrading
-                    && hold_until.is_none_or(|until| Instant::now() >= until))
-            {
+            } else if closed || state.transport == Transport::Upgrading {
                 // Released by a close or an upgrade with nothing to say: noop.
                 Some((noop_payload(session.polling_framing()), false))
             } else {
