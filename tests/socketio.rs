@@ -431,7 +431,9 @@ async fn events_sent_right_after_connect_are_handled_in_order() {
 
 #[tokio::test]
 async fn a_panicking_handler_closes_only_its_own_connection() {
-    let server = TestServer::start().await;
+    // The bystander answers no ping while the test watches the other connection: a heartbeat long
+    // enough that a slow machine cannot time it out, so that only the panic can close anything.
+    let server = TestServer::start_with(|c| c.engine.ping_timeout = Duration::from_secs(30)).await;
     let mut bystander = server.connect().await;
     connect_root(&mut bystander, None).await;
     next_text(&mut bystander).await;
