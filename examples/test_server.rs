@@ -3,7 +3,8 @@
 //! Listens on 127.0.0.1 at `PORT` (0 = a free port) and prints `listening on 127.0.0.1:<port>`.
 //! Timings can be shortened for tests with `PING_INTERVAL_MS`, `PING_TIMEOUT_MS` and
 //! `CONNECT_TIMEOUT_MS`. `RECOVERY_WINDOW_MS` turns connection state recovery on with that window.
-//! `REDIS_URL` joins a Redis cluster (the Node redis-adapter's wire format). `PARSER=msgpack` speaks
+//! `REDIS_URL` joins a Redis cluster (the Node redis-adapter's wire format; with
+//! `REDIS_ADAPTER=streams`, the Node redis-streams-adapter's, recovery shared). `PARSER=msgpack` speaks
 //! the npm `socket.io-msgpack-parser` instead of the default JSON parser (`PARSER=json`).
 //! `ALLOW_EIO3=1` also accepts socket.io-client 2.x (Engine.IO v3). `MAX_PACKETS_PER_POLL` sets the
 //! most packets one polling response carries (default 16).
@@ -329,12 +330,21 @@ async fn main() -> std::io::Result<()> {
         })?;
     }
     if let Ok(url) = std::env::var("REDIS_URL") {
-        let factory = tidings::adapter::redis::RedisAdapterFactory::connect(
-            tidings::adapter::redis::RedisConfig::new(url),
-        )
-        .await
-        .map_err(std::io::Error::other)?;
-        config.adapter = Some(Arc::new(factory));
+        if std::env::var("REDIS_ADAPTER").is_ok_and(|a| a == "streams") {
+            let factory = tidings::adapter::redis::streams::StreamsAdapterFactory::connect(
+                tidings::adapter::redis::streams::StreamsConfig::new(url),
+            )
+            .await
+            .map_err(std::io::Error::other)?;
+            config.adapter = Some(Arc::new(factory));
+        } else {
+            let factory = tidings::adapter::redis::RedisAdapterFactory::connect(
+                tidings::adapter::redis::RedisConfig::new(url),
+            )
+            .await
+            .map_err(std::io::Error::other)?;
+            config.adapter = Some(Arc::new(factory));
+        }
     }
     if let Some(window) = env_ms("RECOVERY_WINDOW_MS") {
         let mut recovery = tidings::socketio::RecoveryConfig::default();

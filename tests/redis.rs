@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::json;
+use tidings::adapter::redis::streams::{StreamsAdapterFactory, StreamsConfig};
 use tidings::adapter::redis::{RedisAdapterFactory, RedisConfig};
-use tidings::socketio::{Args, Config, SocketIo};
+use tidings::socketio::{Args, Config, RecoveryConfig, SocketIo};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
@@ -90,7 +91,8 @@ impl Drop for Redis {
 struct TidingsNode {
     port: u16,
     io: SocketIo,
-    factory: RedisAdapterFactory,
+    /// The classic adapter's factory (`None` on the streams adapter).
+    factory: Option<RedisAdapterFactory>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -101,6 +103,21 @@ impl TidingsNode {
             .expect("redis connect");
         let mut config = Config::default();
         config.adapter = Some(std::sync::Arc::new(factory.clone()));
+        Self::serve(config, Some(factory))
+    }
+
+    /// A node on the streams adapter, recovery on.
+    async fn streams(redis_url: &str) -> Self {
+        let factory = StreamsAdapterFactory::connect(StreamsConfig::new(redis_url))
+            .await
+            .expect("redis connect");
+        let mut config = Config::default();
+        config.adapter = Some(std::sync::Arc::new(factory));
+        config.recovery = Some(RecoveryConfig::default());
+        Self::serve(config, None)
+    }
+
+    fn serve(config: Config, factory: Option<RedisAdapterFactory>) -> Self {
         let io = SocketIo::new(config);
         let node = io.clone();
         io.ns("/", move |socket| {
@@ -152,15 +169,27 @@ impl TidingsNode {
     }
 
     async fn client(&self) -> Ws {
+        self.connect("40").await.0
+    }
+
+    /// A client that connects to `/` with `connect` (a CONNECT packet); the CONNECT reply's data.
+    async fn connect(&self, connect: &str) -> (Ws, serde_json::Value, Vec<String>) {
         let url = format!(
             "ws://127.0.0.1:{}/socket.io/?EIO=4&transport=websocket",
             self.port
         );
         let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         assert!(next(&mut ws).await.starts_with("0{"));
-        ws.send(Message::text("40")).await.unwrap();
-        assert!(next(&mut ws).await.starts_with("40{"));
-        ws
+        ws.send(Message::text(connect.to_owned())).await.unwrap();
+        // A resumed socket gets what it missed before the CONNECT reply.
+        let mut before = Vec::new();
+        loop {
+            let frame = next(&mut ws).await;
+            if let Some(reply) = frame.strip_prefix("40") {
+                return (ws, serde_json::from_str(reply).unwrap(), before);
+            }
+            before.push(frame);
+        }
     }
 }
 
@@ -383,8 +412,8 @@ async fn broadcasts_and_room_operations_cross_nodes() {
     a.io.to("r2").disconnect(false);
     assert_eq!(next(&mut b1).await, "41");
     assert_eq!(next(&mut c1).await, "41");
-    assert!(a.factory.metrics().published.get() > 0);
-    assert!(b.factory.metrics().received.get() > 0);
+    assert!(a.factory.as_ref().unwrap().metrics().published.get() > 0);
+    assert!(b.factory.as_ref().unwrap().metrics().received.get() > 0);
     // The adapter's counters are in the server's metrics.
     let mut e = tidings::metrics::Exposition::new();
     b.io.write_metrics(&mut e);
@@ -440,11 +469,11 @@ async fn survives_a_redis_restart() {
         }
     }
     assert!(delivered, "no broadcast crossed nodes after the restart");
-    assert!(a.factory.metrics().publish_failures.get() >= 1);
+    assert!(a.factory.as_ref().unwrap().metrics().publish_failures.get() >= 1);
 }
 
 #[tokio::test]
-async fn recovery_is_off_with_a_cluster_adapter() {
+async fn recovery_is_off_with_the_classic_adapter() {
     let Some(redis) = Redis::required() else {
         return;
     };
@@ -452,8 +481,58 @@ async fn recovery_is_off_with_a_cluster_adapter() {
         .await
         .unwrap();
     let mut config = Config::default();
-    config.adapter = Some(std::sync::Arc::new(factory));
-    config.recovery = Some(tidings::socketio::RecoveryConfig::default());
-    let io = SocketIo::new(config);
-    assert!(io.config().recovery.is_none());
+    config.adapter = Some(std::sync::Arc::new(factory.clone()));
+    config.recovery = Some(RecoveryConfig::default());
+    let node = TidingsNode::serve(config, Some(factory));
+    // No private id: nothing of other nodes' broadcasts is kept, so no resume is offered.
+    let (_ws, reply, _) = node.connect("40").await;
+    assert!(
+        reply.get("sid").is_some() && reply.get("pid").is_none(),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn a_socket_resumes_on_another_node_with_what_any_node_broadcast() {
+    let Some(redis) = Redis::required() else {
+        return;
+    };
+    let a = TidingsNode::streams(&redis.url()).await;
+    let b = TidingsNode::streams(&redis.url()).await;
+    let (mut on_a, reply, _) = a.connect("40").await;
+    let (sid, pid) = (reply["sid"].clone(), reply["pid"].clone());
+    assert!(
+        pid.is_string(),
+        "recovery on with the streams adapter: {reply}"
+    );
+    call(&mut on_a, 1, json!(["join", "r"])).await;
+    let mut on_b = b.client().await;
+    // Every broadcast carries its stream entry id as its offset, on every node.
+    call(&mut on_b, 2, json!(["to", "r", 1])).await;
+    let first: serde_json::Value = serde_json::from_str(&next(&mut on_a).await[2..]).unwrap();
+    let offset = first[2].as_str().expect("an offset").to_owned();
+    assert!(offset.split_once('-').is_some(), "an entry id: {offset}");
+    drop(on_a);
+    // Let node A see the drop and save the session, then broadcast from B.
+    eventually("the drop", || a.io.of("/").unwrap().sockets().is_empty()).await;
+    call(&mut on_b, 3, json!(["to", "r", 2])).await;
+    call(&mut on_b, 4, json!(["to", "other", 0])).await;
+    call(&mut on_b, 5, json!(["to", "r", 3])).await;
+    let auth = json!({ "pid": pid, "offset": offset });
+    let (mut back, reply, missed) = b.connect(&format!("40{auth}")).await;
+    assert_eq!(reply["sid"], sid, "the same id, on the other node");
+    let values: Vec<serde_json::Value> = missed
+        .iter()
+        .map(|m| serde_json::from_str::<serde_json::Value>(&m[2..]).unwrap()[1].clone())
+        .collect();
+    assert_eq!(
+        values,
+        [json!(2), json!(3)],
+        "what it missed, in order: {missed:?}"
+    );
+    // And it is in its room again: the next broadcast reaches it, once.
+    call(&mut on_b, 6, json!(["to", "r", 4])).await;
+    let next_one: serde_json::Value = serde_json::from_str(&next(&mut back).await[2..]).unwrap();
+    assert_eq!(next_one[1], 4);
+    nothing_for(&mut back, Duration::from_millis(200)).await;
 }

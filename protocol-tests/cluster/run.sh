@@ -8,4 +8,4 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 cd "$HERE"
 TIDINGS_TEST_SERVER_BIN="$ROOT/target/debug/examples/test_server" \
 TIDINGS_ANALYTICS_BIN="$ROOT/target/debug/tidings" \
-  node --test cluster.test.js
+  node --test cluster.test.js streams.test.js

@@ -167,11 +167,77 @@ pub trait Adapter: Send + Sync + 'static {
         None
     }
 
+    /// Connection state recovery shared by the cluster's nodes, if this adapter offers it. Without
+    /// it, recovery is kept in the process (and turned off with a cluster adapter).
+    fn shared_recovery(&self) -> Option<&dyn SharedRecovery> {
+        None
+    }
+
     /// Disconnects the sockets `opts` selects (on every node, for a cluster adapter).
     fn disconnect_sockets(&self, opts: &BroadcastOptions, close: bool) {
         for socket in self.sockets(opts) {
             socket.disconnect_member(close);
         }
+    }
+}
+
+/// A socket's state as connection state recovery keeps it between two connections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionState {
+    /// The socket id it gets back.
+    pub sid: Room,
+    /// The private id its client presents to resume.
+    pub pid: Room,
+    /// Its rooms (its own included).
+    pub rooms: Vec<Room>,
+    /// Its application data.
+    pub data: Value,
+}
+
+/// A broadcast a resuming socket missed, read back from where the cluster keeps them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MissedPacket {
+    /// The event data, its offset appended.
+    pub data: Value,
+    /// Its binary attachments.
+    pub attachments: Vec<bytes::Bytes>,
+    /// Who it was for.
+    pub opts: BroadcastOptions,
+}
+
+/// Connection state recovery across a cluster: sessions and broadcasts kept where every node
+/// reads them, so that a client resumes on any node (offered by the Redis Streams adapter).
+///
+/// The Socket.IO layer drives it: it claims a session, runs the namespace's middlewares and resume
+/// hook, and only then reads what was missed (after the socket rejoined its rooms, so nothing falls
+/// between the two); a refused attempt hands the session back.
+pub trait SharedRecovery: Send + Sync {
+    /// Turns recovery on for the namespace: broadcasts carry their position in the cluster's log as
+    /// their offset, and sessions are kept for `window` after a disconnect.
+    fn enable(&self, window: Duration);
+    /// Takes the session of `pid` out of the shared store if `offset` can be resumed from; the
+    /// session and the offset's number.
+    fn claim(&self, pid: &str, offset: &str) -> BoxFuture<Option<(SessionState, u64)>>;
+    /// Gives back a claimed session whose resume did not happen.
+    fn put_back(&self, session: SessionState);
+    /// The broadcasts after offset `after`, in order, and the bound below which every offset is
+    /// either among them or was never for anyone of this namespace. `None` when they cannot all be
+    /// read (the resume then fails rather than miss some).
+    fn missed(&self, after: u64) -> BoxFuture<Option<(Vec<MissedPacket>, u64)>>;
+    /// Keeps the state of a socket that dropped for a reason that allows recovery.
+    fn save(&self, session: SessionState);
+    /// Keeps a connected socket's state up to date in the shared store, so that it can resume on
+    /// another node even if this one dies without saving it.
+    fn track(&self, member: &Arc<dyn Member>, pid: &Room);
+    /// Forgets a socket that closed for good.
+    fn forget(&self, sid: &Room, pid: &Room);
+}
+
+impl BroadcastOptions {
+    /// Whether a socket in `rooms` is among those these options select.
+    pub fn selects(&self, rooms: &[Room]) -> bool {
+        (self.rooms.is_empty() || self.rooms.iter().any(|r| rooms.contains(r)))
+            && !self.except.iter().any(|r| rooms.contains(r))
     }
 }
 

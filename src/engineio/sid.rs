@@ -12,8 +12,26 @@ pub fn generate() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// `bytes` random bytes from the operating system's source, in lower-case hex (the form of the
+/// Node cluster adapters' node and request ids).
+pub fn generate_hex(bytes: usize) -> String {
+    let mut raw = vec![0u8; bytes];
+    getrandom::fill(&mut raw).expect("the OS random source is unavailable");
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hex_ids_have_two_digits_per_byte() {
+        let id = super::generate_hex(8);
+        assert_eq!(id.len(), 16);
+        assert!(
+            id.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+    }
+
     #[test]
     fn ids_are_20_url_safe_chars_and_differ() {
         let a = super::generate();

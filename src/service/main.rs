@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use tidings::adapter::redis::streams::{StreamsAdapterFactory, StreamsConfig};
 use tidings::adapter::redis::{RedisAdapterFactory, RedisConfig};
 use tidings::admin_ui::{AdminUiConfig, LoginThrottle, Mode, StaticFiles};
 use tidings::engineio::Cors;
@@ -145,9 +146,18 @@ struct Cli {
     /// Redis URL: join a cluster of Tidings (and Node socket.io) nodes through Redis.
     #[arg(long, env = "TIDINGS_REDIS_URL")]
     redis_url: Option<String>,
-    /// Channel prefix of the Redis adapter.
+    /// Channel prefix of the Redis adapter (and the stream's name, with `streams`).
     #[arg(long, env = "TIDINGS_REDIS_KEY", default_value = "socket.io")]
     redis_key: String,
+    /// Which Redis adapter: `classic` (Pub/Sub, as `@socket.io/redis-adapter`; no recovery across
+    /// nodes) or `streams` (a Redis stream, as `@socket.io/redis-streams-adapter`: nothing lost
+    /// while a node is cut from Redis, and connection state recovery on any node).
+    #[arg(long, env = "TIDINGS_REDIS_ADAPTER", default_value = "classic", value_parser = ["classic", "streams"])]
+    redis_adapter: String,
+    /// The streams adapter's stream bound (`XADD MAXLEN ~`): entries kept for nodes and resuming
+    /// clients that fell behind.
+    #[arg(long, env = "TIDINGS_REDIS_STREAM_MAXLEN", default_value_t = 10_000)]
+    redis_stream_maxlen: usize,
     /// Directory holding the socket.io-client browser bundle.
     #[arg(long, env = "TIDINGS_CLIENT_DIR")]
     client_dir: Option<PathBuf>,
@@ -493,13 +503,37 @@ async fn run(cli: Cli) -> Result<(), String> {
     // Dashboards live on flaky networks: a reconnect within two minutes misses nothing. Middlewares
     // still run for recovered sockets, so an expired token cannot come back.
     if let Some(url) = &cli.redis_url {
-        let mut redis = RedisConfig::new(url.clone());
-        redis.key = cli.redis_key.clone();
-        let factory = RedisAdapterFactory::connect(redis)
-            .await
-            .map_err(|e| format!("cannot connect to redis at {url}: {e}"))?;
-        tracing::info!(uid = factory.uid(), "joined the redis cluster");
-        config.adapter = Some(std::sync::Arc::new(factory));
+        let unreachable = |e| format!("cannot connect to redis at {url}: {e}");
+        if cli.redis_adapter == "streams" {
+            let mut streams = StreamsConfig::new(url.clone());
+            streams.stream = cli.redis_key.clone();
+            streams.channel_prefix = cli.redis_key.clone();
+            if cli.redis_stream_maxlen == 0 {
+                return Err("--redis-stream-maxlen must be positive".to_owned());
+            }
+            streams.max_len = cli.redis_stream_maxlen;
+            let factory = StreamsAdapterFactory::connect(streams)
+                .await
+                .map_err(unreachable)?;
+            tracing::info!(
+                uid = factory.uid(),
+                adapter = "streams",
+                "joined the redis cluster"
+            );
+            config.adapter = Some(std::sync::Arc::new(factory));
+        } else {
+            let mut redis = RedisConfig::new(url.clone());
+            redis.key = cli.redis_key.clone();
+            let factory = RedisAdapterFactory::connect(redis)
+                .await
+                .map_err(unreachable)?;
+            tracing::info!(
+                uid = factory.uid(),
+                adapter = "classic",
+                "joined the redis cluster"
+            );
+            config.adapter = Some(std::sync::Arc::new(factory));
+        }
     }
     config.max_auth_bytes = cli.max_auth_bytes;
     config.max_pending_attachment_bytes = cli.max_pending_attachment_bytes;

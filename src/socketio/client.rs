@@ -24,6 +24,7 @@ use super::namespace::Namespace;
 use super::namespace::socket::{Connection, DisconnectReason, Socket, SocketRef};
 use super::recovery::Resumed;
 use super::shared::{AwaitingConnect, IoInner};
+use crate::adapter::SessionState;
 use crate::parser::PacketDecoder;
 use crate::parser::packet::{Limits, Packet, PacketType};
 
@@ -165,9 +166,7 @@ impl Client {
         }
         if packet.kind == PacketType::Connect {
             if let Some(ns) = self.io.namespace_for(&packet.nsp) {
-                if ns.has_middlewares()
-                    && !state.sockets.iter().any(|s| s.ns().name() == packet.nsp)
-                {
+                if goes_async(&ns) && !state.sockets.iter().any(|s| s.ns().name() == packet.nsp) {
                     state.connecting = true;
                     drop(state);
                     let client = self.arc();
@@ -197,7 +196,7 @@ impl Client {
             let ns = (next.kind == PacketType::Connect)
                 .then(|| self.io.namespace_for(&next.nsp))
                 .flatten()
-                .filter(|ns| ns.has_middlewares());
+                .filter(|ns| goes_async(ns));
             match ns {
                 Some(ns) if self.socket_of(&next.nsp).is_none() => {
                     self.connect_with_middlewares(next, ns).await;
@@ -225,10 +224,31 @@ impl Client {
         }
     }
 
+    /// Claims, from the cluster, the session a CONNECT's auth names with `{pid, offset}` (when the
+    /// namespace's recovery is shared by the cluster).
+    async fn claim_shared(&self, ns: &Namespace, packet: &Packet) -> Option<Claimed> {
+        let (shared, _) = ns.shared_recovery()?;
+        let auth = packet.data.as_ref()?;
+        let pid = auth.get("pid")?.as_str()?;
+        let offset = auth.get("offset")?.as_str()?;
+        if auth.to_string().len() > self.io.config.max_auth_bytes {
+            return None;
+        }
+        let (session, after) = shared.claim(pid, offset).await?;
+        Some(Claimed::Shared { session, after })
+    }
+
     /// A socket for a CONNECT: restored by connection state recovery when the auth carries a known
-    /// `{pid, offset}`, otherwise new. `None` (with CONNECT_ERROR sent) for an unknown namespace.
-    fn new_socket(&self, packet: &mut Packet) -> Option<(SocketRef, Option<Resumed>)> {
+    /// `{pid, offset}` (or `shared` holds the session the cluster had for it), otherwise new.
+    /// `None` (with CONNECT_ERROR sent) for an unknown namespace or an auth payload too large.
+    fn new_socket(
+        &self,
+        packet: &mut Packet,
+        shared: Option<Claimed>,
+    ) -> Option<(SocketRef, Option<Claimed>)> {
         let Some(ns) = self.io.namespace_for(&packet.nsp) else {
+            // Only a namespace that exists claims a session: `shared` is `None` here.
+            drop(shared);
             self.send(&Packet::connect_error(
                 packet.nsp.clone(),
                 "Invalid namespace",
@@ -247,6 +267,7 @@ impl Client {
         {
             tracing::debug!(sid = self.session.id(), nsp = %packet.nsp, "auth payload too large");
             ns.metrics().auth_too_large.inc();
+            put_back(&ns, shared);
             self.send(&Packet::connect_error(
                 packet.nsp.clone(),
                 "auth payload too large",
@@ -254,14 +275,15 @@ impl Client {
             ));
             return None;
         }
-        let resumed = ns.recovery().and_then(|recovery| {
+        let resumed = shared.or_else(|| {
+            let recovery = ns.recovery()?;
             let pid = auth.get("pid")?.as_str()?;
             let offset = auth.get("offset")?.as_str()?;
-            recovery.claim(pid, offset)
+            recovery.claim(pid, offset).map(Claimed::Local)
         });
         if let Some(resumed) = resumed {
             // Its rooms are joined, and what it missed is gathered, once it is connected.
-            let session = &resumed.session;
+            let session = resumed.session();
             let socket = Socket::with_ids(
                 ns,
                 self.connection(),
@@ -277,7 +299,7 @@ impl Client {
     }
 
     fn connect(&self, mut packet: Packet) {
-        let Some((socket, resumed)) = self.new_socket(&mut packet) else {
+        let Some((socket, resumed)) = self.new_socket(&mut packet, None) else {
             return;
         };
         // No middlewares: the resume hook is the only check.
@@ -289,7 +311,8 @@ impl Client {
     }
 
     async fn connect_with_middlewares(&self, mut packet: Packet, ns: Arc<Namespace>) {
-        let Some((socket, resumed)) = self.new_socket(&mut packet) else {
+        let shared = self.claim_shared(&ns, &packet).await;
+        let Some((socket, resumed)) = self.new_socket(&mut packet, shared) else {
             return;
         };
         // A resume passes the same middlewares as a fresh connect (unless the application opted
@@ -320,7 +343,51 @@ impl Client {
             put_back(&ns, resume.map(|(resumed, _)| resumed));
             return;
         }
+        if let Some((Claimed::Shared { session, after }, rooms)) = resume {
+            self.finish_shared_resume(&ns, socket, session, after, rooms)
+                .await;
+            return;
+        }
         self.finish_connect(socket, resume);
+    }
+
+    /// Finishes a resume from the cluster's store: the socket rejoins its rooms with its replay gate
+    /// closed, then reads what it missed from the cluster (so nothing broadcast meanwhile falls
+    /// between the two). If that cannot be read in full, it connects as a new socket instead of
+    /// missing something silently.
+    async fn finish_shared_resume(
+        &self,
+        ns: &Arc<Namespace>,
+        socket: SocketRef,
+        session: SessionState,
+        after: u64,
+        mut rooms: Vec<Room>,
+    ) {
+        let Some((shared, _)) = ns.shared_recovery() else {
+            return;
+        };
+        if !rooms.contains(socket.room_id()) {
+            rooms.push(socket.room_id().clone());
+        }
+        ns.adapter().add_all(&socket.as_member(), &rooms);
+        let Some((missed, bound)) = shared.missed(after).await else {
+            ns.adapter().del_all(socket.id());
+            let fresh = self.fresh_socket(&socket);
+            if let Err(err) = self.run_middlewares(ns, &fresh).await {
+                self.refuse(ns, err);
+                return;
+            }
+            self.finish_connect(fresh, None);
+            return;
+        };
+        // Only what was meant for the rooms it was allowed to keep (and its own).
+        let replay = missed
+            .into_iter()
+            .filter(|packet| packet.opts.selects(&rooms))
+            .map(|packet| (packet.data, packet.attachments))
+            .collect();
+        drop(session);
+        self.open_socket(socket, Some((replay, bound)));
     }
 
     /// Runs the namespace's middlewares on `socket`, in order, until one refuses it.
@@ -367,14 +434,14 @@ impl Client {
     fn authorise_resume(
         &self,
         socket: &SocketRef,
-        resumed: Option<Resumed>,
-    ) -> Result<Option<(Resumed, Vec<Room>)>, ()> {
+        resumed: Option<Claimed>,
+    ) -> Result<Option<(Claimed, Vec<Room>)>, ()> {
         let Some(resumed) = resumed else {
             return Ok(None);
         };
         let ns = socket.ns();
         let saved: Vec<&Room> = resumed
-            .session
+            .session()
             .rooms
             .iter()
             .filter(|room| *room != socket.room_id())
@@ -415,7 +482,31 @@ impl Client {
     /// gate closed (broadcasts reaching it are held back), then gathers what it missed, queues that
     /// and the CONNECT reply, and opens the gate: held broadcasts follow the replay in order, and
     /// any the replay already carried are dropped. Nothing is missed, nothing comes twice.
-    fn finish_connect(&self, socket: SocketRef, resumed: Option<(Resumed, Vec<Room>)>) {
+    fn finish_connect(&self, socket: SocketRef, resumed: Option<(Claimed, Vec<Room>)>) {
+        let ns = socket.ns().clone();
+        let replay = resumed.and_then(|(resumed, mut rooms)| {
+            let (Claimed::Local(resumed), Some(recovery)) = (resumed, ns.recovery()) else {
+                return None;
+            };
+            // Only the rooms the socket's current credentials grant are rejoined, and what was
+            // sent only to the others is not replayed.
+            let (missed, bound) = recovery.missed(&resumed, &rooms);
+            if !rooms.contains(socket.room_id()) {
+                rooms.push(socket.room_id().clone());
+            }
+            ns.adapter().add_all(&socket.as_member(), &rooms);
+            let missed = missed
+                .into_iter()
+                .map(|packet| (packet.data, packet.attachments))
+                .collect();
+            Some((missed, bound))
+        });
+        self.open_socket(socket, replay);
+    }
+
+    /// Registers a socket whose rooms are joined (a recovered one's, gate closed), queues what it
+    /// missed and the CONNECT reply, opens its gate, and runs the connection handler.
+    fn open_socket(&self, socket: SocketRef, replay: Option<Replay>) {
         {
             let mut state = self.lock();
             state.sockets.push(socket.clone());
@@ -423,22 +514,10 @@ impl Client {
         }
         let ns = socket.ns().clone();
         socket.set_connected();
-        let replay = resumed.and_then(|(resumed, mut rooms)| {
-            let recovery = ns.recovery()?;
-            // Only the rooms the socket's current credentials grant are rejoined, and what was
-            // sent only to the others is not replayed.
-            let replay = recovery.missed(&resumed, &rooms);
-            if !rooms.contains(socket.room_id()) {
-                rooms.push(socket.room_id().clone());
-            }
-            ns.adapter().add_all(&socket.as_member(), &rooms);
-            Some(replay)
-        });
         let bound = replay.as_ref().map(|(_, bound)| *bound);
-        for packet in replay.map(|(missed, _)| missed).unwrap_or_default() {
+        for (data, attachments) in replay.map(|(missed, _)| missed).unwrap_or_default() {
             self.send(
-                &Packet::event(ns.name().to_owned(), packet.data, None)
-                    .with_attachments(packet.attachments),
+                &Packet::event(ns.name().to_owned(), data, None).with_attachments(attachments),
             );
         }
         let reply = match socket.pid() {
@@ -457,9 +536,14 @@ impl Client {
             // Its connection closed on another thread meanwhile, and the disconnect left its rooms
             // before the join above: leave them again.
             ns.adapter().del_all(socket.id());
-        } else if let Some(observer) = ns.observer() {
-            observer.room_joined(&socket, socket.id());
-            observer.socket_connected(&socket);
+        } else {
+            if let (Some((shared, _)), Some(pid)) = (ns.shared_recovery(), socket.pid()) {
+                shared.track(&socket.as_member(), pid);
+            }
+            if let Some(observer) = ns.observer() {
+                observer.room_joined(&socket, socket.id());
+                observer.socket_connected(&socket);
+            }
         }
         tracing::info!(
             sid = self.session.id(),
@@ -492,10 +576,69 @@ impl Client {
 
 /// Hands a claimed saved session back to its namespace's store, as it was, when the resume that
 /// claimed it did not happen.
-fn put_back(ns: &Namespace, resumed: Option<Resumed>) {
-    if let (Some(recovery), Some(resumed)) = (ns.recovery(), resumed) {
-        recovery.put_back(resumed);
+fn put_back(ns: &Namespace, resumed: Option<Claimed>) {
+    if let Some(resumed) = resumed {
+        resumed.put_back_to(ns);
     }
+}
+
+/// Whether a CONNECT to `ns` is handled on a task of its own: it waits on middlewares, or on the
+/// cluster for a resume.
+fn goes_async(ns: &Namespace) -> bool {
+    ns.has_middlewares() || ns.shared_recovery().is_some()
+}
+
+/// What a resumed socket missed (event data and attachments, in order), and the bound below which
+/// its replay gate drops broadcasts (the replay carried them).
+type Replay = (Vec<(serde_json::Value, Vec<bytes::Bytes>)>, u64);
+
+/// A saved session claimed for a resume: from this process's store, or from the cluster's.
+pub(crate) enum Claimed {
+    Local(Resumed),
+    Shared { session: SessionState, after: u64 },
+}
+
+impl Claimed {
+    fn session(&self) -> SessionView<'_> {
+        match self {
+            Self::Local(resumed) => SessionView {
+                sid: &resumed.session.sid,
+                pid: &resumed.session.pid,
+                rooms: &resumed.session.rooms,
+                data: &resumed.session.data,
+            },
+            Self::Shared { session, .. } => SessionView {
+                sid: &session.sid,
+                pid: &session.pid,
+                rooms: &session.rooms,
+                data: &session.data,
+            },
+        }
+    }
+
+    /// Hands the session back to the store it came from, as it was.
+    fn put_back_to(self, ns: &Namespace) {
+        match self {
+            Self::Local(resumed) => {
+                if let Some(recovery) = ns.recovery() {
+                    recovery.put_back(resumed);
+                }
+            }
+            Self::Shared { session, .. } => {
+                if let Some((shared, _)) = ns.shared_recovery() {
+                    shared.put_back(session);
+                }
+            }
+        }
+    }
+}
+
+/// The parts of a claimed session a resume reads.
+struct SessionView<'a> {
+    sid: &'a Room,
+    pid: &'a Room,
+    rooms: &'a [Room],
+    data: &'a serde_json::Value,
 }
 
 /// Whether JavaScript would take `value` as true (`null`, `false`, `0` and `""` are not).

@@ -90,15 +90,10 @@ impl std::fmt::Debug for SocketIo {
 impl SocketIo {
     /// A server with `config`. Add namespaces with [`SocketIo::ns`].
     ///
-    /// Connection state recovery is turned off when a cluster adapter is configured: packets
-    /// broadcast by other nodes are not kept for replay, so a "recovered" socket could silently miss
-    /// them (the reference's classic Redis adapter does not recover sessions either).
-    pub fn new(mut config: Config) -> Self {
-        if config.adapter.is_some() && config.recovery.take().is_some() {
-            tracing::warn!(
-                "connection state recovery is not available with a cluster adapter; turned off"
-            );
-        }
+    /// With a cluster adapter, connection state recovery is the adapter's, shared by the cluster
+    /// (the Redis Streams adapter), or off: with an adapter that keeps no broadcasts (the classic
+    /// Redis adapter), a "recovered" socket could silently miss what other nodes broadcast.
+    pub fn new(config: Config) -> Self {
         let inner = Arc::new(IoInner {
             config: config.clone(),
             namespaces: RwLock::new(HashMap::new()),

@@ -493,3 +493,4 @@ mod wire;
 use requests::*;
 use tasks::*;
 use wire::*;
+pub mod streams;

@@ -108,7 +108,7 @@ pub fn decode_broadcast(payload: &[u8]) -> Option<Broadcast> {
 }
 
 /// Whether the placeholders in `data` are exactly `0..attachments`, each once.
-fn placeholders_are_each_attachment_once(data: &Value, attachments: usize) -> bool {
+pub(super) fn placeholders_are_each_attachment_once(data: &Value, attachments: usize) -> bool {
     let mut seen = vec![false; attachments];
     let each_once = walk_placeholders(data, |num| {
         num.and_then(|n| seen.get_mut(usize::try_from(n).ok()?))

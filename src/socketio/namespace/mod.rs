@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::error::ConnectError;
 use super::recovery::{Recovery, RecoveryConfig};
-use crate::adapter::{Adapter, Broadcast, BroadcastOptions, LocalAdapter};
+use crate::adapter::{Adapter, Broadcast, BroadcastOptions, LocalAdapter, SharedRecovery};
 use crate::metrics::Counter;
 use crate::parser::Parser;
 use observer::{Observer, ObserverSlot};
@@ -59,6 +59,8 @@ pub struct Namespace {
     parser: Arc<dyn Parser>,
     ack_ids: AtomicU64,
     recovery: Option<Recovery>,
+    /// Recovery's options when the adapter keeps it for the cluster.
+    shared_recovery: Option<RecoveryConfig>,
     metrics: Arc<SocketIoMetrics>,
     observer: ObserverSlot,
 }
@@ -81,9 +83,25 @@ impl Namespace {
         parser: Arc<dyn Parser>,
         observer: ObserverSlot,
     ) -> Self {
+        let cluster = adapter.is_some();
         let adapter = match adapter {
             Some(factory) => factory.create(&name, &parser),
             None => Box::new(LocalAdapter::new()),
+        };
+        // Kept in the process on one node; the adapter's with a cluster adapter that shares it.
+        let (recovery, shared_recovery) = match (recovery, adapter.shared_recovery()) {
+            (Some(config), Some(shared)) => {
+                shared.enable(config.max_disconnection_duration);
+                (None, Some(config))
+            }
+            (Some(_), None) if cluster => {
+                tracing::warn!(
+                    nsp = %name,
+                    "connection state recovery needs a cluster adapter that keeps broadcasts (the Redis Streams adapter); turned off"
+                );
+                (None, None)
+            }
+            (recovery, _) => (recovery, None),
         };
         Self {
             name,
@@ -94,6 +112,7 @@ impl Namespace {
             parser,
             ack_ids: AtomicU64::new(0),
             recovery: recovery.map(Recovery::new),
+            shared_recovery,
             metrics,
             observer,
         }
@@ -114,8 +133,20 @@ impl Namespace {
         &*self.parser
     }
 
+    /// The in-process recovery store (when recovery is on and not shared by the cluster).
     pub(crate) fn recovery(&self) -> Option<&Recovery> {
         self.recovery.as_ref()
+    }
+
+    /// The cluster's recovery (when recovery is on with an adapter that shares it), and its options.
+    pub(crate) fn shared_recovery(&self) -> Option<(&dyn SharedRecovery, &RecoveryConfig)> {
+        let config = self.shared_recovery.as_ref()?;
+        Some((self.adapter.shared_recovery()?, config))
+    }
+
+    /// Whether connection state recovery is on, in the process or across the cluster.
+    pub(crate) fn recovers(&self) -> bool {
+        self.recovery.is_some() || self.shared_recovery.is_some()
     }
 
     /// What connection state recovery keeps for this namespace now (`None` when it is off).

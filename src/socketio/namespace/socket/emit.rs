@@ -20,7 +20,10 @@ impl Socket {
     pub fn emit_args(&self, event: &str, args: Args) -> Result<(), SendError> {
         check_event_name(event)?;
         if self.ns.recovery().is_some() {
-            // Kept for replay like any broadcast, so it goes through the adapter to this socket's room.
+            // Kept for replay like any broadcast, so it goes through the adapter to this socket's
+            // room. (With recovery shared by a cluster, it goes straight to the client, as the
+            // reference does: through the cluster's log it would come after packets sent later,
+            // acks included.)
             let to_me = crate::adapter::BroadcastOptions {
                 rooms: vec![self.id.clone()],
                 ..Default::default()

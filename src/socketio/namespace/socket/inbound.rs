@@ -158,6 +158,19 @@ impl Socket {
                 recovery.save(self.id.clone(), pid.clone(), rooms, self.data());
             }
         }
+        if let (Some((shared, _)), Some(pid)) = (self.ns.shared_recovery(), &self.pid) {
+            // Before it leaves its rooms: the record of a connected socket stops being written.
+            if reason.is_recoverable() {
+                shared.save(crate::adapter::SessionState {
+                    sid: self.id.clone(),
+                    pid: pid.clone(),
+                    rooms: self.ns.adapter().socket_rooms(&self.id),
+                    data: self.data(),
+                });
+            } else {
+                shared.forget(&self.id, pid);
+            }
+        }
         let observer = self.ns.observer();
         let rooms = observer.map(|_| self.rooms()).unwrap_or_default();
         self.ns.adapter().del_all(&self.id);

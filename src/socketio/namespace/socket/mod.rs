@@ -114,8 +114,8 @@ impl Socket {
         auth: Option<Box<str>>,
     ) -> Self {
         let pid = ns
-            .recovery()
-            .map(|_| Room::from(crate::engineio::sid::generate()));
+            .recovers()
+            .then(|| Room::from(crate::engineio::sid::generate()));
         // A socket.io-client 2.x socket is named as that client expects: the Engine.IO id on `/`,
         // `<nsp>#<id>` elsewhere, as the reference does for them. Others get a random id: the
         // Engine.IO id is a secret of the connection.
