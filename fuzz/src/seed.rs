@@ -831,6 +831,37 @@ pub fn session_sequence() -> Vec<(&'static str, SessionInput)> {
     ]
 }
 
+/// The Redis Streams adapter's stream entries.
+pub fn redis_stream_entry() -> Vec<Seed> {
+    raw(&[
+        // A broadcast with a binary value: `data` is base64 of msgpack.
+        (
+            "binary-base64",
+            b"uid\nn\nnsp\n/x\ntype\n3\ndata\ngqZwYWNrZXSCpHR5cGUCpGRhdGGSpGZpbGXEAwECA6RvcHRzg6Vyb29tc5CmZXhjZXB0kKVmbGFnc4A=",
+        ),
+        // A Node node's `io.to("r1").except("x").volatile.emit("chat", "hi", {n: 1})`, fields `key\nvalue\n...`.
+        (
+            "node-broadcast",
+            b"uid\n8f3c4e5d6a7b8c9d\nnsp\n/\ntype\n3\ndata\n{\"packet\":{\"type\":2,\"data\":[\"chat\",\"hi\",{\"n\":1}]},\"opts\":{\"rooms\":[\"r1\"],\"except\":[\"x\"],\"flags\":{\"volatile\":true}}}",
+        ),
+        // Found by fuzzing: no `data` field (`dat`), written back as `data: null`.
+        (
+            "no-data-field",
+            b"uid\nn\nnsp\n/\ntype\n4\ndat\na{\"opts\":{\"rooms\":[\"a\"],\"except\":[],\"flags\":{}},\"rooms\":[\"b\"]}\ntseq\n3",
+        ),
+        // Found by fuzzing: a comma in the namespace, which no packet can carry.
+        (
+            "comma-in-nsp",
+            b"uid\nn\nnsp\n/a,b\ntype\n3\ndata\n{\"packet\":{\"type\":2,\"data\":[\"e\"]},\"opts\":{\"rooms\":[],\"except\":[],\"flags\":{}}}",
+        ),
+        // A Tidings node's `socketsJoin`, with its running number.
+        (
+            "sockets-join",
+            b"uid\nn\nnsp\n/\ntype\n4\ndata\n{\"opts\":{\"rooms\":[\"a\"],\"except\":[],\"flags\":{}},\"rooms\":[\"b\"]}\ntseq\n3",
+        ),
+    ])
+}
+
 /// Every seed, by target.
 /// The Redis adapter's broadcasts, as a Node node publishes them.
 pub fn redis_message() -> Vec<Seed> {
@@ -863,6 +894,7 @@ pub fn all() -> Vec<(&'static str, Vec<Seed>)> {
         ("sio_packet", sio_packet()),
         ("sio_msgpack", sio_msgpack()),
         ("redis_message", redis_message()),
+        ("redis_stream_entry", redis_stream_entry()),
         ("handshake_query", handshake_query()),
         (
             "sio_attachments",

@@ -11,13 +11,13 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
 import { chromium } from "playwright-core";
 import { startServer } from "../node/lib/server.js";
+import { freePort } from "../node/lib/net.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const BIN = process.env.TIDINGS_ANALYTICS_BIN;
@@ -32,17 +32,6 @@ let pages;
 let pagesUrl;
 let port;
 let dir;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 const start = () =>
   startServer({

@@ -5,11 +5,11 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
-import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { startServer } from "../node/lib/server.js";
+import { freePort } from "../node/lib/net.js";
 
 const BIN = process.env.TIDINGS_ANALYTICS_BIN;
 const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
@@ -18,17 +18,6 @@ const ARTIFACTS = join(dirname(fileURLToPath(import.meta.url)), "artifacts");
 const API_KEY = "browser-test-key";
 
 /** A port that was free a moment ago (the server must come back on the same one). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 function start(port) {
   return startServer({
     bin: BIN,

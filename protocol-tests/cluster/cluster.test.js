@@ -5,7 +5,6 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { createServer as createNetServer } from "node:net";
 import { createServer } from "node:http";
 import { Server } from "socket.io";
 import { createAdapter } from "@socket.io/redis-adapter";
@@ -13,6 +12,8 @@ import { Emitter } from "@socket.io/redis-emitter";
 import { createClient } from "redis";
 import { io as connect } from "socket.io-client";
 import { startServer } from "../node/lib/server.js";
+import { freePort } from "../node/lib/net.js";
+import { withTimeout } from "../node/lib/wait.js";
 
 const TEST_SERVER = process.env.TIDINGS_TEST_SERVER_BIN;
 const ANALYTICS = process.env.TIDINGS_ANALYTICS_BIN;
@@ -24,26 +25,7 @@ after(async () => {
   for (const f of cleanups.reverse()) await f();
 });
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createNetServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function within(promise, what, ms = WAIT) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
+const within = (promise, what, ms = WAIT) => withTimeout(promise, what, ms);
 
 const once = (socket, event) => within(new Promise((r) => socket.once(event, (...args) => r(args))), event);
 

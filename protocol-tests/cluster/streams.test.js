@@ -17,6 +17,8 @@ import { createClient } from "redis";
 import { io as connect } from "socket.io-client";
 import { startServer } from "../node/lib/server.js";
 import { dashboardToken } from "../node/lib/token.js";
+import { freePort } from "../node/lib/net.js";
+import { sleep, waitUntil, withTimeout } from "../node/lib/wait.js";
 
 const TEST_SERVER = process.env.TIDINGS_TEST_SERVER_BIN;
 const ANALYTICS = process.env.TIDINGS_ANALYTICS_BIN;
@@ -29,38 +31,9 @@ after(async () => {
   for (const f of cleanups.reverse()) await f();
 });
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createNetServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
+const within = (promise, what, ms = WAIT) => withTimeout(promise, what, ms);
 
-function within(promise, what, ms = WAIT) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `check` until it holds (bounded). */
-async function until(check, what, ms = WAIT) {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await sleep(25);
-  }
-  throw new Error(`timed out: ${what}`);
-}
+const until = (check, what, ms = WAIT) => waitUntil(check, what, ms);
 
 /** A redis-server on `port` (a free one by default); `stop()` kills it, `start()` again. */
 async function redisServer(port) {
@@ -390,6 +363,8 @@ test("repeated offline/online cycles across nodes replay nothing twice and miss 
   const sender = await client(b.url);
   let n = 0;
   await sender.emitWithAck("to-room", { room: "org:c", event: "c", data: n++ });
+  // Received, so that the client holds an offset.
+  await until(() => got.length === 1, "first event");
   const ports = [a.port, b.port];
   for (let cycle = 0; cycle < 6; cycle++) {
     front.to(ports[(cycle + 1) % 2]);

@@ -9,7 +9,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync, rmSync, mkdirSync } from "node:fs";
-import { createServer, connect as tcpConnect } from "node:net";
+import { connect as tcpConnect } from "node:net";
 import { Agent, request } from "node:https";
 import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
@@ -17,6 +17,7 @@ import { join } from "node:path";
 import { io } from "socket.io-client";
 import { startServer, REPO_ROOT } from "../lib/server.js";
 import { dashboardToken } from "../lib/token.js";
+import { freePort } from "../lib/net.js";
 
 const BIN = process.env.TIDINGS_ANALYTICS_BIN;
 const NGINX = spawnSync("sh", ["-c", "command -v nginx || ls /usr/sbin/nginx"], { encoding: "utf8" }).stdout.trim().split("\n")[0];
@@ -29,17 +30,6 @@ let nginx;
 let dir;
 let httpsPort;
 let httpPort;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function within(promise, what, ms = WAIT) {
   let timer;

@@ -63,6 +63,12 @@ pub struct Message {
     pub seq: Option<u64>,
 }
 
+/// Whether `name` can be a namespace's: it starts with `/`, and has no comma (which would end it in
+/// a text packet).
+fn is_namespace(name: &str) -> bool {
+    name.starts_with('/') && !name.contains(',')
+}
+
 /// The biggest sequence part of an entry id that fits an offset number.
 const SEQ_BITS: u32 = 22;
 
@@ -89,9 +95,10 @@ pub fn id_millis(n: u64) -> u64 {
     n >> SEQ_BITS
 }
 
-/// Whether `value` (behind placeholders) holds binary values: `attachments` is not empty.
+/// The `data` field: JSON text for an object without binary values (what Node nodes write and
+/// read as JSON: text starting with `{`), else base64 of msgpack.
 fn data_field(data: &Value, attachments: &[Bytes]) -> Vec<u8> {
-    if attachments.is_empty() {
+    if attachments.is_empty() && data.is_object() {
         return data.to_string().into_bytes();
     }
     let mut out = BytesMut::new();
@@ -110,13 +117,17 @@ pub fn encode_entry(
     attachments: &[Bytes],
     seq: u64,
 ) -> Vec<(&'static str, Vec<u8>)> {
-    vec![
+    let mut fields = vec![
         ("uid", uid.as_bytes().to_vec()),
         ("nsp", nsp.as_bytes().to_vec()),
         ("type", kind.to_string().into_bytes()),
-        ("data", data_field(data, attachments)),
-        ("tseq", seq.to_string().into_bytes()),
-    ]
+    ];
+    // No data, no field (as Node nodes write a message without data).
+    if !data.is_null() {
+        fields.push(("data", data_field(data, attachments)));
+    }
+    fields.push(("tseq", seq.to_string().into_bytes()));
+    fields
 }
 
 /// A stream entry's fields decoded; `None` for an entry that is no cluster message (no `nsp`, an
@@ -129,7 +140,7 @@ pub fn decode_entry(fields: &[(Vec<u8>, Vec<u8>)]) -> Option<Message> {
             .map(|(_, v)| v.as_slice())
     };
     let text = |name: &str| field(name).and_then(|v| std::str::from_utf8(v).ok());
-    let nsp = text("nsp").filter(|n| n.starts_with('/'))?.to_owned();
+    let nsp = text("nsp").filter(|n| is_namespace(n))?.to_owned();
     let kind = text("type")?.parse().ok()?;
     let (data, attachments) = match field("data") {
         None => (Value::Null, Vec::new()),
@@ -176,7 +187,7 @@ pub fn decode_pubsub(payload: &[u8]) -> Option<Message> {
     let nsp = message
         .get("nsp")?
         .as_str()
-        .filter(|n| n.starts_with('/'))?
+        .filter(|n| is_namespace(n))?
         .to_owned();
     Some(Message {
         uid: message
@@ -336,7 +347,25 @@ mod tests {
     }
 
     #[test]
+    fn entries_without_data_or_with_data_that_is_no_object_round_trip() {
+        // Found by fuzzing (redis_stream_entry; seed `no-data-field`): an entry without `data`
+        // was written back with `data: null`, which no reader takes.
+        for data in [Value::Null, json!(5), json!(["a"])] {
+            let fields: Vec<_> = encode_entry("u", "/", kind::SOCKETS_JOIN, &data, &[], 1)
+                .into_iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v))
+                .collect();
+            assert_eq!(decode_entry(&fields).map(|m| m.data), Some(data));
+        }
+    }
+
+    #[test]
     fn refuses_what_is_no_cluster_message() {
+        // Found by fuzzing (seed `comma-in-nsp`): a comma would end the name in a text packet.
+        assert_eq!(
+            decode_entry(&fields(&[("nsp", "/a,b"), ("type", "3")])),
+            None
+        );
         assert_eq!(
             decode_entry(&fields(&[("uid", "a"), ("type", "3")])),
             None,
