@@ -273,6 +273,12 @@ test("a client resumes on another node, with every event broadcast meanwhile by 
   assert.equal(await socket.emitWithAck("join", "org:1"), true);
   const got = collect(socket, "n");
   const onB = await client(b.url);
+  // Another member of the room: a broadcast it got is in the stream, so the next one, from another
+  // node, comes after it (the stream's order is the order every client sees).
+  const observer = await client(b.url);
+  assert.equal(await observer.emitWithAck("join", "org:1"), true);
+  const observed = collect(observer, "n");
+  const inStream = (n) => until(() => observed.includes(n), `${n} in the stream`);
   // One event before the drop, so that the client holds an offset.
   await onB.emitWithAck("to-room", { room: "org:1", event: "n", data: 0 });
   await until(() => got.length === 1, "first event");
@@ -284,7 +290,9 @@ test("a client resumes on another node, with every event broadcast meanwhile by 
   await until(() => !socket.connected, "dropped");
   // Meanwhile: from Tidings node B, from the Node node, and to another room (not for it).
   await onB.emitWithAck("to-room", { room: "org:1", event: "n", data: 1 });
+  await inStream(1);
   node.io.to("org:1").emit("n", 2);
+  await inStream(2);
   await onB.emitWithAck("to-room", { room: "org:2", event: "n", data: -1 });
   await onB.emitWithAck("to-room", { room: "org:1", event: "n", data: 3 });
   assert.equal(await back, true, "recovered");
