@@ -4,7 +4,9 @@
 //! Timings can be shortened for tests with `PING_INTERVAL_MS`, `PING_TIMEOUT_MS` and
 //! `CONNECT_TIMEOUT_MS`. `RECOVERY_WINDOW_MS` turns connection state recovery on with that window.
 //! `REDIS_URL` joins a Redis cluster (the Node redis-adapter's wire format; with
-//! `REDIS_ADAPTER=streams`, the Node redis-streams-adapter's, recovery shared). `PARSER=msgpack` speaks
+//! `REDIS_ADAPTER=streams`, the Node redis-streams-adapter's, recovery shared; with
+//! `REDIS_ADAPTER=sharded`, the sharded adapter's on the Redis Cluster `REDIS_URL` is a node of).
+//! `PARSER=msgpack` speaks
 //! the npm `socket.io-msgpack-parser` instead of the default JSON parser (`PARSER=json`).
 //! `ALLOW_EIO3=1` also accepts socket.io-client 2.x (Engine.IO v3). `MAX_PACKETS_PER_POLL` sets the
 //! most packets one polling response carries (default 16).
@@ -330,7 +332,15 @@ async fn main() -> std::io::Result<()> {
         })?;
     }
     if let Ok(url) = std::env::var("REDIS_URL") {
-        if std::env::var("REDIS_ADAPTER").is_ok_and(|a| a == "streams") {
+        let adapter = std::env::var("REDIS_ADAPTER").unwrap_or_default();
+        if adapter == "sharded" {
+            let factory = tidings::adapter::redis::sharded::ShardedAdapterFactory::connect(
+                tidings::adapter::redis::sharded::ShardedConfig::new([url]),
+            )
+            .await
+            .map_err(std::io::Error::other)?;
+            config.adapter = Some(Arc::new(factory));
+        } else if adapter == "streams" {
             let factory = tidings::adapter::redis::streams::StreamsAdapterFactory::connect(
                 tidings::adapter::redis::streams::StreamsConfig::new(url),
             )

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Mixed Tidings/Node cluster through Redis. redis-server must be installed (run-all.sh does it).
+# Mixed Tidings/Node clusters through Redis: the classic, streams and sharded adapters. redis-server
+# (and redis-cli, for the Redis Cluster of the sharded tests) must be installed (run-all.sh does it).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -8,4 +9,4 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 cd "$HERE"
 TIDINGS_TEST_SERVER_BIN="$ROOT/target/debug/examples/test_server" \
 TIDINGS_ANALYTICS_BIN="$ROOT/target/debug/tidings" \
-  node --test cluster.test.js streams.test.js
+  node --test cluster.test.js streams.test.js sharded.test.js

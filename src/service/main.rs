@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use tidings::adapter::redis::sharded::{ShardedAdapterFactory, ShardedConfig};
 use tidings::adapter::redis::streams::{StreamsAdapterFactory, StreamsConfig};
 use tidings::adapter::redis::{RedisAdapterFactory, RedisConfig};
 use tidings::admin_ui::{AdminUiConfig, LoginThrottle, Mode, StaticFiles};
@@ -150,9 +151,11 @@ struct Cli {
     #[arg(long, env = "TIDINGS_REDIS_KEY", default_value = "socket.io")]
     redis_key: String,
     /// Which Redis adapter: `classic` (Pub/Sub, as `@socket.io/redis-adapter`; no recovery across
-    /// nodes) or `streams` (a Redis stream, as `@socket.io/redis-streams-adapter`: nothing lost
-    /// while a node is cut from Redis, and connection state recovery on any node).
-    #[arg(long, env = "TIDINGS_REDIS_ADAPTER", default_value = "classic", value_parser = ["classic", "streams"])]
+    /// nodes), `streams` (a Redis stream, as `@socket.io/redis-streams-adapter`: nothing lost
+    /// while a node is cut from Redis, and connection state recovery on any node) or `sharded`
+    /// (sharded Pub/Sub on a Redis Cluster, as `@socket.io/redis-adapter`'s `createShardedAdapter`;
+    /// `--redis-url` names one of the cluster's nodes).
+    #[arg(long, env = "TIDINGS_REDIS_ADAPTER", default_value = "classic", value_parser = ["classic", "streams", "sharded"])]
     redis_adapter: String,
     /// The streams adapter's stream bound (`XADD MAXLEN ~`): entries kept for nodes and resuming
     /// clients that fell behind.
@@ -504,7 +507,19 @@ async fn run(cli: Cli) -> Result<(), String> {
     // still run for recovered sockets, so an expired token cannot come back.
     if let Some(url) = &cli.redis_url {
         let unreachable = |e| format!("cannot connect to redis at {url}: {e}");
-        if cli.redis_adapter == "streams" {
+        if cli.redis_adapter == "sharded" {
+            let mut sharded = ShardedConfig::new([url.clone()]);
+            sharded.channel_prefix = cli.redis_key.clone();
+            let factory = ShardedAdapterFactory::connect(sharded)
+                .await
+                .map_err(unreachable)?;
+            tracing::info!(
+                uid = factory.uid(),
+                adapter = "sharded",
+                "joined the redis cluster"
+            );
+            config.adapter = Some(std::sync::Arc::new(factory));
+        } else if cli.redis_adapter == "streams" {
             let mut streams = StreamsConfig::new(url.clone());
             streams.stream = cli.redis_key.clone();
             streams.channel_prefix = cli.redis_key.clone();

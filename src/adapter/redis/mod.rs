@@ -493,4 +493,5 @@ mod wire;
 use requests::*;
 use tasks::*;
 use wire::*;
+pub mod sharded;
 pub mod streams;

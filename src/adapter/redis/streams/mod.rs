@@ -39,7 +39,7 @@ use crate::metrics::Counter;
 use crate::parser::{Args, Packet, Parser};
 use crate::rooms::Room;
 
-mod tasks;
+pub(super) mod tasks;
 #[cfg(feature = "fuzzing")]
 pub mod wire;
 #[cfg(not(feature = "fuzzing"))]
@@ -123,7 +123,7 @@ pub struct StreamsMetrics {
 
 /// One command for Redis, in the order the node issued them.
 #[derive(Debug)]
-enum Command {
+pub(super) enum Command {
     Xadd(Vec<(&'static str, Vec<u8>)>),
     Publish(String, Vec<u8>),
     Set(String, String, u64),
@@ -148,6 +148,8 @@ struct NodeNamespace {
     /// The recovery window, once the namespace turned recovery on.
     recovery: OnceLock<Duration>,
     server_side: Mutex<Option<ServerSideHandler>>,
+    /// Sharded mode: the rooms whose channels this node subscribes to (public rooms with a member here).
+    rooms: Mutex<std::collections::HashSet<Room>>,
 }
 
 /// A connected socket whose state is kept for a resume elsewhere.
@@ -159,19 +161,69 @@ struct Tracked {
 
 type Pending = mpsc::UnboundedSender<wire::Message>;
 
-struct Node {
-    uid: String,
+/// How a node reaches the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Broadcasts and room operations in a stream, the rest over Pub/Sub (msgpack).
+    Streams,
+    /// Everything over sharded Pub/Sub on a Redis Cluster (`SPUBLISH`; JSON, msgpack with binary),
+    /// as `@socket.io/redis-adapter`'s `createShardedAdapter`.
+    Sharded,
+}
+
+/// A connection for commands: to one Redis server, or to a Redis Cluster (routed by key).
+#[derive(Clone)]
+pub(super) enum Query {
+    Single(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Query {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+pub(super) struct Node {
+    pub(super) uid: String,
+    mode: Mode,
     config: StreamsConfig,
     /// For queries (server count, claims, replays).
-    query: redis::aio::ConnectionManager,
+    query: Query,
     commands: mpsc::UnboundedSender<Command>,
     queued_bytes: AtomicUsize,
     seq: AtomicU64,
     namespaces: Mutex<HashMap<String, Arc<NodeNamespace>>>,
-    subscribe: mpsc::UnboundedSender<String>,
+    /// Channels for the subscriber: `(channel, true)` to subscribe, `false` to unsubscribe.
+    subscribe: mpsc::UnboundedSender<(String, bool)>,
     pending: Mutex<HashMap<String, Pending>>,
     tracked: Mutex<HashMap<Room, Tracked>>,
-    metrics: StreamsMetrics,
+    pub(super) metrics: StreamsMetrics,
     ack_ids: AtomicU64,
 }
 
@@ -198,6 +250,9 @@ impl Node {
     }
 
     fn append(&self, nsp: &str, kind: u64, data: &Value, attachments: &[Bytes]) {
+        if self.mode == Mode::Sharded {
+            return self.publish(nsp, kind, data, attachments);
+        }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         self.send(Command::Xadd(wire::encode_entry(
             &self.uid,
@@ -221,21 +276,33 @@ impl Node {
         lock(&self.namespaces).get(nsp).cloned()
     }
 
+    /// A Pub/Sub message as this mode's Node nodes write it.
+    fn message(&self, nsp: &str, kind: u64, data: &Value, attachments: &[Bytes]) -> Vec<u8> {
+        match self.mode {
+            Mode::Streams => wire::encode_message(&self.uid, nsp, kind, data, attachments),
+            Mode::Sharded => wire::encode_message_json(&self.uid, nsp, kind, data, attachments),
+        }
+    }
+
     fn publish(&self, nsp: &str, kind: u64, data: &Value, attachments: &[Bytes]) {
-        let payload = wire::encode_message(&self.uid, nsp, kind, data, attachments);
+        let payload = self.message(nsp, kind, data, attachments);
         self.send(Command::Publish(self.public_channel(nsp), payload));
     }
 
     fn respond(&self, nsp: &str, to: &str, kind: u64, data: &Value, attachments: &[Bytes]) {
-        let payload = wire::encode_message(&self.uid, nsp, kind, data, attachments);
+        let payload = self.message(nsp, kind, data, attachments);
         self.send(Command::Publish(self.private_channel(nsp, to), payload));
     }
 
     /// How many subscribers `channel` has.
     async fn subscribers(&self, channel: String) -> usize {
         let mut conn = self.query.clone();
+        let which = match self.mode {
+            Mode::Streams => "NUMSUB",
+            Mode::Sharded => "SHARDNUMSUB",
+        };
         let counts: redis::RedisResult<Vec<(String, usize)>> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
+            .arg(which)
             .arg(channel)
             .query_async(&mut conn)
             .await;
@@ -348,12 +415,129 @@ impl std::fmt::Debug for StreamsAdapterFactory {
     }
 }
 
+impl Node {
+    /// A node with its queues; the caller starts the tasks that drain them.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn new(
+        mode: Mode,
+        config: StreamsConfig,
+        query: Query,
+    ) -> (
+        Arc<Self>,
+        mpsc::UnboundedReceiver<Command>,
+        mpsc::UnboundedReceiver<(String, bool)>,
+    ) {
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (subscribe, subscribe_rx) = mpsc::unbounded_channel();
+        let node = Arc::new(Self {
+            uid: crate::engineio::sid::generate_hex(8),
+            mode,
+            config,
+            query,
+            commands,
+            queued_bytes: AtomicUsize::new(0),
+            seq: AtomicU64::new(0),
+            namespaces: Mutex::new(HashMap::new()),
+            subscribe,
+            pending: Mutex::new(HashMap::new()),
+            tracked: Mutex::new(HashMap::new()),
+            metrics: StreamsMetrics::default(),
+            ack_ids: AtomicU64::new(1 << 40),
+        });
+        (node, commands_rx, subscribe_rx)
+    }
+
+    /// The adapter of namespace `nsp` on this node.
+    pub(super) fn create(
+        self: &Arc<Self>,
+        nsp: &str,
+        parser: &Arc<dyn Parser>,
+    ) -> Box<dyn Adapter> {
+        let entry = Arc::new(NodeNamespace {
+            local: Arc::new(LocalAdapter::new()),
+            parser: parser.clone(),
+            recovery: OnceLock::new(),
+            server_side: Mutex::new(None),
+            rooms: Mutex::new(std::collections::HashSet::new()),
+        });
+        lock(&self.namespaces).insert(nsp.to_owned(), entry.clone());
+        for channel in [
+            self.public_channel(nsp),
+            self.private_channel(nsp, &self.uid),
+        ] {
+            let _ = self.subscribe.send((channel, true));
+        }
+        Box::new(StreamsAdapter {
+            nsp: nsp.to_owned(),
+            entry,
+            node: self.clone(),
+        })
+    }
+
+    /// The node's figures, in Prometheus text.
+    pub(super) fn write_metrics(&self, out: &mut crate::metrics::Exposition) {
+        let m = &self.metrics;
+        let mut counters = vec![
+            ("published", "Commands Redis took.", &m.published),
+            (
+                "publish_failures",
+                "Commands dropped (queue full, or refused by Redis).",
+                &m.publish_failures,
+            ),
+            (
+                "received",
+                "Messages from the cluster applied here.",
+                &m.received,
+            ),
+            (
+                "reconnects",
+                "Reconnections to Redis of the reader and subscriber.",
+                &m.reconnects,
+            ),
+        ];
+        if self.mode == Mode::Streams {
+            counters.push((
+                "stream_gaps",
+                "Times entries were trimmed from the stream before this node read them.",
+                &m.gaps,
+            ));
+            counters.push((
+                "stream_duplicates",
+                "Stream entries skipped as written twice by a retried publish.",
+                &m.duplicates,
+            ));
+        }
+        for (name, help, counter) in counters {
+            out.single(
+                &format!("tidings_redis_{name}_total"),
+                "counter",
+                help,
+                counter.get(),
+            );
+        }
+        if self.mode == Mode::Streams {
+            out.single(
+                "tidings_redis_stream_lag_milliseconds",
+                "gauge",
+                "How far behind the stream's newest entry this node was at its last read.",
+                m.lag_ms.load(Ordering::Relaxed),
+            );
+        }
+        out.single(
+            "tidings_redis_queued_commands",
+            "gauge",
+            "Commands waiting for Redis.",
+            m.queued.load(Ordering::Relaxed) as u64,
+        );
+    }
+}
+
 impl StreamsAdapterFactory {
     /// Connects to Redis, finds where the stream ends (this node reads what comes after), and
     /// starts the node's tasks.
     pub async fn connect(config: StreamsConfig) -> redis::RedisResult<Self> {
         let client = redis::Client::open(config.url.as_str())?;
-        let query = redis::aio::ConnectionManager::new(client.clone()).await?;
+        let query = Query::Single(redis::aio::ConnectionManager::new(client.clone()).await?);
         let mut conn = query.clone();
         let last: redis::Value = redis::cmd("XREVRANGE")
             .arg(&config.stream)
@@ -366,23 +550,7 @@ impl StreamsAdapterFactory {
         let start = tasks::entries(&last)
             .first()
             .map_or_else(|| "0-0".to_owned(), |(id, _)| id.clone());
-        let (commands, commands_rx) = mpsc::unbounded_channel();
-        let (subscribe, subscribe_rx) = mpsc::unbounded_channel();
-        let uid = crate::engineio::sid::generate_hex(8);
-        let node = Arc::new(Node {
-            uid,
-            config,
-            query: query.clone(),
-            commands,
-            queued_bytes: AtomicUsize::new(0),
-            seq: AtomicU64::new(0),
-            namespaces: Mutex::new(HashMap::new()),
-            subscribe,
-            pending: Mutex::new(HashMap::new()),
-            tracked: Mutex::new(HashMap::new()),
-            metrics: StreamsMetrics::default(),
-            ack_ids: AtomicU64::new(1 << 40),
-        });
+        let (node, commands_rx, subscribe_rx) = Node::new(Mode::Streams, config, query.clone());
         tokio::spawn(tasks::run_publisher(
             Arc::downgrade(&node),
             query,
@@ -415,70 +583,11 @@ impl StreamsAdapterFactory {
 
 impl AdapterFactory for StreamsAdapterFactory {
     fn create(&self, nsp: &str, parser: &Arc<dyn Parser>) -> Box<dyn Adapter> {
-        let entry = Arc::new(NodeNamespace {
-            local: Arc::new(LocalAdapter::new()),
-            parser: parser.clone(),
-            recovery: OnceLock::new(),
-            server_side: Mutex::new(None),
-        });
-        lock(&self.node.namespaces).insert(nsp.to_owned(), entry.clone());
-        let _ = self.node.subscribe.send(nsp.to_owned());
-        Box::new(StreamsAdapter {
-            nsp: nsp.to_owned(),
-            entry,
-            node: self.node.clone(),
-        })
+        self.node.create(nsp, parser)
     }
 
     fn write_metrics(&self, out: &mut crate::metrics::Exposition) {
-        let m = &self.node.metrics;
-        for (name, help, counter) in [
-            ("published", "Commands Redis took.", &m.published),
-            (
-                "publish_failures",
-                "Commands dropped (queue full, or refused by Redis).",
-                &m.publish_failures,
-            ),
-            (
-                "received",
-                "Stream entries and messages from the cluster applied here.",
-                &m.received,
-            ),
-            (
-                "reconnects",
-                "Reconnections to Redis of the reader and subscriber.",
-                &m.reconnects,
-            ),
-            (
-                "stream_gaps",
-                "Times entries were trimmed from the stream before this node read them.",
-                &m.gaps,
-            ),
-            (
-                "stream_duplicates",
-                "Stream entries skipped as written twice by a retried publish.",
-                &m.duplicates,
-            ),
-        ] {
-            out.single(
-                &format!("tidings_redis_{name}_total"),
-                "counter",
-                help,
-                counter.get(),
-            );
-        }
-        out.single(
-            "tidings_redis_stream_lag_milliseconds",
-            "gauge",
-            "How far behind the stream's newest entry this node was at its last read.",
-            m.lag_ms.load(Ordering::Relaxed),
-        );
-        out.single(
-            "tidings_redis_queued_commands",
-            "gauge",
-            "Commands waiting for Redis.",
-            m.queued.load(Ordering::Relaxed) as u64,
-        );
+        self.node.write_metrics(out);
     }
 }
 
@@ -501,11 +610,24 @@ impl Adapter for StreamsAdapter {
     fn add_all(&self, member: &Arc<dyn Member>, rooms: &[Room]) {
         self.entry.local.add_all(member, rooms);
         self.node.rooms_changed(member.id());
+        if self.node.mode == Mode::Sharded {
+            self.follow_rooms(rooms.iter().filter(|r| **r != *member.id()));
+        }
     }
 
     fn del(&self, id: &str, room: &str) {
         self.entry.local.del(id, room);
         self.node.rooms_changed(id);
+        if self.node.mode == Mode::Sharded {
+            self.follow_rooms(std::iter::once(&Room::from(room)));
+        }
+    }
+
+    fn del_all(&self, id: &str) {
+        let left = self.entry.local.rooms.leave_all(id);
+        if self.node.mode == Mode::Sharded {
+            self.follow_rooms(left.iter());
+        }
     }
 
     fn broadcast(&self, broadcast: &Broadcast<'_>, opts: &BroadcastOptions) -> usize {
@@ -513,6 +635,22 @@ impl Adapter for StreamsAdapter {
             return broadcast_local(&*self.entry.local, broadcast, opts);
         }
         let packet = broadcast.packet();
+        if self.node.mode == Mode::Sharded {
+            let data = wire::broadcast_data(packet.data.clone().unwrap_or(Value::Null), opts);
+            // A broadcast to one room goes on that room's channel (unless the room is a socket's
+            // id), as the Node adapter's "dynamic" mode sends it; the rest on the namespace's.
+            let channel = match opts.rooms.as_slice() {
+                [room] if room.len() != 20 => {
+                    format!("{}{room}#", self.node.public_channel(&self.nsp))
+                }
+                _ => self.node.public_channel(&self.nsp),
+            };
+            let payload = self
+                .node
+                .message(&self.nsp, kind::BROADCAST, &data, &packet.attachments);
+            self.node.send(Command::Publish(channel, payload));
+            return broadcast_local(&*self.entry.local, broadcast, opts);
+        }
         let data = wire::broadcast_data(packet.data.clone().unwrap_or(Value::Null), opts);
         self.node
             .append(&self.nsp, kind::BROADCAST, &data, &packet.attachments);
@@ -667,7 +805,30 @@ impl Adapter for StreamsAdapter {
     }
 
     fn shared_recovery(&self) -> Option<&dyn SharedRecovery> {
-        Some(self)
+        (self.node.mode == Mode::Streams).then_some(self as &dyn SharedRecovery)
+    }
+}
+
+impl StreamsAdapter {
+    /// Sharded mode: subscribes to the channel of each public room that has a member here now and
+    /// had none, unsubscribes from those that have none left (as the Node adapter's "dynamic" mode).
+    fn follow_rooms<'a>(&self, rooms: impl Iterator<Item = &'a Room>) {
+        let local = &self.entry.local.rooms;
+        let mut followed = lock(&self.entry.rooms);
+        for room in rooms {
+            // A socket's own room is no public room.
+            let public = !local.contains(room, room);
+            let wanted = public && local.room_len(room) > 0;
+            let change = if wanted {
+                followed.insert(room.clone())
+            } else {
+                followed.remove(room)
+            };
+            if change {
+                let channel = format!("{}{room}#", self.node.public_channel(&self.nsp));
+                let _ = self.node.subscribe.send((channel, wanted));
+            }
+        }
     }
 }
 

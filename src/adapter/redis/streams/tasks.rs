@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::wire::{self, Message, kind};
-use super::{Command, Node, NodeNamespace, lock};
+use super::{Command, Mode, Node, NodeNamespace, Query, lock};
 use crate::adapter::{
     Adapter as _, Broadcast, MissedPacket, ServerSideAck, SessionState, broadcast_local,
 };
@@ -88,7 +88,10 @@ fn redis_command(node: &Node, command: &Command) -> redis::Cmd {
             cmd
         }
         Command::Publish(channel, payload) => {
-            let mut cmd = redis::cmd("PUBLISH");
+            let mut cmd = redis::cmd(match node.mode {
+                Mode::Streams => "PUBLISH",
+                Mode::Sharded => "SPUBLISH",
+            });
             cmd.arg(channel).arg(payload.as_slice());
             cmd
         }
@@ -106,9 +109,9 @@ fn redis_command(node: &Node, command: &Command) -> redis::Cmd {
 }
 
 /// Sends the queued commands in order, in batches, retrying a batch until Redis takes it.
-pub(super) async fn run_publisher(
+pub(in crate::adapter::redis) async fn run_publisher(
     node: Weak<Node>,
-    mut conn: redis::aio::ConnectionManager,
+    mut conn: Query,
     mut rx: mpsc::UnboundedReceiver<Command>,
 ) {
     const BATCH: usize = 64;
@@ -299,25 +302,35 @@ fn apply_entry(
     let Some(ns) = node.namespace(&message.nsp) else {
         return;
     };
+    apply_message(node, &ns, message, offset.map(|n| (id, n)));
+}
+
+/// Applies a broadcast (this node's own too, from the stream) to the sockets it selects here,
+/// stamped with its entry id when it has one and the namespace recovers; another node's room
+/// operation.
+fn apply_message(
+    node: &Arc<Node>,
+    ns: &NodeNamespace,
+    message: Message,
+    offset: Option<(&str, u64)>,
+) {
     let own = message.uid == node.uid;
     match message.kind {
         kind::BROADCAST => {
             let Some((mut data, opts)) = wire::decode_broadcast(&message) else {
-                tracing::debug!(id, "undecodable broadcast entry");
+                tracing::debug!("undecodable broadcast");
                 return;
             };
             if !own {
                 node.metrics.received.inc();
             }
             let stamped = offset.filter(|_| ns.recovery.get().is_some() && !opts.volatile);
-            if stamped.is_some() {
-                if let Value::Array(items) = &mut data {
-                    items.push(Value::String(id.to_owned()));
-                }
+            if let (Some((id, _)), Value::Array(items)) = (stamped, &mut data) {
+                items.push(Value::String(id.to_owned()));
             }
             let packet = Packet::event(message.nsp.clone(), data, None)
                 .with_attachments(message.attachments);
-            let broadcast = Broadcast::new(&packet, &*ns.parser, stamped);
+            let broadcast = Broadcast::new(&packet, &*ns.parser, stamped.map(|(_, n)| n));
             broadcast_local(&*ns.local, &broadcast, &opts);
         }
         _ if own => {}
@@ -345,12 +358,14 @@ fn apply_entry(
     }
 }
 
-/// Subscribes to each namespace's public and private channels and answers what comes on them.
+/// Subscribes to the channels it is told (each namespace's public and private ones, and in sharded
+/// mode the rooms'), resubscribes after a reconnection, and answers what comes on them.
 pub(super) async fn run_subscriber(
     node: Weak<Node>,
     client: redis::Client,
-    mut new_namespaces: mpsc::UnboundedReceiver<String>,
+    mut changes: mpsc::UnboundedReceiver<(String, bool)>,
 ) {
+    let mut channels: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut first = true;
     loop {
         let Some(strong) = node.upgrade() else { return };
@@ -358,51 +373,77 @@ pub(super) async fn run_subscriber(
             strong.metrics.reconnects.inc();
         }
         first = false;
+        drop(strong);
         match client.get_async_pubsub().await {
             Ok(pubsub) => {
                 let (mut sink, mut stream) = pubsub.split();
-                let names: Vec<String> = lock(&strong.namespaces).keys().cloned().collect();
                 let mut ok = true;
-                for nsp in names {
-                    ok &= subscribe(&strong, &mut sink, &nsp).await.is_ok();
+                for channel in &channels {
+                    ok &= sink.subscribe(channel).await.is_ok();
                 }
-                drop(strong);
-                if ok {
-                    loop {
-                        tokio::select! {
-                            msg = stream.next() => {
-                                let Some(msg) = msg else { break };
-                                let Some(node) = node.upgrade() else { return };
-                                handle_pubsub(&node, msg.get_payload_bytes());
-                            }
-                            nsp = new_namespaces.recv() => {
-                                let Some(nsp) = nsp else { return };
-                                let Some(node) = node.upgrade() else { return };
-                                if subscribe(&node, &mut sink, &nsp).await.is_err() {
-                                    break;
-                                }
-                            }
+                while ok {
+                    tokio::select! {
+                        msg = stream.next() => {
+                            let Some(msg) = msg else { break };
+                            let Some(node) = node.upgrade() else { return };
+                            handle_pubsub(&node, msg.get_payload_bytes());
+                        }
+                        change = changes.recv() => {
+                            let Some((channel, on)) = change else { return };
+                            ok = if on {
+                                channels.insert(channel.clone());
+                                sink.subscribe(&channel).await.is_ok()
+                            } else {
+                                channels.remove(&channel);
+                                sink.unsubscribe(&channel).await.is_ok()
+                            };
                         }
                     }
                 }
                 tracing::warn!("redis subscription lost; reconnecting");
             }
-            Err(err) => {
-                drop(strong);
-                tracing::debug!(%err, "redis subscriber cannot connect; retrying");
-            }
+            Err(err) => tracing::debug!(%err, "redis subscriber cannot connect; retrying"),
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
-async fn subscribe(
-    node: &Node,
-    sink: &mut redis::aio::PubSubSink,
-    nsp: &str,
-) -> redis::RedisResult<()> {
-    sink.subscribe(node.public_channel(nsp)).await?;
-    sink.subscribe(node.private_channel(nsp, &node.uid)).await
+/// Sharded mode: subscribes with `SSUBSCRIBE` on the Redis Cluster (each channel on the shard of
+/// its slot; the cluster client resubscribes after failures by itself) and answers what comes.
+pub(in crate::adapter::redis) async fn run_shard_subscriber(
+    node: Weak<Node>,
+    mut conn: redis::cluster_async::ClusterConnection,
+    mut pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
+    mut changes: mpsc::UnboundedReceiver<(String, bool)>,
+) {
+    loop {
+        tokio::select! {
+            push = pushes.recv() => {
+                let Some(push) = push else { return };
+                let Some(node) = node.upgrade() else { return };
+                match (push.kind, push.data.as_slice()) {
+                    (redis::PushKind::SMessage, [_, payload, ..]) => {
+                        if let Some(payload) = bulk(payload) {
+                            handle_pubsub(&node, &payload);
+                        }
+                    }
+                    (redis::PushKind::Disconnection, _) => node.metrics.reconnects.inc(),
+                    _ => {}
+                }
+            }
+            change = changes.recv() => {
+                let Some((channel, on)) = change else { return };
+                let result = if on {
+                    conn.ssubscribe(&channel).await
+                } else {
+                    conn.sunsubscribe(&channel).await
+                };
+                if let Err(err) = result {
+                    tracing::warn!(%err, channel, "sharded (un)subscribe failed");
+                }
+            }
+        }
+    }
 }
 
 fn handle_pubsub(node: &Arc<Node>, payload: &[u8]) {
@@ -448,6 +489,12 @@ fn handle_pubsub(node: &Arc<Node>, payload: &[u8]) {
         }
         kind::SERVER_SIDE_EMIT => server_side_emit(node, &ns, message, request_id),
         kind::BROADCAST if request_id.is_some() => broadcast_with_ack(node, &ns, message),
+        // Over Pub/Sub only in sharded mode (on the stream otherwise).
+        kind::BROADCAST | kind::SOCKETS_JOIN | kind::SOCKETS_LEAVE | kind::DISCONNECT_SOCKETS
+            if node.mode == Mode::Sharded =>
+        {
+            apply_message(node, &ns, message, None);
+        }
         _ => {}
     }
 }

@@ -181,7 +181,24 @@ pub fn encode_message(
     out.to_vec()
 }
 
-/// A Pub/Sub message decoded; `None` for anything else.
+/// A Pub/Sub message as the Node sharded adapter writes it: JSON `{uid, nsp, type, data}`, or the
+/// msgpack of [`encode_message`] when it holds binary values.
+pub fn encode_message_json(
+    uid: &str,
+    nsp: &str,
+    kind: u64,
+    data: &Value,
+    attachments: &[Bytes],
+) -> Vec<u8> {
+    if !attachments.is_empty() {
+        return encode_message(uid, nsp, kind, data, attachments);
+    }
+    json!({ "uid": uid, "nsp": nsp, "type": kind, "data": data })
+        .to_string()
+        .into_bytes()
+}
+
+/// A Pub/Sub message decoded (msgpack, or JSON when it starts with `{`); `None` for anything else.
 pub fn decode_pubsub(payload: &[u8]) -> Option<Message> {
     let (message, attachments) = decode_message(payload)?;
     let nsp = message
@@ -408,6 +425,20 @@ mod tests {
         );
         assert_eq!((message.data, message.attachments), (data, bin));
         assert_eq!(decode_pubsub(b"\x80"), None);
+    }
+
+    #[test]
+    fn sharded_messages_are_json_unless_binary() {
+        let data = json!({"opts": {"rooms": ["r"], "except": [], "flags": {}}, "rooms": ["x"]});
+        let bytes = encode_message_json("n1", "/", kind::SOCKETS_JOIN, &data, &[]);
+        assert_eq!(bytes[0], b'{');
+        let message = decode_pubsub(&bytes).unwrap();
+        assert_eq!((message.kind, message.data), (kind::SOCKETS_JOIN, data));
+        let bin = vec![Bytes::from_static(b"z")];
+        let with_binary = json!({"packet": ["e", placeholder(0)]});
+        let bytes = encode_message_json("n1", "/", kind::SERVER_SIDE_EMIT, &with_binary, &bin);
+        assert_ne!(bytes[0], b'{');
+        assert_eq!(decode_pubsub(&bytes).unwrap().attachments, bin);
     }
 
     #[test]
