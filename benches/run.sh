@@ -8,7 +8,7 @@
 #
 # Options (each also an environment variable, shown in brackets):
 #   --repeat R          runs per peer and scenario; median and min–max are reported  [BENCH_REPEAT=3]
-#   --peers "a b"       among: tidings node socketioxide floor                         [BENCH_PEERS]
+#   --peers "a b"       among: tidings node socketioxide floor limit                   [BENCH_PEERS]
 #   --scenarios "a b"   among: idle idle-polling fanout-100 fanout-max echo            [BENCH_SCENARIOS]
 #   --idle-conns N      connections of the idle scenario                               [BENCH_IDLE_CONNS=18000]
 #   --idle-hold S       seconds they are held                                          [BENCH_IDLE_HOLD=10]
@@ -29,7 +29,7 @@ cd "$ROOT"
 
 QUICK=0
 REPEAT="${BENCH_REPEAT:-}"
-PEERS="${BENCH_PEERS:-tidings node socketioxide floor}"
+PEERS="${BENCH_PEERS:-tidings node socketioxide floor limit}"
 SCENARIOS="${BENCH_SCENARIOS:-idle idle-polling fanout-100 fanout-max echo}"
 IDLE_CONNS="${BENCH_IDLE_CONNS:-}"
 IDLE_HOLD="${BENCH_IDLE_HOLD:-}"
@@ -92,6 +92,7 @@ if [[ $BUILD == 1 ]]; then
     case "$p" in
       socketioxide) cargo build --release --manifest-path benches/peers/socketioxide/Cargo.toml ;;
       floor) cargo build --release --manifest-path benches/peers/floor/Cargo.toml ;;
+      limit) cargo build --release --manifest-path benches/peers/limit/Cargo.toml ;;
       node) npm ci --prefix benches/peers/node --no-audit --no-fund --loglevel=error ;;
     esac
   done
@@ -108,6 +109,7 @@ peer_cmd() {
     node) echo "node benches/peers/node/server.js" ;;
     socketioxide) echo "benches/peers/socketioxide/target/release/socketioxide-peer" ;;
     floor) echo "benches/peers/floor/target/release/floor-peer" ;;
+    limit) echo "benches/peers/limit/target/release/limit-peer" ;;
     *) echo "unknown peer: $1" >&2; return 1 ;;
   esac
 }
@@ -214,9 +216,9 @@ EOF
 
 for scenario in $SCENARIOS; do
   for peer in $PEERS; do
-    # The floor speaks WebSocket only; socketioxide closes the upgrade probe of a client that opened
-    # over polling the way the load generator does (see benches/README.md).
-    [[ $scenario == idle-polling && ($peer == floor || $peer == socketioxide) ]] && continue
+    # The floor and the limit speak WebSocket only; socketioxide closes the upgrade probe of a client
+    # that opened over polling the way the load generator does (see benches/README.md).
+    [[ $scenario == idle-polling && ($peer == floor || $peer == limit || $peer == socketioxide) ]] && continue
     for r in $(seq 1 "$REPEAT"); do
       run_one "$scenario" "$peer" "$r" "$REPEAT"
     done

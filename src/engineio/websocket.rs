@@ -136,6 +136,31 @@ impl tokio::io::AsyncWrite for WsIo {
         written
     }
 
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let written = match &mut this.conn {
+            Conn::Tcp(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),
+            Conn::Upgraded(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),
+        };
+        if let std::task::Poll::Ready(Ok(n)) = &written {
+            if *n > 0 {
+                this.progress.mark();
+            }
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.conn {
+            Conn::Tcp(io) => io.is_write_vectored(),
+            Conn::Upgraded(io) => io.is_write_vectored(),
+        }
+    }
+
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -221,7 +246,8 @@ pub(crate) fn open_session<H: Handler, B: Send + 'static>(
         let mut ws = WsIo::accept(upgraded, ws_config(engine.config())).await;
         let write_timeout = engine.config().effective_write_timeout();
         let (session, open) = engine.open_session(info, TransportKind::WebSocket, framing);
-        let sent = tokio::time::timeout(write_timeout, ws.send(Message::text(open))).await;
+        let open = [(OPCODE_TEXT, Bytes::from(open))];
+        let sent = tokio::time::timeout(write_timeout, write_frames(&mut ws, &open)).await;
         if !matches!(sent, Ok(Ok(()))) {
             session.close(CloseReason::TransportClose, false);
             return;
@@ -267,8 +293,8 @@ pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
     let upgrade_timeout = inner.config.upgrade_timeout;
     let write_timeout = inner.config.effective_write_timeout();
     tokio::spawn(async move {
-        // Held until the WebSocket ends (see `ConnectionGuard`).
-        let _guard = guard;
+        // Held until the WebSocket ends (see `ConnectionGuard`): moved to the session's task once
+        // the probe succeeds.
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(err) => {
@@ -277,13 +303,17 @@ pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
                 return;
             }
         };
-        let mut ws = WsIo::accept(upgraded, ws_config).await;
+        let mut ws = Box::new(WsIo::accept(upgraded, ws_config).await);
         match tokio::time::timeout(upgrade_timeout, probe(&session, &mut ws)).await {
-            Ok(true) => run_session(&session, &mut ws, framing, write_timeout).await,
+            // As for a WebSocket-only session, the long-lived loop gets a task of its own, as small
+            // as its own state.
+            Ok(true) => {
+                tokio::spawn(serve(session, ws, framing, write_timeout, guard));
+            }
             Ok(false) | Err(_) => {
                 tracing::debug!(sid = session.id(), "upgrade abandoned");
                 abort_upgrade(&session);
-                let _ = tokio::time::timeout(write_timeout, ws.close(None)).await;
+                let _ = tokio::time::timeout(write_timeout, Ws::close(&mut ws, None)).await;
             }
         }
     });
@@ -312,7 +342,8 @@ async fn probe(session: &Session, ws: &mut Ws) -> bool {
         };
         match text.as_str() {
             "2probe" => {
-                if ws.send(Message::text("3probe")).await.is_err() {
+                let answer = [(OPCODE_TEXT, Bytes::from_static(b"3probe"))];
+                if write_frames(ws, &answer).await.is_err() {
                     return false;
                 }
                 let mut state = session.lock();
@@ -405,9 +436,10 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing, write_tim
         // has been used.
         let mut woken = false;
         if !batch.is_empty() {
+            // Boxed: the write's state exists only while a batch is written, and kept inline it
+            // would widen every idle connection's task by its size.
             let write = write_all(ws, batch, framing, session.metrics());
-            let write = within(write_timeout, &progress, heartbeat.as_mut(), write);
-            tokio::pin!(write);
+            let mut write = Box::pin(within(write_timeout, &progress, heartbeat.as_mut(), write));
             let written = loop {
                 tokio::select! {
                     biased;
@@ -435,7 +467,7 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing, write_tim
             }
         }
         if closed.is_some() {
-            let _ = tokio::time::timeout(write_timeout, ws.close(None)).await;
+            let _ = Box::pin(tokio::time::timeout(write_timeout, ws.close(None))).await;
             return;
         }
         if woken {
@@ -450,8 +482,26 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing, write_tim
                 // What the handlers queue while this loop runs them is found on the next look:
                 // no wake-up of this task by itself.
                 session.lock().drainer_parked = false;
-                if let Err(reason) = handle_incoming(session, ws, framing, incoming, write_timeout).await {
-                    break reason;
+                match handle_incoming(session, framing, incoming) {
+                    Ok(()) => {}
+                    Err(Incoming::Close(reason)) => break reason,
+                    // Rare, and boxed: kept out of the per-connection task's size.
+                    Err(Incoming::CloseWith(code)) => {
+                        let frame = CloseFrame { code, reason: Utf8Bytes::default() };
+                        let close = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame)));
+                        let _ = Box::pin(close).await;
+                        break CloseReason::TransportError;
+                    }
+                    Err(Incoming::Probe) => {
+                        // A stray probe on an established WebSocket: answer it, harmlessly.
+                        let answer = [(OPCODE_TEXT, Bytes::from_static(b"3probe"))];
+                        let answer = tokio::time::timeout(write_timeout, write_frames(ws, &answer));
+                        match Box::pin(answer).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break CloseReason::TransportClose,
+                            Err(_) => break CloseReason::TransportError,
+                        }
+                    }
                 }
             }
             () = &mut notified => {}
@@ -508,7 +558,35 @@ async fn within<T>(
     }
 }
 
-/// Writes a batch of frames, flushing once at the end.
+/// The opcodes of the data frames the server writes (RFC 6455 §5.2).
+const OPCODE_TEXT: u8 = 0x1;
+const OPCODE_BINARY: u8 = 0x2;
+
+/// At most this many slices go to one vectored write (Linux's `IOV_MAX` is 1 024).
+const MAX_SLICES: usize = 1024;
+
+/// The header of an unmasked, unfragmented server frame of `len` payload bytes (RFC 6455 §5.2):
+/// FIN and the opcode, then the length in 7, 7+16 or 7+64 bits. Returns the header and its length.
+fn frame_header(opcode: u8, len: usize) -> ([u8; 10], usize) {
+    let mut header = [0u8; 10];
+    header[0] = 0x80 | opcode;
+    let used = if len < 126 {
+        // Fits: len < 126.
+        header[1] = len as u8;
+        2
+    } else if let Ok(len) = u16::try_from(len) {
+        header[1] = 126;
+        header[2..4].copy_from_slice(&len.to_be_bytes());
+        4
+    } else {
+        header[1] = 127;
+        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    (header, used)
+}
+
+/// Writes a batch of frames, counted in the metrics.
 async fn write_all(
     ws: &mut Ws,
     frames: std::collections::VecDeque<Frame>,
@@ -518,39 +596,71 @@ async fn write_all(
     metrics.packets_out.add(frames.len() as u64);
     let bytes: usize = frames.iter().map(Frame::len).sum();
     metrics.bytes_out.add(bytes as u64);
-    for frame in frames {
-        let msg = match frame {
-            Frame::Text(bytes) => match Utf8Bytes::try_from(bytes) {
-                Ok(text) => Message::Text(text),
-                Err(_) => continue,
-            },
+    let parts: Vec<(u8, Bytes)> = frames
+        .into_iter()
+        .map(|frame| match frame {
+            // Text frames are valid UTF-8 by `Frame`'s invariant.
+            Frame::Text(bytes) => (OPCODE_TEXT, bytes),
             Frame::Binary(bytes) => match framing {
-                Framing::V4 => Message::Binary(bytes),
+                Framing::V4 => (OPCODE_BINARY, bytes),
                 // v3 frames carry the packet type: a leading `4` byte, or `b4` + base64 as text.
                 #[cfg(feature = "eio3")]
-                Framing::V3 { binary: true } => Message::Binary(codec_v3::binary_message(&bytes)),
+                Framing::V3 { binary: true } => (OPCODE_BINARY, codec_v3::binary_message(&bytes)),
                 #[cfg(feature = "eio3")]
-                Framing::V3 { binary: false } => {
-                    match Utf8Bytes::try_from(codec_v3::base64_message(&bytes)) {
-                        Ok(text) => Message::Text(text),
-                        Err(_) => continue,
-                    }
-                }
+                Framing::V3 { binary: false } => (OPCODE_TEXT, codec_v3::base64_message(&bytes)),
             },
-        };
-        ws.feed(msg).await?;
-    }
-    ws.flush().await
+        })
+        .collect();
+    write_frames(ws, &parts).await
 }
 
-/// Handles one read from the WebSocket; an error is the reason to close the session.
-async fn handle_incoming(
+/// Writes frames straight to the connection, framed here: each payload is written by reference (a
+/// broadcast's bytes are shared by every recipient and never copied per connection), and the whole
+/// batch goes out in as few vectored writes as the kernel takes. Whatever tungstenite queued itself
+/// (a pong, answering a ping it read) is flushed first, so frames never interleave.
+async fn write_frames(ws: &mut Ws, parts: &[(u8, Bytes)]) -> Result<(), tungstenite::Error> {
+    ws.flush().await?;
+    let headers: Vec<([u8; 10], usize)> = parts
+        .iter()
+        .map(|(opcode, payload)| frame_header(*opcode, payload.len()))
+        .collect();
+    let mut slices: Vec<std::io::IoSlice<'_>> = Vec::with_capacity(parts.len() * 2);
+    for ((header, used), (_, payload)) in headers.iter().zip(parts) {
+        slices.push(std::io::IoSlice::new(&header[..*used]));
+        if !payload.is_empty() {
+            slices.push(std::io::IoSlice::new(payload));
+        }
+    }
+    let io = ws.get_mut();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let take = rest.len().min(MAX_SLICES);
+        let n = tokio::io::AsyncWriteExt::write_vectored(io, &rest[..take]).await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+        }
+        std::io::IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
+}
+
+/// What a read asks of the session loop beyond handing the packet to the session.
+enum Incoming {
+    /// The session ends, for this reason.
+    Close(CloseReason),
+    /// The client broke the WebSocket protocol: close with this code, then end the session.
+    CloseWith(CloseCode),
+    /// A stray `2probe` on an established WebSocket, to be answered.
+    Probe,
+}
+
+/// Handles one read from the WebSocket, without waiting on anything: what needs a write is
+/// returned for the loop to do.
+fn handle_incoming(
     session: &Session,
-    ws: &mut Ws,
     framing: Framing,
     incoming: Option<Result<Message, tungstenite::Error>>,
-    write_timeout: Duration,
-) -> Result<(), CloseReason> {
+) -> Result<(), Incoming> {
     if let Some(Ok(Message::Text(b))) = &incoming {
         session.metrics().packets_in.inc();
         session.metrics().bytes_in.add(b.len() as u64);
@@ -562,7 +672,9 @@ async fn handle_incoming(
         Some(Ok(Message::Text(text))) => framing.decode_text(Bytes::from(text)),
         Some(Ok(Message::Binary(bytes))) => framing.decode_binary(bytes),
         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return Ok(()),
-        Some(Ok(Message::Close(_))) | None => return Err(CloseReason::TransportClose),
+        Some(Ok(Message::Close(_))) | None => {
+            return Err(Incoming::Close(CloseReason::TransportClose));
+        }
         Some(Err(err)) => {
             let code = match &err {
                 tungstenite::Error::Capacity(_) => Some(CloseCode::Size),
@@ -574,39 +686,47 @@ async fn handle_incoming(
                 _ => None,
             };
             tracing::debug!(sid = session.id(), %err, "websocket read error");
-            if let Some(code) = code {
-                let frame = CloseFrame {
-                    code,
-                    reason: Utf8Bytes::default(),
-                };
-                // Boxed: a rare path, kept out of the per-connection task's size.
-                let close = Box::pin(ws.close(Some(frame)));
-                let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
-                return Err(CloseReason::TransportError);
-            }
-            return Err(CloseReason::TransportClose);
+            return Err(match code {
+                Some(code) => Incoming::CloseWith(code),
+                None => Incoming::Close(CloseReason::TransportClose),
+            });
         }
     }
     .map_err(|err| {
         tracing::debug!(sid = session.id(), %err, "invalid websocket packet");
-        CloseReason::ParseError
+        Incoming::Close(CloseReason::ParseError)
     })?;
     if packet.kind == PacketType::Ping && packet.data == Payload::Text(Bytes::from_static(b"probe"))
     {
-        // A stray probe on an established WebSocket: answer it, harmlessly.
-        let answer = Box::pin(ws.send(Message::text("3probe")));
-        return match tokio::time::timeout(write_timeout, answer).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(CloseReason::TransportClose),
-            Err(_) => Err(CloseReason::TransportError),
-        };
+        return Err(Incoming::Probe);
     }
-    session.handle_packet(packet.kind, packet.data, Instant::now())
+    session
+        .handle_packet(packet.kind, packet.data, Instant::now())
+        .map_err(Incoming::Close)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_headers_are_tungstenites_own() {
+        use tungstenite::protocol::frame::Frame as WsFrame;
+        use tungstenite::protocol::frame::coding::{Data, OpCode};
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 1_000_000] {
+            for (opcode, data) in [(OPCODE_TEXT, Data::Text), (OPCODE_BINARY, Data::Binary)] {
+                let payload = Bytes::from(vec![b'a'; len]);
+                let mut theirs = Vec::new();
+                WsFrame::message(payload.clone(), OpCode::Data(data), true)
+                    .format(&mut theirs)
+                    .unwrap();
+                let (header, used) = frame_header(opcode, len);
+                let mut ours = header[..used].to_vec();
+                ours.extend_from_slice(&payload);
+                assert_eq!(ours, theirs, "payload of {len} bytes");
+            }
+        }
+    }
 
     fn progress() -> Arc<Progress> {
         Arc::new(Progress {
