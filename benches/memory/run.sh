@@ -4,7 +4,7 @@
 # SIGKILL, so what is live in the profile is what the connections hold. Prints a Markdown table of
 # live heap bytes per connection by owner (benches/memory/breakdown.py).
 #
-#   benches/memory/run.sh [--conns N] [--polling] [--no-build]     # N defaults to 5000
+#   benches/memory/run.sh [--conns N] [--no-build]     # N defaults to 5000
 #
 # Needs heaptrack (Debian's package of that name). RSS per connection, the figure the issue's targets
 # are about, comes from the main harness (benches/run.sh); this table explains it.
@@ -12,12 +12,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 CONNS=5000
-POLLING=()
 BUILD=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --conns) CONNS="$2"; shift ;;
-    --polling) POLLING=(--polling) ;;
     --no-build) BUILD=0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
@@ -45,17 +43,24 @@ for _ in $(seq 1 100); do
 done
 [[ -n "$port" ]] || { echo "the server did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
 SERVER="$(pgrep -x bench_server | head -n1)"
-# Held for long enough to be stopped mid-hold, once every connection is established on the server.
-benches/loadgen/target/release/loadgen --port "$port" --server-pid "$SERVER" "${POLLING[@]}" \
+benches/loadgen/target/release/loadgen --port "$port" --server-pid "$SERVER" \
   idle --conns "$CONNS" --hold 30 >"$WORK/loadgen.json" 2>"$WORK/loadgen.log" &
 LOADGEN=$!
-for _ in $(seq 1 600); do
+# Once the server's established connections number at least N and have not changed for two seconds
+# they are stopped mid-hold.
+last=-1
+steady=0
+for _ in $(seq 1 300); do
   established="$(ss -Htn state established "( sport = :$port )" | wc -l)"
-  [[ "$established" -ge "$CONNS" ]] && break
-  sleep 0.1
+  if [[ "$established" -ge "$CONNS" && "$established" == "$last" ]]; then
+    steady=$((steady + 1))
+    [[ $steady -ge 2 ]] && break
+  else
+    steady=0
+  fi
+  last="$established"
+  sleep 1
 done
-# The last handshakes' CONNECT packets, then the heartbeat-idle state.
-sleep 3
 kill -KILL "$SERVER"
 SERVER=""
 wait "$LOADGEN" 2>/dev/null || true
