@@ -886,6 +886,81 @@ pub fn redis_message() -> Vec<Seed> {
     ])
 }
 
+/// A masked client frame, as a browser sends it.
+fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut out = vec![if fin { 0x80 | opcode } else { opcode }];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// WebSocket frames from a client, after a first byte that says where the target cuts them.
+pub fn ws_frames() -> Vec<Seed> {
+    let seed = |cut: u8, frames: Vec<Vec<u8>>| {
+        let mut out = vec![cut];
+        out.extend(frames.concat());
+        out
+    };
+    vec![
+        (
+            "text",
+            seed(3, vec![client_frame(true, 0x1, b"42[\"echo\",1]")]),
+        ),
+        (
+            "binary-then-ping",
+            seed(
+                9,
+                vec![
+                    client_frame(true, 0x2, &[1, 2, 3]),
+                    client_frame(true, 0x9, b"p"),
+                ],
+            ),
+        ),
+        (
+            "fragmented-around-ping",
+            seed(
+                7,
+                vec![
+                    client_frame(false, 0x1, b"4he"),
+                    client_frame(true, 0x9, b""),
+                    client_frame(true, 0x0, "llo wörld".as_bytes()),
+                ],
+            ),
+        ),
+        (
+            "long-length",
+            seed(2, vec![client_frame(true, 0x1, &[b'a'; 200])]),
+        ),
+        (
+            "too-large",
+            seed(1, vec![client_frame(true, 0x2, &[0; 300])]),
+        ),
+        (
+            "close-then-more",
+            seed(
+                4,
+                vec![
+                    client_frame(true, 0x8, &[0x03, 0xe8]),
+                    client_frame(true, 0x1, b"4x"),
+                ],
+            ),
+        ),
+        ("unmasked", vec![1, 0x81, 0x01, b'a']),
+        (
+            "invalid-utf8",
+            seed(0, vec![client_frame(true, 0x1, &[0xff, 0xfe])]),
+        ),
+    ]
+}
+
 pub fn all() -> Vec<(&'static str, Vec<Seed>)> {
     vec![
         ("eio_packet", eio_packet()),
@@ -896,6 +971,7 @@ pub fn all() -> Vec<(&'static str, Vec<Seed>)> {
         ("redis_message", redis_message()),
         ("redis_stream_entry", redis_stream_entry()),
         ("handshake_query", handshake_query()),
+        ("ws_frames", ws_frames()),
         (
             "sio_attachments",
             sio_attachments()

@@ -157,15 +157,6 @@ pub struct EngineConfig {
     /// reference has none (`handshake.address` is always the TCP peer; compare Express's
     /// `trust proxy`).
     pub trusted_proxies: Vec<IpRange>,
-    /// tungstenite's read buffer per WebSocket connection, and the most it reads in one call. The
-    /// largest single item of an idle connection's memory: default 512 bytes, which holds the usual
-    /// event whole (4 KiB would cost about 3.5 KiB more RSS per idle client; a large message still
-    /// arrives in one buffer, read in more calls).
-    pub ws_read_buffer_size: usize,
-    /// How many bytes of queued frames are gathered before a write to the socket. Default 16 KiB:
-    /// the frames drained in one batch go out in one write (0 would write each frame on its own,
-    /// one system call per delivery); a batch is flushed at its end whatever its size.
-    pub ws_write_buffer_size: usize,
     /// CORS policy; `None` (the default) sends no CORS headers.
     pub cors: Option<Cors>,
     /// Polling responses at least this large are compressed (gzip or deflate, as the client's
@@ -207,8 +198,6 @@ impl Default for EngineConfig {
             body_read_timeout: Duration::from_secs(10),
             allow_request_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
-            ws_read_buffer_size: 512,
-            ws_write_buffer_size: 16 * 1024,
             cors: None,
             http_compression_threshold: Some(1024),
             max_connections: usize::MAX,

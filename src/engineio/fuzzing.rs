@@ -68,3 +68,32 @@ pub fn drain(session: &Session, max: usize) -> Vec<Frame> {
 pub fn is_registered(session: &Session) -> bool {
     session.is_registered()
 }
+
+/// What the WebSocket decoder hands over, flattened for a fuzz target: `(opcode, bytes)` per
+/// message (a close carries its code's two bytes, if any), then the close code of an error, if any.
+pub fn ws_decode(max_message: usize, chunks: &[&[u8]]) -> (Vec<(u8, Vec<u8>)>, Option<u16>) {
+    use super::wsframe::{Decoder, Message};
+    let mut decoder = Decoder::new(max_message);
+    let mut out = Vec::new();
+    for chunk in chunks {
+        let result = decoder.decode(chunk, |m| {
+            out.push(match m {
+                Message::Text(b) => (0x1, b.to_vec()),
+                Message::Binary(b) => (0x2, b.to_vec()),
+                Message::Close(code) => (
+                    0x8,
+                    code.map(|c| c.to_be_bytes().to_vec()).unwrap_or_default(),
+                ),
+                Message::Ping(b) => (0x9, b.to_vec()),
+                Message::Pong => (0xa, Vec::new()),
+            })
+        });
+        if let Err(err) = result {
+            return (out, Some(err.code()));
+        }
+        if out.last().is_some_and(|(op, _)| *op == 0x8) {
+            break;
+        }
+    }
+    (out, None)
+}

@@ -1,32 +1,32 @@
-//! The WebSocket transport: hyper's upgrade on the same port, then tokio-tungstenite with an explicit
-//! small buffer configuration.
+//! The WebSocket transport: hyper's upgrade on the same port, then RFC 6455 framing of our own
+//! ([`wsframe`](super::wsframe)) straight on the connection.
 //!
 //! One task per WebSocket session runs [`run_session`]: it reads frames, drains the session's outbound
-//! queue (fed, then flushed once per batch) and drives the heartbeat, all from one `select!` loop.
+//! queue (one vectored write per batch) and drives the heartbeat, all from one `select!` loop.
 //! A polling session that upgrades first goes through [`probe`] (`2probe` → `3probe`, then `5`), bounded
 //! by the upgrade timeout; if that fails the session simply stays on polling.
+//!
+//! An idle connection holds no buffer: reads go to a per-thread scratch buffer, and the decoder keeps
+//! only the tail of a frame split across reads (at most `max_payload` and a header). Frames written
+//! are framed here, their payloads written by reference (a broadcast's bytes are shared by every
+//! recipient).
 //!
 //! Every write waits on the peer for a bounded time: a batch ends ("transport error") once the
 //! connection has taken no byte for the write timeout ([`within`]), or as soon as the session is
 //! closed in a way that frees its queue. The batch counts against the session's byte budget until it
 //! is written. The task holds the connection's [`ConnectionGuard`] until the session ends.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt as _, StreamExt as _};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tungstenite::error::ProtocolError;
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tungstenite::{Message, Utf8Bytes};
 
 use super::codec::{Frame, Framing, PacketType, Payload};
 #[cfg(feature = "eio3")]
@@ -34,9 +34,113 @@ use super::codec_v3;
 use super::engine::{EngineIo, Inner};
 use super::error::{Body, HttpError};
 use super::session::{RequestInfo, Session, Transport, TransportKind};
+use super::wsframe::{self, FrameError, Message};
 use super::{CloseReason, ConnectionGuard, Handler};
 
-type Ws = WebSocketStream<WsIo>;
+/// The size of each worker thread's read buffer: what one read can take from a connection.
+const SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH].into_boxed_slice());
+}
+
+/// A WebSocket: the connection, the decoder of the client's frames, and what one read decoded but
+/// the loop has not handled yet (handled one message at a time, so what a message queues is written
+/// before the next is handled). Also bytes hyper read ahead of the upgrade.
+struct Ws {
+    io: WsIo,
+    decoder: wsframe::Decoder,
+    /// Decoded, not yet handled, last first; an error comes after the messages before it.
+    pending: Vec<Result<Message, FrameError>>,
+}
+
+/// Why reading ended.
+enum ReadError {
+    /// The client closed the TCP connection (with or without a close frame before).
+    Eof,
+    Io(std::io::Error),
+    /// The client broke the WebSocket protocol.
+    Frame(FrameError),
+}
+
+impl Ws {
+    /// Opens the WebSocket over an upgraded connection, keeping any bytes hyper read ahead.
+    fn accept(upgraded: Upgraded, max_payload: usize) -> Self {
+        let (conn, ahead) = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+            Ok(parts) => (Conn::Tcp(parts.io.into_inner()), parts.read_buf),
+            Err(upgraded) => (Conn::Upgraded(TokioIo::new(upgraded)), Bytes::new()),
+        };
+        let mut ws = Self {
+            io: WsIo::new(conn),
+            decoder: wsframe::Decoder::new(max_payload),
+            pending: Vec::new(),
+        };
+        if !ahead.is_empty() {
+            ws.decode(&ahead);
+        }
+        ws
+    }
+
+    /// Decodes bytes from the client into `pending`.
+    fn decode(&mut self, bytes: &[u8]) {
+        let mut decoded = Vec::new();
+        if let Err(err) = self.decoder.decode(bytes, |m| decoded.push(Ok(m))) {
+            decoded.push(Err(err));
+        }
+        decoded.reverse();
+        // What is left of an earlier read goes first (in practice there is none: reads happen
+        // only once it is handled).
+        decoded.append(&mut self.pending);
+        self.pending = decoded;
+    }
+
+    /// The next message from the client, or why there is none.
+    async fn read(&mut self) -> Result<Message, ReadError> {
+        loop {
+            if let Some(next) = self.pending.pop() {
+                if self.pending.is_empty() {
+                    // An idle connection keeps no buffer.
+                    self.pending = Vec::new();
+                }
+                return next.map_err(ReadError::Frame);
+            }
+            std::future::poll_fn(|cx| self.poll_read(cx)).await?;
+        }
+    }
+
+    /// Reads what the connection has into the thread's scratch buffer and decodes it.
+    fn poll_read(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), ReadError>> {
+        use std::task::Poll;
+        SCRATCH_BUF.with_borrow_mut(|scratch| {
+            let mut buf = tokio::io::ReadBuf::new(scratch);
+            match tokio::io::AsyncRead::poll_read(std::pin::Pin::new(&mut self.io), cx, &mut buf) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(err)) => Poll::Ready(Err(ReadError::Io(err))),
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Err(ReadError::Eof)),
+                Poll::Ready(Ok(())) => {
+                    // Messages own their bytes: the scratch buffer is free again before any
+                    // handler runs.
+                    self.decode(buf.filled());
+                    Poll::Ready(Ok(()))
+                }
+            }
+        })
+    }
+
+    /// Sends a close frame (`code`, or none) and gives the peer `limit` to take it.
+    async fn close(&mut self, code: Option<u16>, limit: Duration) {
+        let frame = match code {
+            Some(code) => wsframe::close_frame(code),
+            None => Bytes::from_static(&[0x88, 0x00]),
+        };
+        let write = tokio::io::AsyncWriteExt::write_all(&mut self.io, &frame);
+        let _ = tokio::time::timeout(limit, write).await;
+        let _ = tokio::time::timeout(limit, tokio::io::AsyncWriteExt::shutdown(&mut self.io)).await;
+    }
+}
 
 /// The connection under a WebSocket, and when it last took bytes from us.
 struct WsIo {
@@ -81,25 +185,6 @@ impl WsIo {
                 base: Instant::now(),
                 last: AtomicU64::new(0),
             }),
-        }
-    }
-
-    /// Opens the WebSocket over an upgraded connection, keeping any bytes hyper read ahead.
-    async fn accept(upgraded: Upgraded, config: WebSocketConfig) -> Ws {
-        match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
-            Ok(parts) => {
-                let io = Self::new(Conn::Tcp(parts.io.into_inner()));
-                if parts.read_buf.is_empty() {
-                    WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
-                } else {
-                    let part = parts.read_buf.to_vec();
-                    WebSocketStream::from_partially_read(io, part, Role::Server, Some(config)).await
-                }
-            }
-            Err(upgraded) => {
-                let io = Self::new(Conn::Upgraded(TokioIo::new(upgraded)));
-                WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
-            }
         }
     }
 }
@@ -189,14 +274,6 @@ pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
-fn ws_config(config: &super::EngineConfig) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(config.ws_read_buffer_size)
-        .write_buffer_size(config.ws_write_buffer_size)
-        .max_message_size(Some(config.max_payload))
-        .max_frame_size(Some(config.max_payload))
-}
-
 /// Checks the upgrade headers and builds the `101 Switching Protocols` answer.
 fn switching_protocols<B>(req: &Request<B>) -> Result<Response<Body>, HttpError> {
     let key = req
@@ -210,7 +287,7 @@ fn switching_protocols<B>(req: &Request<B>) -> Result<Response<Body>, HttpError>
     {
         return Err(HttpError::BadRequest);
     }
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut res = Response::new(Full::new(Bytes::new()));
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();
@@ -243,10 +320,10 @@ pub(crate) fn open_session<H: Handler, B: Send + 'static>(
                 return;
             }
         };
-        let mut ws = WsIo::accept(upgraded, ws_config(engine.config())).await;
+        let mut ws = Ws::accept(upgraded, engine.config().max_payload);
         let write_timeout = engine.config().effective_write_timeout();
         let (session, open) = engine.open_session(info, TransportKind::WebSocket, framing);
-        let open = [(OPCODE_TEXT, Bytes::from(open))];
+        let open = [(wsframe::TEXT, Bytes::from(open))];
         let sent = tokio::time::timeout(write_timeout, write_frames(&mut ws, &open)).await;
         if !matches!(sent, Ok(Ok(()))) {
             session.close(CloseReason::TransportClose, false);
@@ -254,7 +331,7 @@ pub(crate) fn open_session<H: Handler, B: Send + 'static>(
         }
         // The session gets a task of its own: the set-up's futures are large and short-lived, and
         // would otherwise widen the task that holds the connection for its whole life.
-        tokio::spawn(serve(session, Box::new(ws), framing, write_timeout, guard));
+        tokio::spawn(serve(session, ws, framing, write_timeout, guard));
     });
     Ok(res)
 }
@@ -275,13 +352,14 @@ pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
             // the reference does, leaving the session untouched.
             drop(state);
             let on_upgrade = hyper::upgrade::on(req);
-            let ws_config = ws_config(&inner.config);
+            let max_payload = inner.config.max_payload;
             let write_timeout = inner.config.effective_write_timeout();
             tokio::spawn(async move {
                 let _guard = guard;
                 if let Ok(upgraded) = on_upgrade.await {
-                    let mut ws = WsIo::accept(upgraded, ws_config).await;
-                    let _ = tokio::time::timeout(write_timeout, ws.close(None)).await;
+                    Ws::accept(upgraded, max_payload)
+                        .close(None, write_timeout)
+                        .await;
                 }
             });
             return Ok(res);
@@ -289,7 +367,7 @@ pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
         state.transport = Transport::ProbePending;
     }
     let on_upgrade = hyper::upgrade::on(req);
-    let ws_config = ws_config(&inner.config);
+    let max_payload = inner.config.max_payload;
     let upgrade_timeout = inner.config.upgrade_timeout;
     let write_timeout = inner.config.effective_write_timeout();
     tokio::spawn(async move {
@@ -303,7 +381,7 @@ pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
                 return;
             }
         };
-        let mut ws = Box::new(WsIo::accept(upgraded, ws_config).await);
+        let mut ws = Ws::accept(upgraded, max_payload);
         match tokio::time::timeout(upgrade_timeout, probe(&session, &mut ws)).await {
             // As for a WebSocket-only session, the long-lived loop gets a task of its own, as small
             // as its own state.
@@ -313,7 +391,7 @@ pub(crate) fn upgrade_session<H: Handler, B: Send + 'static>(
             Ok(false) | Err(_) => {
                 tracing::debug!(sid = session.id(), "upgrade abandoned");
                 abort_upgrade(&session);
-                let _ = tokio::time::timeout(write_timeout, Ws::close(&mut ws, None)).await;
+                ws.close(None, write_timeout).await;
             }
         }
     });
@@ -331,18 +409,18 @@ fn abort_upgrade(session: &Session) {
     }
 }
 
-/// The upgrade handshake on the new WebSocket. Returns true once `5` arrived.
+/// The upgrade handshake on the new WebSocket. Returns true once `5` arrived; what came after it
+/// stays pending for the session loop.
 async fn probe(session: &Session, ws: &mut Ws) -> bool {
-    while let Some(Ok(msg)) = ws.next().await {
-        let Message::Text(text) = msg else {
-            if msg.is_ping() || msg.is_pong() {
-                continue;
-            }
-            return false;
+    while let Ok(msg) = ws.read().await {
+        let text = match msg {
+            Message::Text(text) => text,
+            Message::Ping(_) | Message::Pong => continue,
+            Message::Binary(_) | Message::Close(_) => return false,
         };
-        match text.as_str() {
-            "2probe" => {
-                let answer = [(OPCODE_TEXT, Bytes::from_static(b"3probe"))];
+        match &text[..] {
+            b"2probe" => {
+                let answer = [(wsframe::TEXT, Bytes::from_static(b"3probe"))];
                 if write_frames(ws, &answer).await.is_err() {
                     return false;
                 }
@@ -355,7 +433,7 @@ async fn probe(session: &Session, ws: &mut Ws) -> bool {
                 // Release a pending GET with a noop.
                 session.notify.notify_one();
             }
-            "5" => {
+            b"5" => {
                 let mut state = session.lock();
                 if !state.may_upgrade(Transport::Upgrading) {
                     return false;
@@ -393,7 +471,7 @@ impl Drop for CloseOnExit<'_> {
 /// the connection's guard until then.
 async fn serve(
     session: Arc<Session>,
-    mut ws: Box<Ws>,
+    mut ws: Ws,
     framing: Framing,
     write_timeout: Duration,
     guard: Option<ConnectionGuard>,
@@ -406,7 +484,7 @@ async fn serve(
 /// that makes no progress for `write_timeout` ends it ("transport error").
 async fn run_session(session: &Session, ws: &mut Ws, framing: Framing, write_timeout: Duration) {
     let _guard = CloseOnExit(session);
-    let progress = ws.get_ref().progress.clone();
+    let progress = ws.io.progress.clone();
     // One timer for the heartbeat, moved only when its deadline changes (after a ping or a pong),
     // not registered anew for every message.
     let heartbeat = tokio::time::sleep_until(session.lock().heartbeat.poll_timeout());
@@ -467,7 +545,7 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing, write_tim
             }
         }
         if closed.is_some() {
-            let _ = Box::pin(tokio::time::timeout(write_timeout, ws.close(None))).await;
+            Box::pin(ws.close(None, write_timeout)).await;
             return;
         }
         if woken {
@@ -478,29 +556,28 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing, write_tim
         }
 
         tokio::select! {
-            incoming = ws.next() => {
+            read = ws.read() => {
                 // What the handlers queue while this loop runs them is found on the next look:
                 // no wake-up of this task by itself.
                 session.lock().drainer_parked = false;
-                match handle_incoming(session, framing, incoming) {
-                    Ok(()) => {}
-                    Err(Incoming::Close(reason)) => break reason,
-                    // Rare, and boxed: kept out of the per-connection task's size.
-                    Err(Incoming::CloseWith(code)) => {
-                        let frame = CloseFrame { code, reason: Utf8Bytes::default() };
-                        let close = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame)));
-                        let _ = Box::pin(close).await;
+                let msg = match read {
+                    Ok(msg) => msg,
+                    Err(ReadError::Eof) => break CloseReason::TransportClose,
+                    Err(ReadError::Io(err)) => {
+                        tracing::debug!(sid = session.id(), %err, "websocket read error");
+                        break CloseReason::TransportClose;
+                    }
+                    Err(ReadError::Frame(err)) => {
+                        tracing::debug!(sid = session.id(), %err, "websocket protocol error");
+                        // Rare, and boxed: kept out of the per-connection task's size.
+                        Box::pin(ws.close(Some(err.code()), Duration::from_secs(1))).await;
                         break CloseReason::TransportError;
                     }
-                    Err(Incoming::Probe) => {
-                        // A stray probe on an established WebSocket: answer it, harmlessly.
-                        let answer = [(OPCODE_TEXT, Bytes::from_static(b"3probe"))];
-                        let answer = tokio::time::timeout(write_timeout, write_frames(ws, &answer));
-                        match Box::pin(answer).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => break CloseReason::TransportClose,
-                            Err(_) => break CloseReason::TransportError,
-                        }
+                };
+                if let Err(ask) = handle_message(session, framing, msg) {
+                    // Rare, and boxed: kept out of the per-connection task's size.
+                    if let Err(reason) = Box::pin(answer(ws, ask, write_timeout)).await {
+                        break reason;
                     }
                 }
             }
@@ -534,7 +611,7 @@ async fn within<T>(
     limit: Duration,
     progress: &Progress,
     mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
-    op: impl std::future::Future<Output = Result<T, tungstenite::Error>>,
+    op: impl std::future::Future<Output = std::io::Result<T>>,
 ) -> Result<T, WriteError> {
     tokio::pin!(op);
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(op.as_mut().poll(cx))).await;
@@ -558,33 +635,8 @@ async fn within<T>(
     }
 }
 
-/// The opcodes of the data frames the server writes (RFC 6455 §5.2).
-const OPCODE_TEXT: u8 = 0x1;
-const OPCODE_BINARY: u8 = 0x2;
-
 /// At most this many slices go to one vectored write (Linux's `IOV_MAX` is 1 024).
 const MAX_SLICES: usize = 1024;
-
-/// The header of an unmasked, unfragmented server frame of `len` payload bytes (RFC 6455 §5.2):
-/// FIN and the opcode, then the length in 7, 7+16 or 7+64 bits. Returns the header and its length.
-fn frame_header(opcode: u8, len: usize) -> ([u8; 10], usize) {
-    let mut header = [0u8; 10];
-    header[0] = 0x80 | opcode;
-    let used = if len < 126 {
-        // Fits: len < 126.
-        header[1] = len as u8;
-        2
-    } else if let Ok(len) = u16::try_from(len) {
-        header[1] = 126;
-        header[2..4].copy_from_slice(&len.to_be_bytes());
-        4
-    } else {
-        header[1] = 127;
-        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
-    };
-    (header, used)
-}
 
 /// Writes a batch of frames, counted in the metrics.
 async fn write_all(
@@ -592,7 +644,7 @@ async fn write_all(
     frames: std::collections::VecDeque<Frame>,
     framing: Framing,
     metrics: &super::EngineMetrics,
-) -> Result<(), tungstenite::Error> {
+) -> std::io::Result<()> {
     metrics.packets_out.add(frames.len() as u64);
     let bytes: usize = frames.iter().map(Frame::len).sum();
     metrics.bytes_out.add(bytes as u64);
@@ -600,97 +652,120 @@ async fn write_all(
         .into_iter()
         .map(|frame| match frame {
             // Text frames are valid UTF-8 by `Frame`'s invariant.
-            Frame::Text(bytes) => (OPCODE_TEXT, bytes),
+            Frame::Text(bytes) => (wsframe::TEXT, bytes),
             Frame::Binary(bytes) => match framing {
-                Framing::V4 => (OPCODE_BINARY, bytes),
+                Framing::V4 => (wsframe::BINARY, bytes),
                 // v3 frames carry the packet type: a leading `4` byte, or `b4` + base64 as text.
                 #[cfg(feature = "eio3")]
-                Framing::V3 { binary: true } => (OPCODE_BINARY, codec_v3::binary_message(&bytes)),
+                Framing::V3 { binary: true } => (wsframe::BINARY, codec_v3::binary_message(&bytes)),
                 #[cfg(feature = "eio3")]
-                Framing::V3 { binary: false } => (OPCODE_TEXT, codec_v3::base64_message(&bytes)),
+                Framing::V3 { binary: false } => (wsframe::TEXT, codec_v3::base64_message(&bytes)),
             },
         })
         .collect();
     write_frames(ws, &parts).await
 }
 
-/// Writes frames straight to the connection, framed here: each payload is written by reference (a
-/// broadcast's bytes are shared by every recipient and never copied per connection), and the whole
-/// batch goes out in as few vectored writes as the kernel takes. Whatever tungstenite queued itself
-/// (a pong, answering a ping it read) is flushed first, so frames never interleave.
-async fn write_frames(ws: &mut Ws, parts: &[(u8, Bytes)]) -> Result<(), tungstenite::Error> {
-    ws.flush().await?;
-    let headers: Vec<([u8; 10], usize)> = parts
+/// Payloads at least this large are written by reference; smaller ones are copied, with their
+/// headers, into one buffer per batch. Measured here (`benches/`, fan-out of 100-byte events): a
+/// vectored write of two slices per small frame costs the kernel more than copying them.
+const COPY_BELOW: usize = 2048;
+
+/// Writes frames straight to the connection, framed here: small frames are gathered in one buffer,
+/// large payloads (a broadcast's bytes are shared by every recipient) are written by reference
+/// between its pieces, and the whole batch goes out in as few writes as the kernel takes.
+async fn write_frames(ws: &mut Ws, parts: &[(u8, Bytes)]) -> std::io::Result<()> {
+    let copied: usize = parts
         .iter()
-        .map(|(opcode, payload)| frame_header(*opcode, payload.len()))
-        .collect();
-    let mut slices: Vec<std::io::IoSlice<'_>> = Vec::with_capacity(parts.len() * 2);
-    for ((header, used), (_, payload)) in headers.iter().zip(parts) {
-        slices.push(std::io::IoSlice::new(&header[..*used]));
-        if !payload.is_empty() {
-            slices.push(std::io::IoSlice::new(payload));
+        .map(|(_, p)| 10 + if p.len() < COPY_BELOW { p.len() } else { 0 })
+        .sum();
+    let mut buf = Vec::with_capacity(copied);
+    // Where each large payload goes: after `buf[..at]`.
+    let mut cuts: Vec<(usize, &Bytes)> = Vec::new();
+    for (opcode, payload) in parts {
+        let (header, used) = wsframe::header(*opcode, payload.len());
+        buf.extend_from_slice(&header[..used]);
+        if payload.len() < COPY_BELOW {
+            buf.extend_from_slice(payload);
+        } else {
+            cuts.push((buf.len(), payload));
         }
     }
-    let io = ws.get_mut();
+    if cuts.is_empty() {
+        return tokio::io::AsyncWriteExt::write_all(&mut ws.io, &buf).await;
+    }
+    let mut slices: Vec<std::io::IoSlice<'_>> = Vec::with_capacity(cuts.len() * 2 + 1);
+    let mut from = 0;
+    for (at, payload) in &cuts {
+        if *at > from {
+            slices.push(std::io::IoSlice::new(&buf[from..*at]));
+        }
+        slices.push(std::io::IoSlice::new(payload));
+        from = *at;
+    }
+    if from < buf.len() {
+        slices.push(std::io::IoSlice::new(&buf[from..]));
+    }
     let mut rest = &mut slices[..];
     while !rest.is_empty() {
         let take = rest.len().min(MAX_SLICES);
-        let n = tokio::io::AsyncWriteExt::write_vectored(io, &rest[..take]).await?;
+        let n = tokio::io::AsyncWriteExt::write_vectored(&mut ws.io, &rest[..take]).await?;
         if n == 0 {
-            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            return Err(std::io::ErrorKind::WriteZero.into());
         }
         std::io::IoSlice::advance_slices(&mut rest, n);
     }
     Ok(())
 }
 
-/// What a read asks of the session loop beyond handing the packet to the session.
+/// What a message asks of the session loop beyond handing the packet to the session.
 enum Incoming {
     /// The session ends, for this reason.
     Close(CloseReason),
-    /// The client broke the WebSocket protocol: close with this code, then end the session.
-    CloseWith(CloseCode),
+    /// The client closes the WebSocket: answer its close frame, then end the session.
+    ClientClosed(Option<u16>),
+    /// A ping, to be answered with a pong carrying these bytes.
+    Ping(Bytes),
     /// A stray `2probe` on an established WebSocket, to be answered.
     Probe,
 }
 
-/// Handles one read from the WebSocket, without waiting on anything: what needs a write is
-/// returned for the loop to do.
-fn handle_incoming(
-    session: &Session,
-    framing: Framing,
-    incoming: Option<Result<Message, tungstenite::Error>>,
-) -> Result<(), Incoming> {
-    if let Some(Ok(Message::Text(b))) = &incoming {
-        session.metrics().packets_in.inc();
-        session.metrics().bytes_in.add(b.len() as u64);
-    } else if let Some(Ok(Message::Binary(b))) = &incoming {
-        session.metrics().packets_in.inc();
-        session.metrics().bytes_in.add(b.len() as u64);
+/// Does what a message asked for; an error is the reason to close the session.
+async fn answer(ws: &mut Ws, ask: Incoming, write_timeout: Duration) -> Result<(), CloseReason> {
+    let answer = match ask {
+        Incoming::Close(reason) => return Err(reason),
+        Incoming::ClientClosed(code) => {
+            let code = code.unwrap_or(wsframe::CLOSE_NORMAL);
+            ws.close(Some(code), Duration::from_secs(1)).await;
+            return Err(CloseReason::TransportClose);
+        }
+        Incoming::Ping(data) => (wsframe::PONG, data),
+        Incoming::Probe => (wsframe::TEXT, Bytes::from_static(b"3probe")),
+    };
+    match tokio::time::timeout(write_timeout, write_frames(ws, &[answer])).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(CloseReason::TransportClose),
+        Err(_) => Err(CloseReason::TransportError),
     }
-    let packet = match incoming {
-        Some(Ok(Message::Text(text))) => framing.decode_text(Bytes::from(text)),
-        Some(Ok(Message::Binary(bytes))) => framing.decode_binary(bytes),
-        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return Ok(()),
-        Some(Ok(Message::Close(_))) | None => {
-            return Err(Incoming::Close(CloseReason::TransportClose));
+}
+
+/// Handles one message from the client, without waiting on anything: what needs a write is
+/// returned for the loop to do.
+fn handle_message(session: &Session, framing: Framing, msg: Message) -> Result<(), Incoming> {
+    let packet = match msg {
+        Message::Text(text) => {
+            session.metrics().packets_in.inc();
+            session.metrics().bytes_in.add(text.len() as u64);
+            framing.decode_text(text)
         }
-        Some(Err(err)) => {
-            let code = match &err {
-                tungstenite::Error::Capacity(_) => Some(CloseCode::Size),
-                tungstenite::Error::Utf8(_) => Some(CloseCode::Invalid),
-                // The client went away without a close frame (its TCP connection ended): it closed
-                // the transport, as the reference reports it; there is nobody left to tell.
-                tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-                tungstenite::Error::Protocol(_) => Some(CloseCode::Protocol),
-                _ => None,
-            };
-            tracing::debug!(sid = session.id(), %err, "websocket read error");
-            return Err(match code {
-                Some(code) => Incoming::CloseWith(code),
-                None => Incoming::Close(CloseReason::TransportClose),
-            });
+        Message::Binary(bytes) => {
+            session.metrics().packets_in.inc();
+            session.metrics().bytes_in.add(bytes.len() as u64);
+            framing.decode_binary(bytes)
         }
+        Message::Ping(data) => return Err(Incoming::Ping(data)),
+        Message::Pong => return Ok(()),
+        Message::Close(code) => return Err(Incoming::ClientClosed(code)),
     }
     .map_err(|err| {
         tracing::debug!(sid = session.id(), %err, "invalid websocket packet");
@@ -714,13 +789,13 @@ mod tests {
         use tungstenite::protocol::frame::Frame as WsFrame;
         use tungstenite::protocol::frame::coding::{Data, OpCode};
         for len in [0, 1, 125, 126, 127, 65_535, 65_536, 1_000_000] {
-            for (opcode, data) in [(OPCODE_TEXT, Data::Text), (OPCODE_BINARY, Data::Binary)] {
+            for (opcode, data) in [(wsframe::TEXT, Data::Text), (wsframe::BINARY, Data::Binary)] {
                 let payload = Bytes::from(vec![b'a'; len]);
                 let mut theirs = Vec::new();
                 WsFrame::message(payload.clone(), OpCode::Data(data), true)
                     .format(&mut theirs)
                     .unwrap();
-                let (header, used) = frame_header(opcode, len);
+                let (header, used) = wsframe::header(opcode, len);
                 let mut ours = header[..used].to_vec();
                 ours.extend_from_slice(&payload);
                 assert_eq!(ours, theirs, "payload of {len} bytes");
@@ -748,7 +823,7 @@ mod tests {
             }
         });
         let start = Instant::now();
-        let never = std::future::pending::<Result<(), tungstenite::Error>>();
+        let never = std::future::pending::<std::io::Result<()>>();
         let timer = tokio::time::sleep(ms(0));
         tokio::pin!(timer);
         let out = within(ms(500), &progress, timer, never).await;
@@ -765,7 +840,7 @@ mod tests {
         // Progress long before the write started does not extend it.
         tokio::time::sleep(ms(5000)).await;
         let start = Instant::now();
-        let never = std::future::pending::<Result<(), tungstenite::Error>>();
+        let never = std::future::pending::<std::io::Result<()>>();
         let timer = tokio::time::sleep(ms(0));
         tokio::pin!(timer);
         assert!(matches!(
@@ -775,7 +850,7 @@ mod tests {
         assert_eq!(start.elapsed(), ms(300));
         // Done at once: the timer is left alone.
         let armed = timer.deadline();
-        let done = async { Ok::<_, tungstenite::Error>(7) };
+        let done = async { Ok::<_, std::io::Error>(7) };
         assert!(matches!(
             within(ms(300), &progress, timer.as_mut(), done).await,
             Ok(7)
