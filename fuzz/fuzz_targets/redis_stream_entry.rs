@@ -19,8 +19,18 @@ use tidings_fuzz::check_sio_packet;
 fuzz_target!(|data: &[u8]| {
     let _ = decode_session(data);
     if let Some(message) = decode_pubsub(data) {
-        let again = encode_message(&message.uid, &message.nsp, message.kind, &message.data, &message.attachments);
-        assert_eq!(decode_pubsub(&again).as_ref(), Some(&message), "re-encoded as {again:02x?}");
+        let again = encode_message(
+            &message.uid,
+            &message.nsp,
+            message.kind,
+            &message.data,
+            &message.attachments,
+        );
+        assert_eq!(
+            decode_pubsub(&again).as_ref(),
+            Some(&message),
+            "re-encoded as {again:02x?}"
+        );
     }
     let parts: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
     let fields: Vec<(Vec<u8>, Vec<u8>)> = parts
@@ -44,9 +54,15 @@ fuzz_target!(|data: &[u8]| {
         &message.attachments,
         message.seq.unwrap_or(0),
     );
-    let again: Vec<(Vec<u8>, Vec<u8>)> =
-        again.into_iter().map(|(k, v)| (k.as_bytes().to_vec(), v)).collect();
+    let again: Vec<(Vec<u8>, Vec<u8>)> = again
+        .into_iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v))
+        .collect();
     let mut expected = message.clone();
     expected.seq = Some(message.seq.unwrap_or(0));
-    assert_eq!(decode_entry(&again), Some(expected), "re-encoded as {again:02x?}");
+    assert_eq!(
+        decode_entry(&again),
+        Some(expected),
+        "re-encoded as {again:02x?}"
+    );
 });
