@@ -514,4 +514,19 @@ mod tests {
         assert!(wait_for_ping(&session, ms(2000)).await);
         session.close(CloseReason::ServerShutdown, false);
     }
+
+    #[tokio::test]
+    async fn the_driver_ends_with_the_upgrade_not_at_the_next_ping() {
+        let ms = Duration::from_millis;
+        let session = Session::for_test(Instant::now(), ms(25_000), ms(20_000));
+        let driver = tokio::spawn(drive(session.clone(), ms(10)));
+        // Let it park on the heartbeat deadline, 25 s away.
+        tokio::time::sleep(ms(50)).await;
+        session.lock().transport = Transport::WebSocket;
+        session.upgraded();
+        // Gone at once (with its hold on the session), not when the next ping is due.
+        let ended = tokio::time::timeout(ms(2000), driver).await;
+        assert!(ended.is_ok(), "the polling driver outlived the upgrade");
+        session.close(CloseReason::ServerShutdown, false);
+    }
 }

@@ -545,6 +545,15 @@ impl Session {
             Action::Wait => Some(state.heartbeat.poll_timeout()),
         }
     }
+
+    /// The upgrade is done (`transport` is `WebSocket`, set by the caller under the lock): a pending
+    /// GET is released (with a noop), and the polling driver ends.
+    pub(crate) fn upgraded(&self) {
+        self.notify.notify_one();
+        // The driver sleeps until the next ping (up to `ping_interval`) otherwise, holding its
+        // task and the session for that long after every upgrade.
+        self.heartbeat_changed.notify_one();
+    }
 }
 
 #[cfg(test)]

@@ -440,7 +440,7 @@ async fn probe(session: &Session, ws: &mut Ws) -> bool {
                 }
                 state.transport = Transport::WebSocket;
                 drop(state);
-                session.notify.notify_one();
+                session.upgraded();
                 if let Some(handler) = session.handler() {
                     handler.on_upgrade();
                 }
