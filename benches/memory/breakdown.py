@@ -22,7 +22,7 @@ OWNERS = [
     ("event handlers the application registered", r"Socket::on\b|Socket::on::|Socket::on_"),
     ("Socket.IO client, socket and decoder", r"tidings::socketio::|tidings::parser::"),
     ("Engine.IO session and its registry entry", r"EngineIo.*::open_session|SessionMap|sid::generate"),
-    ("WebSocket state and buffers (tungstenite, write-progress)", r"tungstenite|WsIo::accept|websocket::open_session|WsIo::new"),
+    ("WebSocket state and buffers outside the task (decoder tail, write progress)", r"tungstenite|WsIo::accept|websocket::open_session|WsIo::new"),
 ]
 
 
