@@ -443,8 +443,25 @@ def main():
     # result; a comparison peer that lost a connection or a join under load (socketioxide does at its
     # defaults) is reported, not fatal.
     fatal = [f for f, (peer, harness) in failed if peer == "tidings" or harness]
-    if args.strict and fatal:
+    shared = shared_sources(args.raw)
+    for src, files in shared.items():
+        print(f"runs sharing the source addresses {src}: {', '.join(files)}")
+    if args.strict and (fatal or shared):
         raise SystemExit(1)
+
+
+def shared_sources(raw):
+    """Runs that used the same block of source addresses: each run must have its own, or the
+    connections one leaves in TIME_WAIT hold the ports the next one connects from."""
+    by_src = {}
+    for f in sorted(Path(raw).glob("*.json")):
+        try:
+            src = json.loads(f.read_text()).get("src_base")
+        except ValueError:
+            continue
+        if src:
+            by_src.setdefault(src, []).append(f.name)
+    return {src: files for src, files in by_src.items() if len(files) > 1}
 
 
 def check(results):

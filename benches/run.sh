@@ -149,11 +149,15 @@ stop_server() {
 trap stop_server EXIT
 
 # Each run gets its own block of loopback source addresses (127.K.0.2 ...), so connections left in
-# TIME_WAIT by one run never take the ports of the next.
+# TIME_WAIT by one run never take the ports of the next. Sets SRC; called in this shell, not in a
+# command substitution (whose subshell would lose the count: every run then shared one block, and
+# from the third run of a sequence on, connects waited on ports held by earlier runs' TIME_WAIT,
+# the 1-2 s handshake outliers of idle-polling).
 RUN_INDEX=0
+SRC=""
 next_src() {
   RUN_INDEX=$((RUN_INDEX + 1))
-  echo "127.$(( (RUN_INDEX % 250) + 1 )).0.2"
+  SRC="127.$(( (RUN_INDEX % 250) + 1 )).0.2"
 }
 
 scenario_args() {
@@ -178,13 +182,17 @@ run_one() { # scenario peer repetition of
   fi
   local args
   args="$(scenario_args "$scenario")"
+  next_src
   # A watchdog over the whole run: a peer that wedges costs this cell, not the benchmark.
   local limit=$((SECS + IDLE_HOLD + 300))
   [[ $scenario == soak ]] && limit=$((${BENCH_SOAK_SECS:-600} + 600))
   # shellcheck disable=SC2086
   if timeout --kill-after=10 "$limit" "$LOADGEN" --port "$SERVER_PORT" --server-pid "$SERVER_PID" --label "$peer" \
-      --threads "$THREADS" --src-base "$(next_src)" $args \
+      --threads "$THREADS" --src-base "$SRC" $args \
       >"$RAW/$tag.json.tmp" 2>"$LOGS/$tag.loadgen.log"; then
+    # The source block goes with the result, so the report can check no two runs shared one.
+    python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); d["src_base"] = sys.argv[2]; json.dump(d, open(sys.argv[1], "w"))' \
+      "$RAW/$tag.json.tmp" "$SRC"
     mv "$RAW/$tag.json.tmp" "$RAW/$tag.json"
   else
     echo "loadgen failed; its log:" >&2
