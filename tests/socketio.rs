@@ -643,7 +643,7 @@ async fn allow_request_awaits_an_async_check_then_allows_or_refuses() {
     io.allow_request(move |request| {
         let checks = checks.clone();
         async move {
-            assert_eq!(request.uri.path(), "/socket.io/");
+            assert_eq!(request.uri().path(), "/socket.io/");
             let (verdict, answer) = oneshot::channel::<Result<(), String>>();
             checks.send(verdict).unwrap();
             // No verdict ever (the sender dropped): never answers, so the deadline decides.

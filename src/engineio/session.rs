@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Uri};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -59,13 +58,13 @@ pub(crate) enum Transport {
 
 /// The HTTP request that opened a session, as the handshake exposes it.
 ///
-/// It lives as long as the session, so it keeps what it needs compactly: the header lines in one
-/// small buffer, turned into a [`HeaderMap`] the first time someone asks for them. (The request's own
-/// URI and header values point into hyper's 8 KiB read buffer, which a clone would keep alive.)
+/// It lives as long as the session, so it keeps what it needs compactly: the URI and the header
+/// lines in one small buffer of their own (the request's URI and header values point into hyper's
+/// 8 KiB read buffer, which a clone would keep alive), the URI parsed when asked for and the headers
+/// turned into a [`HeaderMap`] the first time someone asks for them. An idle connection holds ~120
+/// bytes of it plus its headers' text.
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
-    /// The request URI (path and query).
-    pub uri: Uri,
     /// The client's address, when known: the TCP peer, or, when the peer is one of
     /// [`EngineConfig::trusted_proxies`](super::EngineConfig::trusted_proxies), the address it
     /// forwarded the request for. The per-address connection limit counts this one.
@@ -76,56 +75,71 @@ pub struct RequestInfo {
     pub secure: bool,
     /// When the session was opened.
     pub issued: SystemTime,
-    /// `name:value\n` for each header, in order (neither part can hold those separators).
-    raw_headers: Bytes,
+    /// The URI's text (its first `uri_len` bytes), then `name:value\n` for each header, in order
+    /// (neither part of a header line can hold those separators).
+    raw: Box<[u8]>,
+    uri_len: u32,
     headers: std::sync::OnceLock<Box<HeaderMap>>,
 }
 
 impl RequestInfo {
     /// Keeps what a session needs of its handshake request, opened now.
     pub fn new(uri: &Uri, headers: &HeaderMap, remote_addr: Option<SocketAddr>) -> Self {
-        let uri_text = uri.to_string();
+        use std::fmt::Write as _;
         let len: usize = headers
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 2)
             .sum();
-        let mut blob = Vec::with_capacity(uri_text.len() + len);
-        blob.extend_from_slice(uri_text.as_bytes());
+        let mut uri_text = String::with_capacity(64);
+        let _ = write!(uri_text, "{uri}");
+        // A URI longer than 4 GiB cannot come through hyper; keep the text that fits regardless.
+        let uri_len = u32::try_from(uri_text.len()).unwrap_or(u32::MAX);
+        let mut raw = Vec::with_capacity(uri_len as usize + len);
+        raw.extend_from_slice(&uri_text.as_bytes()[..uri_len as usize]);
         for (name, value) in headers {
-            blob.extend_from_slice(name.as_str().as_bytes());
-            blob.push(b':');
-            blob.extend_from_slice(value.as_bytes());
-            blob.push(b'\n');
+            raw.extend_from_slice(name.as_str().as_bytes());
+            raw.push(b':');
+            raw.extend_from_slice(value.as_bytes());
+            raw.push(b'\n');
         }
-        let blob = Bytes::from(blob);
-        let compact_uri =
-            Uri::from_maybe_shared(blob.slice(..uri_text.len())).unwrap_or_else(|_| uri.clone());
         Self {
-            uri: compact_uri,
             remote_addr,
             peer_addr: remote_addr,
             secure: uri.scheme() == Some(&http::uri::Scheme::HTTPS),
             issued: SystemTime::now(),
-            raw_headers: blob.slice(uri_text.len()..),
+            raw: raw.into_boxed_slice(),
+            uri_len,
             headers: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The request URI's text (path and query, as the client sent it).
+    pub fn uri_str(&self) -> &str {
+        // Written from a `Uri`'s `Display`, which is ASCII.
+        std::str::from_utf8(&self.raw[..self.uri_len as usize]).unwrap_or("")
+    }
+
+    /// The request URI (path and query), parsed from the text kept.
+    pub fn uri(&self) -> Uri {
+        self.uri_str().parse().unwrap_or_default()
+    }
+
+    /// The request URI's query, if any (the text after `?`, not decoded).
+    pub fn query(&self) -> Option<&str> {
+        self.uri_str().split_once('?').map(|(_, query)| query)
     }
 
     /// The request headers.
     pub fn headers(&self) -> &HeaderMap {
         self.headers.get_or_init(|| {
             let mut map = Box::new(HeaderMap::new());
-            let raw = &self.raw_headers;
-            let mut at = 0;
-            while let Some(nl) = raw[at..].iter().position(|&b| b == b'\n') {
-                let line = at..at + nl;
-                at += nl + 1;
-                let Some(colon) = raw[line.clone()].iter().position(|&b| b == b':') else {
+            let raw = &self.raw[self.uri_len as usize..];
+            for line in raw.split(|&b| b == b'\n') {
+                let Some(colon) = line.iter().position(|&b| b == b':') else {
                     continue;
                 };
-                let name = http::HeaderName::from_bytes(&raw[line.start..line.start + colon]);
-                let value =
-                    HeaderValue::from_maybe_shared(raw.slice(line.start + colon + 1..line.end));
+                let name = http::HeaderName::from_bytes(&line[..colon]);
+                let value = HeaderValue::from_bytes(&line[colon + 1..]);
                 if let (Ok(name), Ok(value)) = (name, value) {
                     map.append(name, value);
                 }
@@ -620,13 +634,27 @@ mod tests {
             .parse()
             .unwrap();
         let info = RequestInfo::new(&uri, &headers, None);
-        assert_eq!(info.uri, uri);
-        assert_eq!(info.uri.query(), Some("EIO=4&transport=websocket&x=%20y"));
+        assert_eq!(info.uri(), uri);
+        assert_eq!(
+            info.uri_str(),
+            "/socket.io/?EIO=4&transport=websocket&x=%20y"
+        );
+        assert_eq!(info.query(), Some("EIO=4&transport=websocket&x=%20y"));
         assert_eq!(info.headers(), &headers);
         let multi: Vec<_> = info.headers().get_all("x-multi").iter().collect();
         assert_eq!(multi, ["one", "two: with colon"]);
         // Asked again, the same map.
         assert!(std::ptr::eq(info.headers(), info.headers()));
+        let bare = RequestInfo::new(&"/socket.io/".parse().unwrap(), &HeaderMap::new(), None);
+        assert_eq!(bare.query(), None);
+        assert!(bare.headers().is_empty());
+    }
+
+    #[test]
+    fn what_every_connection_keeps_stays_small() {
+        // Held for each connection's whole life: a parsed `Uri` (88 bytes) and a shared `Bytes`
+        // blob took it to 224.
+        assert!(std::mem::size_of::<RequestInfo>() <= 128);
     }
 
     #[test]

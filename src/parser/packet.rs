@@ -356,13 +356,18 @@ enum State {
     Idle,
     /// A binary packet waiting for `expected` attachments in total. Its text part is kept as it
     /// came (checked already, parsed again once complete): a parsed JSON tree takes tens of times
-    /// the bytes of its text, for as long as the attachments take to come.
-    Collecting {
-        text: Bytes,
-        attachments: Vec<Bytes>,
-        expected: usize,
-        held: usize,
-    },
+    /// the bytes of its text, for as long as the attachments take to come. Boxed: every
+    /// connection holds a decoder, few of them ever wait for attachments.
+    Collecting(Box<Collecting>),
+}
+
+/// A binary packet's text part and the attachments received so far.
+#[derive(Debug)]
+struct Collecting {
+    text: Bytes,
+    attachments: Vec<Bytes>,
+    expected: usize,
+    held: usize,
 }
 
 impl Decoder {
@@ -385,7 +390,7 @@ impl Decoder {
     /// non-reserved string, ACK an array or nothing, CONNECT_ERROR an object, a string or nothing.
     /// Binary packets must only hold placeholders `num < count`. On error the decoder is left idle.
     pub fn decode_text(&mut self, text: &[u8]) -> Result<Option<Packet>, DecodeError> {
-        if let State::Collecting { .. } = self.state {
+        if let State::Collecting(_) = self.state {
             // socket.io-parser: "got plaintext data when reconstructing a packet".
             self.state = State::Idle;
             return Err(DecodeError::UnexpectedText);
@@ -398,13 +403,13 @@ impl Decoder {
             return Err(DecodeError::PendingTooLarge);
         }
         drop(packet);
-        self.state = State::Collecting {
+        self.state = State::Collecting(Box::new(Collecting {
             text: Bytes::copy_from_slice(text),
             // Not the declared count: a client may declare many and send none.
             attachments: Vec::new(),
             expected,
             held: text.len(),
-        };
+        }));
         Ok(None)
     }
 
@@ -414,30 +419,22 @@ impl Decoder {
     /// [`DecodeError::UnexpectedBinary`] when no packet is waiting.
     pub fn decode_binary(&mut self, bytes: Bytes) -> Result<Option<Packet>, DecodeError> {
         // socket.io-parser: "got binary data when not reconstructing a packet".
-        let State::Collecting {
-            text,
-            mut attachments,
-            expected,
-            held,
-        } = std::mem::take(&mut self.state)
-        else {
+        let State::Collecting(mut pending) = std::mem::take(&mut self.state) else {
             return Err(DecodeError::UnexpectedBinary);
         };
-        let held = held.saturating_add(bytes.len());
-        if held > self.limits.max_pending_bytes {
+        pending.held = pending.held.saturating_add(bytes.len());
+        if pending.held > self.limits.max_pending_bytes {
             return Err(DecodeError::PendingTooLarge);
         }
-        attachments.push(bytes);
-        if attachments.len() < expected {
-            self.state = State::Collecting {
-                text,
-                attachments,
-                expected,
-                held,
-            };
+        pending.attachments.push(bytes);
+        if pending.attachments.len() < pending.expected {
+            self.state = State::Collecting(pending);
             return Ok(None);
         }
         // The text was checked when it came; parsing it again cannot fail differently.
+        let Collecting {
+            text, attachments, ..
+        } = *pending;
         let (mut packet, _) = parse_text(&text, self.limits)?;
         packet.attachments = attachments;
         Ok(Some(packet))
@@ -445,13 +442,13 @@ impl Decoder {
 
     /// Whether a binary packet is waiting for attachments (the next message must be binary).
     pub fn is_awaiting_attachments(&self) -> bool {
-        matches!(self.state, State::Collecting { .. })
+        matches!(self.state, State::Collecting(_))
     }
 
     /// The bytes a binary packet waiting for attachments holds (0 when none waits).
     pub fn pending_bytes(&self) -> usize {
         match self.state {
-            State::Collecting { held, .. } => held,
+            State::Collecting(ref pending) => pending.held,
             State::Idle => 0,
         }
     }

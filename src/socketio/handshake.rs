@@ -36,7 +36,7 @@ impl Handshake {
 
     /// The query parameters of the connection's first request, decoded.
     pub fn query(&self) -> Vec<(String, String)> {
-        crate::engineio::query::parse_pairs(self.request.uri.query().unwrap_or(""))
+        crate::engineio::query::parse_pairs(self.request.query().unwrap_or(""))
     }
 
     /// One query parameter.
@@ -76,7 +76,7 @@ impl Handshake {
 
     /// The request URL (path and query).
     pub fn url(&self) -> String {
-        self.request.uri.to_string()
+        self.request.uri_str().to_owned()
     }
 
     /// Whether the connection is over TLS.

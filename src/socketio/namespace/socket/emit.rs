@@ -103,7 +103,7 @@ impl Socket {
         self.acks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(HashMap::new)
+            .get_or_insert_with(Box::default)
             .insert(id, tx);
         // Checked after the insert: a disconnect that has not yet cleared `connected` will take
         // (and fail) this entry; one that has, may have taken the map already, so drop it here.

@@ -77,17 +77,22 @@ pub struct Socket {
     client: Arc<dyn Connection>,
     handshake: Handshake,
     handlers: RwLock<Handlers>,
-    /// Acks the server waits for, by id. Allocated on first use.
-    acks: Mutex<Option<HashMap<u64, oneshot::Sender<Args>>>>,
+    /// Acks the server waits for, by id. Allocated on first use (boxed: a map is 48 bytes, and
+    /// most sockets never wait for an ack).
+    acks: Mutex<Option<Box<PendingAcks>>>,
     connected: AtomicBool,
     /// Boxed, `None` until set: most sockets never carry data.
     data: Mutex<Option<Box<Value>>>,
-    extensions: Mutex<Option<Extensions>>,
-    /// Inbound event tokens, when a rate limit is configured.
-    bucket: Option<Mutex<Bucket>>,
+    /// Boxed, `None` until the first extension is stored.
+    extensions: Mutex<Option<Box<Extensions>>>,
+    /// Inbound event tokens, when a rate limit is configured (boxed: most servers set none).
+    bucket: Option<Box<Mutex<Bucket>>>,
     /// A recovered socket's replay gate (see [`ReplayGate`]).
     replay: Option<Box<ReplayGate>>,
 }
+
+/// The acks a socket waits for, by id.
+type PendingAcks = HashMap<u64, oneshot::Sender<Args>>;
 
 type Extensions = HashMap<std::any::TypeId, Box<dyn std::any::Any + Send + Sync>>;
 
@@ -142,10 +147,10 @@ impl Socket {
             .add(auth.as_deref().map_or(0, str::len));
         let request = client.session().request().clone();
         let bucket = client.config().event_rate_limit.map(|limit| {
-            Mutex::new(Bucket {
+            Box::new(Mutex::new(Bucket {
                 tokens: f64::from(limit.burst),
                 last: tokio::time::Instant::now(),
-            })
+            }))
         });
         Self {
             bucket,
@@ -227,7 +232,7 @@ impl Socket {
         self.extensions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(HashMap::new)
+            .get_or_insert_with(Box::default)
             .insert(std::any::TypeId::of::<T>(), Box::new(value));
     }
 
@@ -257,7 +262,12 @@ impl Socket {
         let mut handlers = self.write_handlers();
         match handlers.events.iter_mut().find(|(name, _)| *name == event) {
             Some((_, slot)) => *slot = handler,
-            None => handlers.events.push((event, handler)),
+            None => {
+                // Grown one at a time: handlers are registered once per socket, and a doubling
+                // vector would keep a quarter of its slots empty for the socket's whole life.
+                handlers.events.reserve_exact(1);
+                handlers.events.push((event, handler));
+            }
         }
     }
 
