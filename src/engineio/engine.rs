@@ -47,7 +47,10 @@ impl<H> std::fmt::Debug for EngineIo<H> {
 impl<H: Handler> EngineIo<H> {
     /// An endpoint with `config`, handing sessions to `handler`.
     pub fn new(config: EngineConfig, handler: H) -> Self {
-        let sessions = Arc::new(SessionMap::new(config.close_grace()));
+        let sessions = Arc::new(SessionMap::new(
+            config.close_grace(),
+            super::wheel::tick_for(config.ping_interval, config.ping_timeout),
+        ));
         Self {
             inner: Arc::new(Inner {
                 config,

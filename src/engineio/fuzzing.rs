@@ -30,7 +30,7 @@ pub fn open_session(
         &http::HeaderMap::new(),
         None,
     );
-    let map = Arc::new(SessionMap::new(ping_timeout));
+    let map = Arc::new(SessionMap::new(ping_timeout, ping_timeout));
     let session = Arc::new(Session::new(
         "fuzz".to_owned(),
         Arc::new(request),

@@ -49,6 +49,7 @@ pub mod sid;
 #[allow(unreachable_pub, dead_code)]
 pub(crate) mod sid;
 mod websocket;
+mod wheel;
 mod wsframe;
 
 pub use codec::{DecodeError, Frame, Framing, Packet, PacketType, Payload, Protocol};

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::codec::Framing;
 use super::session::Session;
+use super::wheel::HeartbeatWheel;
 use crate::metrics::{Counter, Histogram};
 
 /// What the Engine.IO layer counts.
@@ -91,12 +92,16 @@ pub(crate) struct SessionMap {
     /// session leaves the map (or its handshake fails).
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// The heartbeat deadlines of the WebSocket sessions.
+    pub(crate) heartbeats: Arc<HeartbeatWheel>,
 }
 
 impl SessionMap {
-    /// An empty map whose tombstones answer for `grace`.
-    pub(crate) fn new(grace: Duration) -> Self {
+    /// An empty map whose tombstones answer for `grace`, its WebSocket heartbeats on a wheel of
+    /// `heartbeat_tick`.
+    pub(crate) fn new(grace: Duration, heartbeat_tick: Duration) -> Self {
         Self {
+            heartbeats: HeartbeatWheel::new(heartbeat_tick),
             metrics: EngineMetrics::default(),
             hasher: RandomState::new(),
             shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
@@ -254,7 +259,7 @@ mod tests {
     /// A map whose session `id` was opened and closed by its client at the returned instant.
     fn closed_by_client(id: &str) -> (Arc<SessionMap>, Instant) {
         let t0 = Instant::now();
-        let map = Arc::new(SessionMap::new(GRACE));
+        let map = Arc::new(SessionMap::new(GRACE, GRACE));
         open(&map, id, t0);
         map.retire(id, Some(Framing::V4), t0);
         (map, t0)
@@ -288,7 +293,7 @@ mod tests {
     #[test]
     fn a_tombstone_holds_no_connection_slot() {
         let t0 = Instant::now();
-        let map = Arc::new(SessionMap::new(GRACE));
+        let map = Arc::new(SessionMap::new(GRACE, GRACE));
         let ip = Some("127.0.0.1".parse().unwrap());
         assert!(map.reserve(ip, 1, 1));
         open(&map, "a", t0);
@@ -300,7 +305,7 @@ mod tests {
     #[test]
     fn tombstones_are_bounded_in_number_and_swept_once_expired() {
         let t0 = Instant::now();
-        let map = Arc::new(SessionMap::new(GRACE));
+        let map = Arc::new(SessionMap::new(GRACE, GRACE));
         // A burst of closes within one grace period: each shard keeps at most its bound.
         for i in 0..SHARDS * MAX_TOMBSTONES * 2 {
             let id = format!("burst{i}");

@@ -594,7 +594,7 @@ impl Session {
             &HeaderMap::new(),
             None,
         ));
-        let map = Arc::new(SessionMap::new(timeout));
+        let map = Arc::new(SessionMap::new(timeout, timeout));
         let session = Arc::new(Self::new(
             "sid".to_owned(),
             request,

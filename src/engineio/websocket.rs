@@ -482,13 +482,19 @@ async fn serve(
 
 /// Serves a session over its WebSocket, framed as `framing`, until either side closes it. A write
 /// that makes no progress for `write_timeout` ends it ("transport error").
-async fn run_session(session: &Session, ws: &mut Ws, framing: Framing, write_timeout: Duration) {
+async fn run_session(
+    session: &Arc<Session>,
+    ws: &mut Ws,
+    framing: Framing,
+    write_timeout: Duration,
+) {
     let _guard = CloseOnExit(session);
     let progress = ws.io.progress.clone();
-    // One timer for the heartbeat, moved only when its deadline changes (after a ping or a pong),
-    // not registered anew for every message.
-    let heartbeat = tokio::time::sleep_until(session.lock().heartbeat.poll_timeout());
-    tokio::pin!(heartbeat);
+    // The heartbeat's deadline is on the engine's shared wheel, which wakes this loop through the
+    // outbox notification when it comes; it is moved only when it changes (after a ping or a
+    // pong), and the tick it is at is kept here, so a message costs the wheel nothing.
+    let deadline = session.lock().heartbeat.poll_timeout();
+    let mut beat = session.registry().heartbeats.insert(session, deadline);
     let reason = loop {
         let notified = session.notify.notified();
         tokio::pin!(notified);
@@ -517,7 +523,7 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing, write_tim
             // Boxed: the write's state exists only while a batch is written, and kept inline it
             // would widen every idle connection's task by its size.
             let write = write_all(ws, batch, framing, session.metrics());
-            let mut write = Box::pin(within(write_timeout, &progress, heartbeat.as_mut(), write));
+            let mut write = Box::pin(within(write_timeout, &progress, write));
             let written = loop {
                 tokio::select! {
                     biased;
@@ -551,8 +557,12 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing, write_tim
         if woken {
             continue;
         }
-        if heartbeat.deadline() != deadline {
-            heartbeat.as_mut().reset(deadline);
+        beat.follow(deadline);
+        if beat.has_come() {
+            // A ping to queue (and write at the next look), or a pong overdue (the session is
+            // closed then, and the next look ends the loop).
+            session.drive_heartbeat(Instant::now());
+            continue;
         }
 
         tokio::select! {
@@ -582,9 +592,6 @@ async fn run_session(session: &Session, ws: &mut Ws, framing: Framing, write_tim
                 }
             }
             () = &mut notified => {}
-            () = &mut heartbeat => {
-                session.drive_heartbeat(Instant::now());
-            }
         }
     };
     session.close(reason, false);
@@ -605,12 +612,11 @@ enum WriteError {
 /// not cut off, a stalled one is.
 ///
 /// A write the socket takes at once costs nothing more: no clock read, no timer. Only one that has
-/// to wait arms `timer` (the session loop's heartbeat timer, idle while the loop writes; the loop
-/// sets it back afterwards), which is moved on to the last progress whenever it fires.
+/// to wait arms a timer (in the write's own boxed state), which is moved on to the last progress
+/// whenever it fires.
 async fn within<T>(
     limit: Duration,
     progress: &Progress,
-    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
     op: impl std::future::Future<Output = std::io::Result<T>>,
 ) -> Result<T, WriteError> {
     tokio::pin!(op);
@@ -619,7 +625,8 @@ async fn within<T>(
         return out.map_err(|_| WriteError::Failed);
     }
     let start = Instant::now();
-    timer.as_mut().reset(start + limit);
+    let timer = tokio::time::sleep_until(start + limit);
+    tokio::pin!(timer);
     loop {
         tokio::select! {
             biased;
@@ -824,9 +831,7 @@ mod tests {
         });
         let start = Instant::now();
         let never = std::future::pending::<std::io::Result<()>>();
-        let timer = tokio::time::sleep(ms(0));
-        tokio::pin!(timer);
-        let out = within(ms(500), &progress, timer, never).await;
+        let out = within(ms(500), &progress, never).await;
         assert!(matches!(out, Err(WriteError::Stalled)));
         // 500 ms after the last progress (at 2 s), not 500 ms after the start.
         assert_eq!(start.elapsed(), ms(2500));
@@ -841,20 +846,15 @@ mod tests {
         tokio::time::sleep(ms(5000)).await;
         let start = Instant::now();
         let never = std::future::pending::<std::io::Result<()>>();
-        let timer = tokio::time::sleep(ms(0));
-        tokio::pin!(timer);
         assert!(matches!(
-            within(ms(300), &progress, timer.as_mut(), never).await,
+            within(ms(300), &progress, never).await,
             Err(WriteError::Stalled)
         ));
         assert_eq!(start.elapsed(), ms(300));
-        // Done at once: the timer is left alone.
-        let armed = timer.deadline();
+        // Done at once: no waiting, no time passes.
+        let at = Instant::now();
         let done = async { Ok::<_, std::io::Error>(7) };
-        assert!(matches!(
-            within(ms(300), &progress, timer.as_mut(), done).await,
-            Ok(7)
-        ));
-        assert_eq!(timer.deadline(), armed);
+        assert!(matches!(within(ms(300), &progress, done).await, Ok(7)));
+        assert_eq!(at.elapsed(), ms(0));
     }
 }

@@ -11,9 +11,16 @@
 //!   ([`Rooms::members_of`]) without touching the member index: a room's members are found in one
 //!   shard, and their handles are copied out in one pass.
 //!
-//! A member is in the member index exactly when it is in at least one room, and a room is in the room
-//! index exactly when it has at least one member: the last member to leave removes the room, and
-//! leaving the last room removes the member.
+//! A member's **own room** (the room named by its id, which every Socket.IO socket is in) is kept in
+//! the member index only, as a flag on the member's entry: it never has another member of its own
+//! kind, and a second entry for every connection in the room index would cost more than the rest of
+//! the registry put together. Every answer includes it as if it were an ordinary room (a broadcast to
+//! it, `rooms_of`, `contains`, `room_len`, `all_rooms`); others may still join a room of that name,
+//! which is then an ordinary room too, in the room index, and the answers take the union.
+//!
+//! A member is in the member index exactly when it is in at least one room (its own included), and a
+//! room is in the room index exactly when it has at least one member other than the one it is named
+//! after: the last member to leave removes the room, and leaving the last room removes the member.
 //!
 //! Memory: a member id is allocated once, as an `Arc<str>`, and that one allocation is shared by the
 //! member index and every room the member is in. A room name is likewise shared by the room index and
@@ -81,8 +88,17 @@ type Id = Arc<str>;
 struct Member<V> {
     /// The handle given on the member's first join; every room entry holds a clone of it.
     handle: V,
-    /// The rooms the member is in; never empty while the entry exists. The first is kept inline.
+    /// The rooms the member is in other than its own; never empty while the entry exists unless
+    /// `own` is set. The first is kept inline.
     rooms: SmallMap<Room, ()>,
+    /// Whether the member is in its own room (the room named by its id).
+    own: bool,
+}
+
+impl<V> Member<V> {
+    fn is_in_no_room(&self) -> bool {
+        !self.own && self.rooms.is_empty()
+    }
 }
 
 /// One shard of the member index.
@@ -159,8 +175,13 @@ impl<V: Clone> Rooms<V> {
         let member = members.entry(Arc::clone(&key)).or_insert_with(|| Member {
             handle: handle.clone(),
             rooms: SmallMap::default(),
+            own: false,
         });
         for room in rooms {
+            if *room == *key {
+                member.own = true;
+                continue;
+            }
             if member.rooms.contains_key(&room) {
                 continue;
             }
@@ -188,11 +209,18 @@ impl<V: Clone> Rooms<V> {
         let Some(member) = members.get_mut(id) else {
             return;
         };
-        if member.rooms.remove(room).is_none() {
-            return;
+        if room == id {
+            if !member.own {
+                return;
+            }
+            member.own = false;
+        } else {
+            if member.rooms.remove(room).is_none() {
+                return;
+            }
+            remove_from_room(&mut write(&self.room_shard(room).0), room, id);
         }
-        remove_from_room(&mut write(&self.room_shard(room).0), room, id);
-        let gone = if member.rooms.is_empty() {
+        let gone = if member.is_in_no_room() {
             members.remove(id)
         } else {
             None
@@ -206,14 +234,17 @@ impl<V: Clone> Rooms<V> {
     /// no particular order; empty if it was in none). Rooms left empty are removed.
     pub fn leave_all(&self, id: &str) -> Vec<Room> {
         let mut members = lock(&self.member_shard(id).0);
-        let Some(mut member) = members.remove(id) else {
+        let Some((key, mut member)) = members.remove_entry(id) else {
             return Vec::new();
         };
-        let rooms: Vec<Room> = member.rooms.take_keys();
+        let mut rooms: Vec<Room> = member.rooms.take_keys();
         for room in &rooms {
             remove_from_room(&mut write(&self.room_shard(room).0), room, id);
         }
         drop(members);
+        if member.own {
+            rooms.push(key);
+        }
         // The member's own handle is dropped here: after unlocking.
         drop(member);
         rooms
@@ -222,24 +253,35 @@ impl<V: Clone> Rooms<V> {
     /// The rooms member `id` is in, in no particular order (empty if it is in none).
     pub fn rooms_of(&self, id: &str) -> Vec<Room> {
         let members = lock(&self.member_shard(id).0);
-        members
-            .get(id)
-            .map(|member| member.rooms.keys().cloned().collect())
-            .unwrap_or_default()
+        let Some((key, member)) = members.get_key_value(id) else {
+            return Vec::new();
+        };
+        let mut rooms: Vec<Room> = Vec::with_capacity(member.rooms.len() + 1);
+        if member.own {
+            rooms.push(Arc::clone(key));
+        }
+        rooms.extend(member.rooms.keys().cloned());
+        rooms
     }
 
     /// Whether member `id` is in `room`.
     pub fn contains(&self, id: &str, room: &str) -> bool {
         let members = lock(&self.member_shard(id).0);
-        members
-            .get(id)
-            .is_some_and(|member| member.rooms.contains_key(room))
+        members.get(id).is_some_and(|member| {
+            if room == id {
+                member.own
+            } else {
+                member.rooms.contains_key(room)
+            }
+        })
     }
 
     /// The number of members in `room` (0 if the room does not exist).
     pub fn room_len(&self, room: &str) -> usize {
-        let shard = read(&self.room_shard(room).0);
-        shard.get(room).map_or(0, SmallMap::len)
+        let others = read(&self.room_shard(room).0)
+            .get(room)
+            .map_or(0, SmallMap::len);
+        others + usize::from(self.owner_of(room).is_some())
     }
 
     /// Every room with at least one member, in no particular order.
@@ -249,7 +291,29 @@ impl<V: Clone> Rooms<V> {
             let shard = read(&shard.0);
             out.extend(shard.keys().cloned());
         }
+        // Own rooms, but those that others joined too are listed above already.
+        let mut own = Vec::new();
+        for shard in self.members.iter() {
+            let shard = lock(&shard.0);
+            own.extend(
+                shard
+                    .iter()
+                    .filter(|(_, m)| m.own)
+                    .map(|(id, _)| Arc::clone(id)),
+            );
+        }
+        own.retain(|id| !read(&self.room_shard(id).0).contains_key(id));
+        out.extend(own);
         out
+    }
+
+    /// The member whose own room `room` is, if it is in it: its id and handle, cloned.
+    fn owner_of(&self, room: &str) -> Option<(Id, V)> {
+        let members = lock(&self.member_shard(room).0);
+        members
+            .get_key_value(room)
+            .filter(|(_, member)| member.own)
+            .map(|(id, member)| (Arc::clone(id), member.handle.clone()))
     }
 
     /// The handles of the members of any of `rooms`, minus the members of any of `except`: the
@@ -299,10 +363,19 @@ impl<V: Clone> Rooms<V> {
             return out;
         }
 
-        // With one room its members are distinct already; with more, remember whom we have seen.
+        // With one room its members are distinct already (the member it is named after is never in
+        // the room index's entry for it); with more, remember whom we have seen.
         let dedupe = rooms.len() > 1;
         let mut seen: HashSet<Id> = HashSet::new();
         for room in rooms {
+            {
+                let members = lock(&self.member_shard(room).0);
+                if let Some((id, member)) = members.get_key_value(&**room) {
+                    if member.own && !is_excluded(id) && (!dedupe || seen.insert(Arc::clone(id))) {
+                        out.push(pick(id, &member.handle));
+                    }
+                }
+            }
             let shard = read(&self.room_shard(room).0);
             let Some(room_members) = shard.get(room) else {
                 continue;
@@ -322,6 +395,9 @@ impl<V: Clone> Rooms<V> {
     fn ids_in(&self, rooms: &[Room]) -> HashSet<Id> {
         let mut ids = HashSet::new();
         for room in rooms {
+            if let Some((id, _)) = self.owner_of(room) {
+                ids.insert(id);
+            }
             let shard = read(&self.room_shard(room).0);
             if let Some(room_members) = shard.get(room) {
                 ids.extend(room_members.keys().cloned());
@@ -403,10 +479,13 @@ impl<V: Clone> Rooms<V> {
                 if self.shard_index(id) != index {
                     return Err(format!("member {id} in member shard {index}"));
                 }
-                if member.rooms.is_empty() {
+                if member.is_in_no_room() {
                     return Err(format!("member {id} is in no room but has an entry"));
                 }
                 for room in member.rooms.keys() {
+                    if room == id {
+                        return Err(format!("member {id} lists its own room as another"));
+                    }
                     let shard = &rooms[self.shard_index(room)];
                     let Some((room_key, room_members)) = shard.get_key_value(room) else {
                         return Err(format!("member {id} lists {room}, which does not exist"));
@@ -435,6 +514,9 @@ impl<V: Clone> Rooms<V> {
                     return Err(format!("room {room} is empty but exists"));
                 }
                 for id in room_members.keys() {
+                    if id == room {
+                        return Err(format!("room {room} lists the member it is named after"));
+                    }
                     let in_member_index = members[self.shard_index(id)]
                         .get(id)
                         .is_some_and(|member| member.rooms.contains_key(room));
@@ -621,6 +703,50 @@ mod tests {
     }
 
     #[test]
+    fn an_own_room_answers_as_any_room_but_lives_in_the_member_entry() {
+        let registry: Rooms<u32> = Rooms::new();
+        registry.join("a", &1, rooms(&["a", "lobby"]));
+        // Another member joins a room named as `a` is: an ordinary room of that name.
+        registry.join("b", &2, rooms(&["b", "a"]));
+        check(&registry);
+        // `a`'s own room is no entry of the room index: only `b` is listed under "a" there.
+        assert_eq!(
+            read(&registry.room_shard("a").0)
+                .get("a")
+                .map(SmallMap::len),
+            Some(1)
+        );
+        assert!(!read(&registry.room_shard("b").0).contains_key("b"));
+        assert_eq!(sorted(registry.members_of(&rooms(&["a"]), &[])), [1, 2]);
+        assert_eq!(sorted(registry.members_of(&rooms(&["b"]), &[])), [2]);
+        assert_eq!(
+            sorted(registry.members_of(&[], &rooms(&["a"]))),
+            Vec::<u32>::new()
+        );
+        assert_eq!(
+            sorted(registry.members_of(&rooms(&["lobby", "b"]), &rooms(&["b"]))),
+            [1]
+        );
+        assert_eq!(registry.room_len("a"), 2);
+        assert_eq!(registry.room_len("b"), 1);
+        assert!(registry.contains("a", "a") && registry.contains("b", "a"));
+        assert_eq!(names(sorted(registry.rooms_of("a"))), ["a", "lobby"]);
+        assert_eq!(names(sorted(registry.all_rooms())), ["a", "b", "lobby"]);
+        // Leaving its own room keeps the member while it is in another.
+        registry.leave("a", "a");
+        check(&registry);
+        assert_eq!(sorted(registry.members_of(&rooms(&["a"]), &[])), [2]);
+        assert_eq!(names(registry.rooms_of("a")), ["lobby"]);
+        assert_eq!(names(sorted(registry.leave_all("b"))), ["a", "b"]);
+        registry.join("c", &3, rooms(&["c"]));
+        assert_eq!(names(registry.leave_all("c")), ["c"]);
+        registry.leave("a", "lobby");
+        check(&registry);
+        assert!(registry.all_rooms().is_empty());
+        assert!(registry.members_of(&[], &[]).is_empty());
+    }
+
+    #[test]
     fn members_of_no_rooms_is_everyone() {
         let registry = Rooms::new();
         registry.join("a", &1, rooms(&["a"]));
@@ -791,8 +917,13 @@ mod tests {
             ]
         }
 
+        /// Rooms 3 and 4 are named as members 0 and 1 are: member 0 joining room 3 joins its own
+        /// room, member 2 joining it joins another member's (an ordinary room of that name).
         fn room_name(r: u8) -> Room {
-            room(&format!("r{r}"))
+            match r {
+                3 | 4 => room(&format!("id{}", r - 3)),
+                _ => room(&format!("r{r}")),
+            }
         }
 
         proptest! {
@@ -843,6 +974,11 @@ mod tests {
                     let want = model.values().filter(|rs| rs.contains(&r)).count();
                     prop_assert_eq!(registry.room_len(&room_name(r)), want);
                 }
+                let occupied: BTreeSet<u8> = model.values().flatten().copied().collect();
+                prop_assert_eq!(
+                    sorted(registry.all_rooms()),
+                    sorted(occupied.into_iter().map(room_name).collect())
+                );
                 for i in 0u8..6 {
                     let want: Vec<Room> = model.get(&i).into_iter().flatten().map(|&r| room_name(r)).collect();
                     prop_assert_eq!(sorted(registry.rooms_of(&format!("id{i}"))), sorted(want));
