@@ -48,9 +48,9 @@ fuzz_target!(|data: &[u8]| {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    assert_eq!(engine.eio, first("EIO"));
-    assert_eq!(engine.transport, first("transport"));
-    assert_eq!(engine.sid, first("sid"));
+    assert_eq!(engine.eio.as_deref(), first("EIO").as_deref());
+    assert_eq!(engine.transport.as_deref(), first("transport").as_deref());
+    assert_eq!(engine.sid.as_deref(), first("sid").as_deref());
 
     let mut encoded = String::new();
     for (i, (key, value)) in pairs.iter().enumerate() {

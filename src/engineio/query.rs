@@ -1,16 +1,19 @@
 //! Parsing of the handshake query string, sans-IO.
 
-/// The Engine.IO parameters of a request's query string.
+use std::borrow::Cow;
+
+/// The Engine.IO parameters of a request's query string, borrowed from it where nothing needed
+/// decoding (every request parses them: no allocation for the usual `EIO=4&transport=websocket`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EngineQuery {
+pub struct EngineQuery<'a> {
     /// `EIO`: the protocol version the client speaks.
-    pub eio: Option<String>,
+    pub eio: Option<Cow<'a, str>>,
     /// `transport`: `polling` or `websocket`.
-    pub transport: Option<String>,
+    pub transport: Option<Cow<'a, str>>,
     /// `sid`: the session, once it exists.
-    pub sid: Option<String>,
+    pub sid: Option<Cow<'a, str>>,
     /// `b64`: an Engine.IO v3 client without binary support asks for base64 with any non-empty value.
-    pub b64: Option<String>,
+    pub b64: Option<Cow<'a, str>>,
 }
 
 /// The longest query string we look at; anything longer is refused as a bad request.
@@ -24,16 +27,20 @@ pub fn parse_pairs(query: &str) -> Vec<(String, String)> {
         .filter(|s| !s.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode_component(k), decode_component(v))
+            (
+                decode_component(k).into_owned(),
+                decode_component(v).into_owned(),
+            )
         })
         .collect()
 }
 
 /// Extracts the Engine.IO parameters. The first occurrence of a key wins.
-pub fn parse_engine_query(query: &str) -> EngineQuery {
+pub fn parse_engine_query(query: &str) -> EngineQuery<'_> {
     let mut q = EngineQuery::default();
-    for (k, v) in parse_pairs(query) {
-        let slot = match k.as_str() {
+    for pair in query.split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match &*decode_component(k) {
             "EIO" => &mut q.eio,
             "transport" => &mut q.transport,
             "sid" => &mut q.sid,
@@ -41,14 +48,17 @@ pub fn parse_engine_query(query: &str) -> EngineQuery {
             _ => continue,
         };
         if slot.is_none() {
-            *slot = Some(v);
+            *slot = Some(decode_component(v));
         }
     }
     q
 }
 
-fn decode_component(s: &str) -> String {
+fn decode_component(s: &str) -> Cow<'_, str> {
     let bytes = s.as_bytes();
+    if !bytes.iter().any(|&b| b == b'+' || b == b'%') {
+        return Cow::Borrowed(s);
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -65,7 +75,7 @@ fn decode_component(s: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -87,6 +97,9 @@ mod tests {
         assert_eq!(q.eio.as_deref(), Some("4"));
         assert_eq!(q.transport.as_deref(), Some("polling"));
         assert_eq!(q.sid.as_deref(), Some("ab-c"));
+        // Only what needed decoding was copied.
+        assert!(matches!(q.transport, Some(Cow::Borrowed(_))));
+        assert!(matches!(q.sid, Some(Cow::Owned(_))));
         assert_eq!(parse_engine_query(""), EngineQuery::default());
         let q = parse_engine_query("EIO=4&EIO=3&transport");
         assert_eq!(q.eio.as_deref(), Some("4"));

@@ -118,14 +118,12 @@ impl Socket {
         client: Arc<dyn Connection>,
         auth: Option<Box<str>>,
     ) -> Self {
-        let pid = ns
-            .recovers()
-            .then(|| Room::from(crate::engineio::sid::generate()));
+        let pid = ns.recovers().then(crate::engineio::sid::generate_shared);
         // A socket.io-client 2.x socket is named as that client expects: the Engine.IO id on `/`,
         // `<nsp>#<id>` elsewhere, as the reference does for them. Others get a random id: the
         // Engine.IO id is a secret of the connection.
         let id: Room = if !client.is_legacy() {
-            crate::engineio::sid::generate().into()
+            crate::engineio::sid::generate_shared()
         } else if ns.name() == "/" {
             client.session().id().into()
         } else {
