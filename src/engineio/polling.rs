@@ -197,17 +197,12 @@ pub(crate) async fn get<H: Handler>(
 /// [`super::EngineConfig::small_poll_user_agents`]).
 fn packets_per_poll(config: &super::EngineConfig, session: &Session) -> usize {
     let small = !config.small_poll_user_agents.is_empty()
-        && session
-            .request()
-            .headers()
-            .get(http::header::USER_AGENT)
-            .and_then(|ua| ua.to_str().ok())
-            .is_some_and(|ua| {
-                config
-                    .small_poll_user_agents
-                    .iter()
-                    .any(|needle| ua.contains(needle.as_str()))
-            });
+        && session.request().header("user-agent").is_some_and(|ua| {
+            config
+                .small_poll_user_agents
+                .iter()
+                .any(|needle| ua.contains(needle.as_str()))
+        });
     if small {
         config.small_poll_packets.min(config.max_packets_per_poll)
     } else {
@@ -470,6 +465,27 @@ mod tests {
 
     async fn body(res: Response<Body>) -> Bytes {
         res.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[test]
+    fn the_user_agent_check_builds_no_header_map() {
+        // Every GET asks whether its client wants small polls. Building the session's header map
+        // for that kept ~740 bytes with every polling session (and every upgraded one) for life.
+        let config = super::super::EngineConfig::default();
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static("python-requests/2.32"),
+        );
+        let small = Session::for_test_with_headers(&headers);
+        assert_eq!(packets_per_poll(&config, &small), config.small_poll_packets);
+        assert!(!small.request().headers_built());
+        let other = Session::for_test_with_headers(&http::HeaderMap::new());
+        assert_eq!(
+            packets_per_poll(&config, &other),
+            config.max_packets_per_poll
+        );
+        assert!(!other.request().headers_built());
     }
 
     #[tokio::test]

@@ -129,17 +129,46 @@ impl RequestInfo {
         self.uri_str().split_once('?').map(|(_, query)| query)
     }
 
+    /// The first value of header `name` (given in lower case), read from the text kept without
+    /// building the [`HeaderMap`] (which would stay with the session for its whole life: a few
+    /// hundred bytes for a look at one header). `None` when absent or not visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_lines().find_map(|(n, value)| {
+            (n == name.as_bytes())
+                .then(|| std::str::from_utf8(value).ok())
+                .flatten()
+                .filter(|v| v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
+        })
+    }
+
+    /// Whether header `name` (given in lower case) was sent, read as [`RequestInfo::header`].
+    pub fn has_header(&self, name: &str) -> bool {
+        self.header_lines().any(|(n, _)| n == name.as_bytes())
+    }
+
+    /// `(name, value)` for each header line kept, in order.
+    fn header_lines(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.raw[self.uri_len as usize..]
+            .split(|&b| b == b'\n')
+            .filter_map(|line| {
+                let colon = line.iter().position(|&b| b == b':')?;
+                Some((&line[..colon], &line[colon + 1..]))
+            })
+    }
+
+    /// Whether [`RequestInfo::headers`] has built its map.
+    #[cfg(test)]
+    pub(crate) fn headers_built(&self) -> bool {
+        self.headers.get().is_some()
+    }
+
     /// The request headers.
     pub fn headers(&self) -> &HeaderMap {
         self.headers.get_or_init(|| {
             let mut map = Box::new(HeaderMap::new());
-            let raw = &self.raw[self.uri_len as usize..];
-            for line in raw.split(|&b| b == b'\n') {
-                let Some(colon) = line.iter().position(|&b| b == b':') else {
-                    continue;
-                };
-                let name = http::HeaderName::from_bytes(&line[..colon]);
-                let value = HeaderValue::from_bytes(&line[colon + 1..]);
+            for (name, value) in self.header_lines() {
+                let name = http::HeaderName::from_bytes(name);
+                let value = HeaderValue::from_bytes(value);
                 if let (Ok(name), Ok(value)) = (name, value) {
                     map.append(name, value);
                 }
@@ -589,9 +618,33 @@ impl Session {
         max_frames: usize,
         max_bytes: usize,
     ) -> Arc<Self> {
+        Self::for_test_full(
+            now,
+            interval,
+            timeout,
+            max_frames,
+            max_bytes,
+            &HeaderMap::new(),
+        )
+    }
+
+    /// A polling session (default limits, heartbeat 25 s / 20 s) whose request had `headers`.
+    pub(crate) fn for_test_with_headers(headers: &HeaderMap) -> Arc<Self> {
+        let s = std::time::Duration::from_secs;
+        Self::for_test_full(Instant::now(), s(25), s(20), 8192, 1 << 20, headers)
+    }
+
+    fn for_test_full(
+        now: Instant,
+        interval: std::time::Duration,
+        timeout: std::time::Duration,
+        max_frames: usize,
+        max_bytes: usize,
+        headers: &HeaderMap,
+    ) -> Arc<Self> {
         let request = Arc::new(RequestInfo::new(
             &Uri::from_static("/socket.io/?EIO=4&transport=polling"),
-            &HeaderMap::new(),
+            headers,
             None,
         ));
         let map = Arc::new(SessionMap::new(timeout, timeout));
@@ -645,6 +698,16 @@ mod tests {
         assert_eq!(multi, ["one", "two: with colon"]);
         // Asked again, the same map.
         assert!(std::ptr::eq(info.headers(), info.headers()));
+        let fresh = RequestInfo::new(&uri, &headers, None);
+        assert_eq!(fresh.header("x-multi"), Some("one"));
+        assert_eq!(fresh.header("cookie"), Some("a=b; c=d"));
+        assert_eq!(fresh.header("x-empty"), Some(""));
+        assert_eq!(fresh.header("x-none"), None);
+        assert!(fresh.has_header("x-empty") && !fresh.has_header("x-none"));
+        assert!(
+            !fresh.headers_built(),
+            "one header read built the whole map"
+        );
         let bare = RequestInfo::new(&"/socket.io/".parse().unwrap(), &HeaderMap::new(), None);
         assert_eq!(bare.query(), None);
         assert!(bare.headers().is_empty());

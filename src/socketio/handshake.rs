@@ -86,7 +86,7 @@ impl Handshake {
 
     /// Whether the request came from another origin (an `Origin` header was sent).
     pub fn xdomain(&self) -> bool {
-        self.request.headers().contains_key(http::header::ORIGIN)
+        self.request.has_header("origin")
     }
 
     /// When the socket connected to its namespace, in milliseconds since the Unix epoch (the
