@@ -5,7 +5,7 @@
 //! A tombstone is a few dozen bytes (the session itself, its queue and its connection-limit
 //! reservation are gone with the close), and a shard holds at most [`MAX_TOMBSTONES`] of them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,9 +60,34 @@ struct Tombstone {
     until: Instant,
 }
 
+/// A live session in its shard, found by its id: the set borrows the key from the session itself,
+/// so the registry keeps no second copy of every sid.
+struct Live(Arc<Session>);
+
+impl std::borrow::Borrow<str> for Live {
+    fn borrow(&self) -> &str {
+        self.0.id()
+    }
+}
+
+impl std::hash::Hash for Live {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes, which `Borrow<str>` requires.
+        self.0.id().hash(state);
+    }
+}
+
+impl PartialEq for Live {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id() == other.0.id()
+    }
+}
+
+impl Eq for Live {}
+
 #[derive(Default)]
 struct Shard {
-    live: HashMap<Box<str>, Arc<Session>>,
+    live: HashSet<Live>,
     closed: HashMap<Box<str>, Tombstone>,
     /// `closed` is swept when it reaches this many entries.
     sweep_at: usize,
@@ -148,13 +173,12 @@ impl SessionMap {
     }
 
     pub(crate) fn insert(&self, session: Arc<Session>) {
-        self.shard(session.id())
-            .live
-            .insert(session.id().into(), session);
+        // A session's id is unique (120 random bits): an equal one is the same session.
+        self.shard(session.id()).live.replace(Live(session));
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<Arc<Session>> {
-        self.shard(id).live.get(id).cloned()
+        self.shard(id).live.get(id).map(|live| live.0.clone())
     }
 
     pub(crate) fn remove(&self, id: &str) {
@@ -172,7 +196,7 @@ impl SessionMap {
     pub(crate) fn retire(&self, id: &str, tombstone: Option<Framing>, now: Instant) {
         let removed = {
             let mut shard = self.shard(id);
-            let removed = shard.live.remove(id);
+            let removed = shard.live.take(id).map(|live| live.0);
             if let (Some(framing), Some(_)) = (tombstone, &removed) {
                 let until = now + self.grace;
                 shard.bury(id, Tombstone { framing, until }, now);
@@ -216,8 +240,8 @@ impl SessionMap {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .live
-                    .values()
-                    .cloned(),
+                    .iter()
+                    .map(|live| live.0.clone()),
             );
         }
         out
