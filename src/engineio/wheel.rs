@@ -189,7 +189,18 @@ pub(crate) struct HeartbeatWheel {
     fired: std::sync::atomic::AtomicU64,
     /// Wakes the task when a session is scheduled in an empty wheel, or when the wheel goes.
     wake: Arc<Notify>,
-    started: std::sync::Once,
+    /// Whether the task runs: set when it is spawned, cleared when it ends or its runtime drops
+    /// it, so that the next session scheduled starts it again on a runtime that is alive.
+    running: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Held by the wheel's task: clears [`HeartbeatWheel::running`] however the task ends.
+struct Running(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl Drop for HeartbeatWheel {
@@ -206,7 +217,7 @@ impl HeartbeatWheel {
             wheel: Mutex::new(Wheel::new()),
             fired: std::sync::atomic::AtomicU64::new(0),
             wake: Arc::new(Notify::new()),
-            started: std::sync::Once::new(),
+            running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -231,12 +242,14 @@ impl HeartbeatWheel {
         self.wheel.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Schedules `session` to be woken at `deadline`, until the returned guard is dropped. The
-    /// first call starts the wheel's task (on the current tokio runtime).
+    /// Schedules `session` to be woken at `deadline`, until the returned guard is dropped. Starts
+    /// the wheel's task (on the current tokio runtime) if it is not running: the first time, and
+    /// again if the runtime it ran on was shut down.
     pub(crate) fn insert(self: &Arc<Self>, session: &Arc<Session>, deadline: Instant) -> Beat<'_> {
-        self.started.call_once(|| {
-            tokio::spawn(turn(Arc::downgrade(self), self.wake.clone()));
-        });
+        if !self.running.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let running = Running(self.running.clone());
+            tokio::spawn(turn(Arc::downgrade(self), self.wake.clone(), running));
+        }
         let due = self.tick_of(deadline);
         let now = self.tick_of(Instant::now()).saturating_sub(1);
         let mut wheel = self.lock();
@@ -307,7 +320,8 @@ impl Drop for Beat<'_> {
 
 /// Turns the wheel: sleeps until the next tick, wakes the sessions due at it, and parks while the
 /// wheel is empty. Ends once the wheel is gone.
-async fn turn(wheel: Weak<HeartbeatWheel>, wake: Arc<Notify>) {
+async fn turn(wheel: Weak<HeartbeatWheel>, wake: Arc<Notify>, running: Running) {
+    let _running = running;
     let mut due = Vec::new();
     loop {
         let at = {
@@ -433,6 +447,31 @@ mod tests {
             tick_for(Duration::from_millis(5), Duration::from_millis(5)),
             Duration::from_millis(1)
         );
+    }
+
+    #[test]
+    fn the_task_starts_again_on_a_live_runtime_when_its_own_is_gone() {
+        let ms = Duration::from_millis;
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap()
+        };
+        let wheel = HeartbeatWheel::new(ms(5));
+        let session = Session::for_test(Instant::now(), ms(300), ms(200));
+        let first = runtime();
+        first.block_on(async {
+            let _beat = wheel.insert(&session, Instant::now() + ms(10));
+            session.notify.notified().await;
+        });
+        // The task the first runtime ran is dropped with it.
+        drop(first);
+        runtime().block_on(async {
+            let _beat = wheel.insert(&session, Instant::now() + ms(10));
+            let woken = tokio::time::timeout(Duration::from_secs(5), session.notify.notified());
+            assert!(woken.await.is_ok(), "no task turns the wheel");
+        });
     }
 
     #[tokio::test(start_paused = true)]
