@@ -22,11 +22,8 @@ pub const MAX_QUERY_LEN: usize = 8 * 1024;
 /// Splits a raw query string into decoded `(key, value)` pairs (`+` is a space, `%XX` is a byte;
 /// invalid escapes are kept as they are, invalid UTF-8 is replaced).
 pub fn parse_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|s| !s.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    raw_pairs(query)
+        .map(|(k, v)| {
             (
                 decode_component(k).into_owned(),
                 decode_component(v).into_owned(),
@@ -38,8 +35,7 @@ pub fn parse_pairs(query: &str) -> Vec<(String, String)> {
 /// Extracts the Engine.IO parameters. The first occurrence of a key wins.
 pub fn parse_engine_query(query: &str) -> EngineQuery<'_> {
     let mut q = EngineQuery::default();
-    for pair in query.split('&').filter(|s| !s.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    for (k, v) in raw_pairs(query) {
         let slot = match &*decode_component(k) {
             "EIO" => &mut q.eio,
             "transport" => &mut q.transport,
@@ -52,6 +48,14 @@ pub fn parse_engine_query(query: &str) -> EngineQuery<'_> {
         }
     }
     q
+}
+
+/// The `(key, value)` pairs of a query string, not decoded (a pair without `=` has an empty value).
+fn raw_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
 }
 
 fn decode_component(s: &str) -> Cow<'_, str> {

@@ -307,13 +307,13 @@ impl<V: Clone> Rooms<V> {
         out
     }
 
-    /// The member whose own room `room` is, if it is in it: its id and handle, cloned.
-    fn owner_of(&self, room: &str) -> Option<(Id, V)> {
+    /// The id of the member whose own room `room` is, if it is in it.
+    fn owner_of(&self, room: &str) -> Option<Id> {
         let members = lock(&self.member_shard(room).0);
         members
             .get_key_value(room)
             .filter(|(_, member)| member.own)
-            .map(|(id, member)| (Arc::clone(id), member.handle.clone()))
+            .map(|(id, _)| Arc::clone(id))
     }
 
     /// The handles of the members of any of `rooms`, minus the members of any of `except`: the
@@ -395,7 +395,7 @@ impl<V: Clone> Rooms<V> {
     fn ids_in(&self, rooms: &[Room]) -> HashSet<Id> {
         let mut ids = HashSet::new();
         for room in rooms {
-            if let Some((id, _)) = self.owner_of(room) {
+            if let Some(id) = self.owner_of(room) {
                 ids.insert(id);
             }
             let shard = read(&self.room_shard(room).0);
